@@ -1,0 +1,31 @@
+# shardproof: `make demo` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# The library asks for a torch range; the install step pins the local CPU wheel
+# so that pip never pulls a multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: setup test demo bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+	@bash tools/ensure_postgres.sh
+
+test: setup
+	$(PY) -m pytest
+
+demo: setup
+	$(VENV)/bin/shardproof demo
+
+bench: setup
+	$(PY) bench/mpc_ops.py --json bench/results/mpc_ops.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,46 @@
+"""Shared plumbing for the thin command layer: exit codes and subcommand dispatch."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable, Sequence
+
+# Exit codes mean something (see README "Exit codes").
+EXIT_OK = 0
+EXIT_FAILED = 1  # the check ran and found a problem (cheater, bad ledger, ...)
+EXIT_INCOMPLETE = 2  # could not finish (unreachable node, bad usage, missing input)
+EXIT_NOT_YET = 3  # subcommand exists but is not implemented yet
+
+
+def run_subcommands(prog: str, description: str, commands: dict[str, str], argv: Sequence[str] | None) -> int:
+    """Dispatch `prog SUBCOMMAND ...` to `module:register` pairs.
+
+    Each value of `commands` names a module exposing `register(subparsers) -> None`
+    that adds one subparser whose `func(args) -> int` default runs the command.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in commands.items():
+        importlib.import_module(module).register(sub, name)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_INCOMPLETE
+    return int(args.func(args))
+
+
+def not_yet(name: str, issue: str) -> Callable[[argparse._SubParsersAction, str], None]:
+    """A placeholder subcommand that says it is not implemented yet and exits 3."""
+
+    def register(sub: argparse._SubParsersAction, cmd: str) -> None:
+        p = sub.add_parser(cmd, help=f"{name} (not yet: {issue})")
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+
+        def func(_args: argparse.Namespace) -> int:
+            print(f"{name}: not yet implemented ({issue})", file=sys.stderr)
+            return EXIT_NOT_YET
+
+        p.set_defaults(func=func)
+
+    return register

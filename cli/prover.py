@@ -1,0 +1,21 @@
+"""`prover`: node operators (keygen, register, serve)."""
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from cli.common import run_subcommands
+
+COMMANDS = {
+    "keygen": "cli.stubs.prover_keygen",
+    "register": "cli.stubs.prover_register",
+    "serve": "cli.stubs.prover_serve",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_subcommands("prover", __doc__ or "", COMMANDS, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""`shardproof`: clients and model owners (infer, demo, model publishing)."""
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from cli.common import run_subcommands
+
+COMMANDS = {
+    "demo": "cli.stubs.demo",
+    "infer": "cli.stubs.infer",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_subcommands("shardproof", __doc__ or "", COMMANDS, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Placeholder subcommands for work that later issues add; each exits 3 ("not yet")."""

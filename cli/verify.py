@@ -1,0 +1,21 @@
+"""`verify`: auditors (audit, evidence, ledger-check)."""
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from cli.common import run_subcommands
+
+COMMANDS = {
+    "audit": "cli.stubs.verify_audit",
+    "evidence": "cli.stubs.verify_evidence",
+    "ledger-check": "cli.stubs.ledger_check",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_subcommands("verify", __doc__ or "", COMMANDS, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
