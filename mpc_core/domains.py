@@ -1,0 +1,16 @@
+"""Domain-separation tags for every hash, PRG stream and signature in shardproof.
+
+All tags live here so that no two uses can collide by accident. A tag is
+ASCII bytes of the form b"shardproof/<area>/<use>/v<version>".
+"""
+
+# --- mpc_core -------------------------------------------------------------
+PRG_STREAM = b"shardproof/prg/stream/v1"  # context prefix of a BLAKE3 keyed XOF stream
+SEED_DERIVE = b"shardproof/dealer/seed-derive/v1"  # dealer master seed -> party seed
+SEED_COMMIT = b"shardproof/dealer/seed-commit/v1"  # public commitment to a party seed
+TRANSCRIPT_TENSOR = b"shardproof/transcript/tensor/v1"  # digest of a share/message tensor
+TRANSCRIPT_STEP = b"shardproof/transcript/step/v1"  # digest of one transcript record
+SHARE_SPLIT = b"shardproof/share/split/v1"  # PRG purpose used when splitting plaintext into shares
+
+# --- commitments (nodes, model owner) -------------------------------------
+COMMITMENT = b"shardproof/commit/salted/v1"  # H(tag || nonce || canonical bytes)
