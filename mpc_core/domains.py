@@ -14,3 +14,10 @@ SHARE_SPLIT = b"shardproof/share/split/v1"  # PRG purpose used when splitting pl
 
 # --- commitments (nodes, model owner) -------------------------------------
 COMMITMENT = b"shardproof/commit/salted/v1"  # H(tag || nonce || canonical bytes)
+
+# --- ledger ---------------------------------------------------------------
+LEDGER_ENTRY_SIG = b"shardproof/ledger/entry-sig/v1"  # Ed25519 signature over an entry's to-be-signed bytes
+LEDGER_CHECKPOINT = b"shardproof/ledger/checkpoint/v1"  # BLS (co)signature over a checkpoint (signed tree head)
+LEDGER_JOB_ROOT = b"shardproof/ledger/job-root/v1"  # BLS cosignature of a node over its job root
+LEDGER_ED25519_SEED = b"shardproof/ledger/ed25519-seed/v1"  # identity seed -> Ed25519 private key
+LEDGER_BLS_IKM = b"shardproof/ledger/bls-ikm/v1"  # identity seed -> BLS KeyGen input key material

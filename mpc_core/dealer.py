@@ -1,0 +1,288 @@
+"""The dealer: correlated randomness from per-party seeds (specs/dealer.md).
+
+Every kind of material is a list of components. *Random* components are
+expanded by every party from its own seed (their secret is the sum, or XOR, of
+all parties' expansions). *Derived* components are functions of the random
+secrets (c = a*b, the bits of r, ...): parties 0..N-2 expand their share from
+their seed too, and only the last party receives an explicit correction share
+computed by the dealer, who knows all seeds. This is CrypTen's TTP provider
+with the PRG pinned down so that an auditor holding party i's seed can
+regenerate party i's material exactly.
+
+Kinds (params):
+  beaver        (x_shape, y_shape)          a, b | c = a * b
+  matmul        (x_shape, y_shape)          a, b | c = a @ b
+  weight_mask   (key, w_shape)              b (fixed stream `key`) | -
+  matmul_fixed  (key, x_shape, w_shape)     a, b (fixed stream `key`) | c = a @ b
+  trunc         (shape, m)                  r | r_msb = r >> 63, r_shift = (r mod 2^63) >> m
+  and           (shape,)                    a, b (xor) | c = a & b (xor)
+  edabit        (shape,)                    r | rb = r (xor)
+  dabit         (shape,)                    rb (xor bit) | ra = rb (arith)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import reduce
+from typing import Callable, Literal
+
+import torch
+
+from mpc_core import prg
+from mpc_core.errors import DealerError
+from mpc_core.ring import lshr
+
+Sharing = Literal["arith", "xor", "xorbit"]
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Component:
+    """One tensor of dealer material: name, shape, sharing, and the PRG stream it comes from."""
+
+    name: str
+    shape: Shape
+    sharing: Sharing
+    fixed_key: str | None = None  # stream keyed by a weight id instead of the op index
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request for one unit of material: a kind and its parameters (canonical-CBOR-able)."""
+
+    kind: str
+    params: tuple
+
+    def describe(self) -> list:
+        def norm(p):
+            if isinstance(p, (tuple, list)):
+                return [norm(q) for q in p]
+            return p
+
+        return [self.kind, norm(self.params)]
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    randoms: tuple[Component, ...]
+    derived: tuple[Component, ...]
+    derive: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+def _shape(s) -> Shape:
+    try:
+        out = tuple(int(d) for d in s)
+    except Exception as exc:
+        raise DealerError(f"bad shape {s!r}") from exc
+    if any(d < 0 for d in out):
+        raise DealerError(f"negative dimension in shape {out}")
+    return out
+
+
+def _broadcast(a: Shape, b: Shape) -> Shape:
+    try:
+        return tuple(torch.broadcast_shapes(a, b))
+    except RuntimeError as exc:
+        raise DealerError(f"shapes {a} and {b} do not broadcast") from exc
+
+
+def _matmul_shape(a: Shape, b: Shape) -> Shape:
+    if len(a) < 1 or len(b) < 1:
+        raise DealerError("matmul needs at least 1-d operands")
+    try:
+        return tuple(torch.empty(a, device="meta").matmul(torch.empty(b, device="meta")).shape)
+    except RuntimeError as exc:
+        raise DealerError(f"matmul shapes {a} and {b} do not fit") from exc
+
+
+def kind_spec(req: Request) -> KindSpec:
+    """The component layout and derivation of a request (raises DealerError on unknown kinds)."""
+    k, p = req.kind, req.params
+    try:
+        if k == "beaver":
+            xs, ys = _shape(p[0]), _shape(p[1])
+            return KindSpec(
+                (Component("a", xs, "arith"), Component("b", ys, "arith")),
+                (Component("c", _broadcast(xs, ys), "arith"),),
+                lambda s: {"c": s["a"] * s["b"]},
+            )
+        if k == "matmul":
+            xs, ys = _shape(p[0]), _shape(p[1])
+            return KindSpec(
+                (Component("a", xs, "arith"), Component("b", ys, "arith")),
+                (Component("c", _matmul_shape(xs, ys), "arith"),),
+                lambda s: {"c": torch.matmul(s["a"], s["b"])},
+            )
+        if k == "weight_mask":
+            key, ws = str(p[0]), _shape(p[1])
+            return KindSpec((Component("b", ws, "arith", fixed_key=key),), (), lambda s: {})
+        if k == "matmul_fixed":
+            key, xs, ws = str(p[0]), _shape(p[1]), _shape(p[2])
+            return KindSpec(
+                (Component("a", xs, "arith"), Component("b", ws, "arith", fixed_key=key)),
+                (Component("c", _matmul_shape(xs, ws), "arith"),),
+                lambda s: {"c": torch.matmul(s["a"], s["b"])},
+            )
+        if k == "trunc":
+            shape, m = _shape(p[0]), int(p[1])
+            if not 0 < m < 63:
+                raise DealerError(f"truncation shift must be in [1, 62], got {m}")
+            return KindSpec(
+                (Component("r", shape, "arith"),),
+                (Component("r_msb", shape, "arith"), Component("r_shift", shape, "arith")),
+                lambda s: {"r_msb": lshr(s["r"], 63), "r_shift": lshr(s["r"] & ((1 << 63) - 1), m)},
+            )
+        if k == "and":
+            shape = _shape(p[0])
+            return KindSpec(
+                (Component("a", shape, "xor"), Component("b", shape, "xor")),
+                (Component("c", shape, "xor"),),
+                lambda s: {"c": s["a"] & s["b"]},
+            )
+        if k == "edabit":
+            shape = _shape(p[0])
+            return KindSpec((Component("r", shape, "arith"),), (Component("rb", shape, "xor"),), lambda s: {"rb": s["r"].clone()})
+        if k == "dabit":
+            shape = _shape(p[0])
+            return KindSpec((Component("rb", shape, "xorbit"),), (Component("ra", shape, "arith"),), lambda s: {"ra": s["rb"].clone()})
+    except (IndexError, TypeError, ValueError) as exc:
+        raise DealerError(f"bad parameters for dealer kind {k!r}: {p!r}") from exc
+    raise DealerError(f"unknown dealer kind {k!r}")
+
+
+def _expand(seed: bytes, job: bytes, op_index: int, party: int, comp: Component) -> torch.Tensor:
+    stream: prg.StreamId = f"fixed:{comp.fixed_key}" if comp.fixed_key is not None else int(op_index)
+    purpose = comp.name
+    if comp.sharing == "xorbit":
+        return prg.bit_tensor(seed, job, stream, party, purpose, comp.shape)
+    return prg.ring_tensor(seed, job, stream, party, purpose, comp.shape)
+
+
+def _combine(shares: list[torch.Tensor], sharing: Sharing) -> torch.Tensor:
+    if sharing == "arith":
+        return reduce(torch.add, shares)
+    return reduce(torch.bitwise_xor, shares)
+
+
+def expand_party(req: Request, op_index: int, job: bytes, party: int, n_parties: int, seed: bytes) -> dict[str, torch.Tensor]:
+    """Everything party `party` can expand from its own seed (all of it, except the
+    last party's derived components, which only the dealer can compute)."""
+    spec = kind_spec(req)
+    out = {c.name: _expand(seed, job, op_index, party, c) for c in spec.randoms}
+    if party != n_parties - 1:
+        out.update({c.name: _expand(seed, job, op_index, party, c) for c in spec.derived})
+    return out
+
+
+def corrections(req: Request, op_index: int, job: bytes, seeds: list[bytes], cache: dict | None = None) -> dict[str, torch.Tensor]:
+    """The last party's derived shares: derived(secret randoms) minus the others' expansions."""
+    n = len(seeds)
+    spec = kind_spec(req)
+    secrets = {}
+    for c in spec.randoms:
+        ck = (c.fixed_key, c.name, c.shape) if c.fixed_key is not None else None
+        if cache is not None and ck is not None and ck in cache:
+            secrets[c.name] = cache[ck]
+            continue
+        secrets[c.name] = _combine([_expand(seeds[i], job, op_index, i, c) for i in range(n)], c.sharing)
+        if cache is not None and ck is not None:
+            cache[ck] = secrets[c.name]
+    plain = spec.derive(secrets)
+    out = {}
+    for c in spec.derived:
+        others = [_expand(seeds[i], job, op_index, i, c) for i in range(n - 1)]
+        value = plain[c.name]
+        if c.sharing == "arith":
+            out[c.name] = value - reduce(torch.add, others) if others else value
+        else:
+            out[c.name] = value ^ reduce(torch.bitwise_xor, others) if others else value
+    return out
+
+
+class Dealer:
+    """Source of correlated randomness for the parties held in this process.
+
+    `get(req, op_index)` returns, for each component, a tensor of shape
+    (len(local_parties), *component.shape): the local parties' material.
+    """
+
+    n_parties: int
+    local_parties: tuple[int, ...]
+
+    def get(self, req: Request, op_index: int) -> dict[str, torch.Tensor]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def seed_commitments(self) -> list[bytes]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class TrustedDealer(Dealer):
+    """The dealer itself, holding every party seed (in-process simulation, dealer service)."""
+
+    def __init__(self, master_seed: bytes, job: bytes, n_parties: int, local_parties: tuple[int, ...] | None = None):
+        if n_parties < 2:
+            raise DealerError(f"need at least 2 parties, got {n_parties}")
+        self.job = bytes(job)
+        self.n_parties = n_parties
+        self.seeds = [prg.derive_party_seed(master_seed, self.job, i) for i in range(n_parties)]
+        self.local_parties = tuple(range(n_parties)) if local_parties is None else tuple(local_parties)
+        self._fixed_cache: dict = {}
+
+    def seed_commitments(self) -> list[bytes]:
+        return [prg.seed_commitment(s, self.job, i) for i, s in enumerate(self.seeds)]
+
+    def party_seed(self, party: int) -> bytes:
+        """Release party `party`'s seed (to that party, or to an auditor with a recorded challenge)."""
+        if not 0 <= party < self.n_parties:
+            raise DealerError(f"no party {party} in a {self.n_parties}-party job")
+        return self.seeds[party]
+
+    def correction(self, req: Request, op_index: int) -> dict[str, torch.Tensor]:
+        return corrections(req, op_index, self.job, self.seeds, self._fixed_cache)
+
+    def get(self, req: Request, op_index: int) -> dict[str, torch.Tensor]:
+        n = self.n_parties
+        per_party = {}
+        for p in self.local_parties:
+            if p == n - 1:
+                m = expand_party(req, op_index, self.job, p, n, self.seeds[p])
+                m.update(self.correction(req, op_index))
+            else:
+                m = expand_party(req, op_index, self.job, p, n, self.seeds[p])
+            per_party[p] = m
+        names = per_party[self.local_parties[0]].keys()
+        return {k: torch.stack([per_party[p][k] for p in self.local_parties]) for k in names}
+
+
+class SeededDealerClient(Dealer):
+    """One party's view: expands its own material from its seed; the last party
+    fetches its correction shares through `fetch_correction(req, op_index)`."""
+
+    def __init__(self, party: int, n_parties: int, job: bytes, seed: bytes,
+                 fetch_correction: Callable[[Request, int], dict[str, torch.Tensor]] | None = None,
+                 commitments: list[bytes] | None = None):
+        if not 0 <= party < n_parties:
+            raise DealerError(f"party {party} outside 0..{n_parties - 1}")
+        if party == n_parties - 1 and fetch_correction is None:
+            raise DealerError("the last party needs a correction channel to the dealer")
+        if commitments is not None and prg.seed_commitment(seed, job, party) != commitments[party]:
+            raise DealerError(f"party {party}'s seed does not match the dealer's commitment")
+        self.party, self.n_parties, self.job, self.seed = party, n_parties, bytes(job), seed
+        self.local_parties = (party,)
+        self._fetch = fetch_correction
+        self._commitments = commitments
+
+    def seed_commitments(self) -> list[bytes]:
+        if self._commitments is None:
+            raise DealerError("this client was built without the dealer's seed commitments")
+        return list(self._commitments)
+
+    def get(self, req: Request, op_index: int) -> dict[str, torch.Tensor]:
+        m = expand_party(req, op_index, self.job, self.party, self.n_parties, self.seed)
+        if self.party == self.n_parties - 1:
+            corr = self._fetch(req, op_index)
+            spec = kind_spec(req)
+            for c in spec.derived:
+                if c.name not in corr or tuple(corr[c.name].shape) != c.shape:
+                    raise DealerError(f"dealer correction for {req.kind} #{op_index} lacks {c.name} of shape {c.shape}")
+                m[c.name] = corr[c.name]
+        return {k: v.unsqueeze(0) for k, v in m.items()}

@@ -1,0 +1,238 @@
+"""Fixed-point nonlinear functions a transformer needs (specs/numerics.md).
+
+All inputs and outputs are fixed-point shares at scale 2^f (s.frac_bits).
+The designs follow SIGMA (Gupta et al., PETS 2024) and PUMA (Dong et al.,
+2023) in spirit: exact comparisons and bit decompositions for range reduction,
+then short polynomials and Newton steps on a fixed interval, so accuracy holds
+over the ranges real transformers produce, unlike CrypTen's defaults.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from mpc_core.errors import MPCError, ShapeError
+from mpc_core.protocols.arithmetic import beaver_mul, truncate
+from mpc_core.protocols.binary import a2b, b2a_bits, extract_bits, ltz, prefix_or_down
+from mpc_core.ring import encode_constant
+from mpc_core.session import Session
+
+# 2^t on [0, 1): least-squares fit on 200 Chebyshev nodes, degree 4; max rel. error 3.8e-6.
+EXP2_COEFFS = (1.0000035971445627, 0.6929695509319236, 0.2416213226628774, 0.05171773546029374, 0.013683982893781102)
+# 1/m and m^-1/2 on [1, 2]: linear initial guesses (max rel. error 7.1% and 2.3%), refined by Newton.
+RECIP_INIT = (1.4350288425444029, -0.48528137423857054)
+RSQRT_INIT = (1.265829310707633, -0.28746831268904044)
+RECIP_NEWTON_STEPS = 3
+RSQRT_NEWTON_STEPS = 2
+# Normalisation covers leading-one positions 0..NORM_BITS-1 of the encoded input (x < 2^(NORM_BITS-1-f)).
+NORM_BITS = 47
+GELU_C1 = 2.0 * math.sqrt(2.0 / math.pi)  # tanh(z) = 2 sigmoid(2z) - 1
+GELU_C3 = GELU_C1 * 0.044715
+
+
+# --- building blocks ---------------------------------------------------------
+def mul_fx(s: Session, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Fixed-point product: Beaver product then truncation by f (2 rounds)."""
+    return truncate(s, beaver_mul(s, x, y), s.frac_bits)
+
+
+def mul_batch(s: Session, pairs: list[tuple[torch.Tensor, torch.Tensor, bool]]) -> list[torch.Tensor]:
+    """Several same-shaped products in one Beaver round; those flagged True are then truncated together."""
+    xs = torch.stack([torch.broadcast_to(a, torch.broadcast_shapes(a.shape, b.shape)) for a, b, _ in pairs], dim=1)
+    ys = torch.stack([torch.broadcast_to(b, torch.broadcast_shapes(a.shape, b.shape)) for a, b, _ in pairs], dim=1)
+    z = beaver_mul(s, xs, ys)
+    idx = [i for i, (_, _, t) in enumerate(pairs) if t]
+    out = [z[:, i] for i in range(len(pairs))]
+    if idx:
+        zt = truncate(s, z[:, idx], s.frac_bits)
+        for j, i in enumerate(idx):
+            out[i] = zt[:, j]
+    return out
+
+
+def mul_public(s: Session, x: torch.Tensor, c: float, bits: int | None = None) -> torch.Tensor:
+    """x * c for a public real c encoded with `bits` fractional bits (default f), then truncated (1 round)."""
+    bits = s.frac_bits if bits is None else bits
+    return truncate(s, x * encode_constant(c, bits), bits)
+
+
+def add_public(s: Session, x: torch.Tensor, c: float) -> torch.Tensor:
+    """x + c for a public real c (party 0 adds it; local)."""
+    return x + s.party0(x.dim() - 1) * encode_constant(c, s.frac_bits)
+
+
+def linear_combination(s: Session, terms: list[tuple[float, torch.Tensor]], const: float = 0.0, bits: int = 32) -> torch.Tensor:
+    """const + sum c_k * t_k with constants at 2^bits precision and a single truncation (1 round)."""
+    acc = None
+    for c, t in terms:
+        v = t * encode_constant(c, bits)
+        acc = v if acc is None else acc + v
+    acc = acc + s.party0(acc.dim() - 1) * encode_constant(const, bits + s.frac_bits)
+    return truncate(s, acc, bits)
+
+
+# --- exp -------------------------------------------------------------------------
+def exp(s: Session, x: torch.Tensor) -> torch.Tensor:
+    """e^x for x < f*ln2 (11.09 at f = 16); inputs below about -f*ln2 give 0 (the true value is < 2^-f).
+
+    1. Y = x * log2(e) + f at scale 2^(2f) (local; no truncation needed).
+    2. Bit-decompose Y (A2B). With y' = Y / 2^(2f): sign s, integer part k in [0, 32) from
+       bits 2f..2f+4, fraction t in [0, 1) from bits f..2f-1; convert those 22 bits to arithmetic.
+    3. 2^(k - f) as the integer product prod_j (1 + (2^(2^j) - 1) k_j), times (1 - s) to send
+       negative y' (inputs below -f ln 2) to 0; it is exactly the fixed-point encoding of 2^(k-f).
+    4. 2^t by a degree-4 polynomial, its powers computed in the same rounds as step 3.
+    5. e^x = 2^(k-f) * 2^t (one fixed-point product).
+    """
+    f = s.frac_bits
+    nd = x.dim() - 1
+    p0 = s.party0(nd)
+    Y = x * encode_constant(1.0 / math.log(2.0), f) + p0 * (f << (2 * f))
+    yb = a2b(s, Y)
+    int_pos = [2 * f + j for j in range(5)]
+    frac_pos = [f + j for j in range(f)]
+    bits = b2a_bits(s, extract_bits(yb, [63] + int_pos + frac_pos))
+    sign, kbits, fbits = bits[..., 0], bits[..., 1:6], bits[..., 6:]
+    t = (fbits * (2 ** torch.arange(f, dtype=torch.int64))).sum(-1)  # fraction at scale 2^f
+    fac = [p0 + ((1 << (1 << j)) - 1) * kbits[..., j] for j in range(5)] + [p0 - sign]
+    # Round 1: three integer products and t^2 (truncated).
+    a, b, c, t2 = mul_batch(s, [(fac[0], fac[1], False), (fac[2], fac[3], False), (fac[4], fac[5], False), (t, t, True)])
+    # Round 2: a*b, t^3, t^4.
+    ab, t3, t4 = mul_batch(s, [(a, b, False), (t2, t, True), (t2, t2, True)])
+    # Round 3: the whole integer product.
+    (pint,) = mul_batch(s, [(ab, c, False)])
+    poly = linear_combination(s, [(EXP2_COEFFS[1], t), (EXP2_COEFFS[2], t2), (EXP2_COEFFS[3], t3), (EXP2_COEFFS[4], t4)],
+                              const=EXP2_COEFFS[0])
+    return mul_fx(s, pint, poly)
+
+
+# --- normalisation for reciprocal and rsqrt --------------------------------------
+def _normalise(s: Session, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For x > 0 return ([m] at scale 2^f with m in [1, 2), [onehot] of the leading-one position p of X = x 2^f).
+
+    1. A2B of X; 2. prefix-OR from the top (6 rounds) and onehot = z ^ (z >> 1);
+    3. onehot bits 0..NORM_BITS-1 to arithmetic; 4. m = X * 2^(61-p) / 2^(61-f).
+    """
+    f = s.frac_bits
+    xb = a2b(s, x)
+    z = prefix_or_down(s, xb)
+    onehot = b2a_bits(s, extract_bits(z ^ (z >> 1), list(range(NORM_BITS))))
+    scale = torch.tensor([1 << (61 - j) for j in range(NORM_BITS)], dtype=torch.int64)
+    k = (onehot * scale).sum(-1)
+    m = truncate(s, beaver_mul(s, x, k), 61 - f)
+    return m, onehot
+
+
+def _by_position(s: Session, y: torch.Tensor, onehot: torch.Tensor, consts: list[int], shift: int) -> torch.Tensor:
+    """y * (sum_j onehot_j * consts[j]) / 2^shift: apply a per-position public factor (2 rounds)."""
+    k = (onehot * torch.tensor(consts, dtype=torch.int64)).sum(-1)
+    return truncate(s, beaver_mul(s, y, k), shift)
+
+
+def _recip_unit(s: Session, m: torch.Tensor) -> torch.Tensor:
+    """1/m for m in [1, 2] (Newton: y <- y (2 - m y) from a linear guess)."""
+    y = _lin(s, m, RECIP_INIT)
+    for _ in range(RECIP_NEWTON_STEPS):
+        my = mul_fx(s, m, y)
+        y = mul_fx(s, y, add_public(s, -my, 2.0))
+    return y
+
+
+def _lin(s: Session, m: torch.Tensor, coeffs: tuple[float, float]) -> torch.Tensor:
+    return linear_combination(s, [(coeffs[1], m)], const=coeffs[0], bits=s.frac_bits)
+
+
+def reciprocal(s: Session, x: torch.Tensor) -> torch.Tensor:
+    """1/x for x in [2^-f, 2^30): normalise to m in [1, 2), Newton, scale back by 2^(f-p)."""
+    f = s.frac_bits
+    m, onehot = _normalise(s, x)
+    r = _recip_unit(s, m)
+    shift = 29
+    consts = [round(2.0 ** (shift + f - j)) for j in range(NORM_BITS)]
+    return _by_position(s, r, onehot, consts, shift)
+
+
+def rsqrt(s: Session, x: torch.Tensor) -> torch.Tensor:
+    """1/sqrt(x) for x in [2^-f, 2^30): normalise, Newton y <- y (3 - m y^2) / 2, scale by 2^(-(p-f)/2)."""
+    f = s.frac_bits
+    m, onehot = _normalise(s, x)
+    y = _lin(s, m, RSQRT_INIT)
+    for _ in range(RSQRT_NEWTON_STEPS):
+        y2 = mul_fx(s, y, y)
+        my2 = mul_fx(s, m, y2)
+        y = truncate(s, beaver_mul(s, y, add_public(s, -my2, 3.0)), f + 1)
+    shift = 37
+    consts = [round(2.0 ** (shift - (j - f) / 2.0)) for j in range(NORM_BITS)]
+    return _by_position(s, y, onehot, consts, shift)
+
+
+# --- comparisons and selections ------------------------------------------------
+def select_bit(s: Session, bit: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """bit * x for an arithmetic 0/1 integer bit and a fixed-point x (one round, no truncation)."""
+    return beaver_mul(s, bit, x)
+
+
+def relu(s: Session, x: torch.Tensor) -> torch.Tensor:
+    """max(x, 0) = (1 - [x < 0]) * x."""
+    neg = ltz(s, x)
+    return beaver_mul(s, s.party0(neg.dim() - 1) - neg, x)
+
+
+def max_last(s: Session, x: torch.Tensor) -> torch.Tensor:
+    """Maximum over the last axis by a tournament: ceil(log2 n) levels of compare-and-select."""
+    if x.shape[-1] == 0:
+        raise ShapeError("max over an empty dimension")
+    while x.shape[-1] > 1:
+        n = x.shape[-1]
+        half = n // 2
+        a, b = x[..., 0:2 * half:2], x[..., 1:2 * half:2]
+        a_lt_b = ltz(s, a - b)
+        best = a + beaver_mul(s, a_lt_b, b - a)
+        x = torch.cat([best, x[..., 2 * half:]], dim=-1) if n % 2 else best
+    return x[..., 0]
+
+
+def sigmoid(s: Session, x: torch.Tensor) -> torch.Tensor:
+    """1 / (1 + e^-x) via e^-|x| (never overflows) and a reciprocal on [1, 2]."""
+    neg = ltz(s, x)
+    absx = x - 2 * beaver_mul(s, neg, x)
+    e = exp(s, -absx)
+    q = _recip_unit(s, add_public(s, e, 1.0))
+    one_minus_2q = add_public(s, -2 * q, 1.0)
+    return q + beaver_mul(s, neg, one_minus_2q)
+
+
+def gelu(s: Session, x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's tanh GeLU: 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3))) = x * sigmoid(2 sqrt(2/pi)(x + 0.044715 x^3))."""
+    x2 = mul_fx(s, x, x)
+    x3 = mul_fx(s, x2, x)
+    z = linear_combination(s, [(GELU_C1, x), (GELU_C3, x3)], bits=s.frac_bits)
+    return mul_fx(s, x, sigmoid(s, z))
+
+
+def softmax_last(s: Session, x: torch.Tensor) -> torch.Tensor:
+    """softmax over the last axis with max subtraction: e^(x - max) / sum e^(x - max)."""
+    mx = max_last(s, x)
+    e = exp(s, x - mx.unsqueeze(-1))
+    total = e.sum(-1)
+    inv = reciprocal(s, total)
+    return mul_fx(s, e, inv.unsqueeze(-1))
+
+
+def layer_norm_last(s: Session, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """(x - mean) / sqrt(var + eps) over the last axis (no affine part)."""
+    n = x.shape[-1]
+    if n == 0:
+        raise ShapeError("layer_norm over an empty dimension")
+    mean = mul_public(s, x.sum(-1), 1.0 / n, bits=2 * s.frac_bits)
+    d = x - mean.unsqueeze(-1)
+    ssq = truncate(s, beaver_mul(s, d, d).sum(-1), s.frac_bits)
+    var = mul_public(s, ssq, 1.0 / n, bits=2 * s.frac_bits)
+    rstd = rsqrt(s, add_public(s, var, eps))
+    return mul_fx(s, d, rstd.unsqueeze(-1))
+
+
+def check_frac_bits(s: Session) -> None:
+    """The bit layouts above assume 2f + 5 < 63."""
+    if not 4 <= s.frac_bits <= 28:
+        raise MPCError(f"nonlinear functions support 4 <= f <= 28, got f = {s.frac_bits}")

@@ -1,0 +1,117 @@
+"""Per-party transcripts: a deterministic record of every protocol step.
+
+Each step of each party gets a record (index, kind, scope, shapes, digests of
+its input shares, messages sent, public values opened and output share). The
+record is small; the tensors themselves can be spilled to an append-only file
+on disk so a node can open any step later with bounded memory. Digests are
+BLAKE3 over a domain tag, the name and shape (canonical CBOR) and the tensor's
+little-endian bytes (specs/transcript.md).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import blake3
+import numpy as np
+import torch
+
+from mpc_core.domains import TRANSCRIPT_STEP, TRANSCRIPT_TENSOR
+from mpc_core.encoding import canonical_cbor
+from mpc_core.errors import TranscriptError
+
+
+def tensor_digest(name: str, t: torch.Tensor) -> bytes:
+    """BLAKE3(TRANSCRIPT_TENSOR || cbor([name, shape]) || int64-le bytes)."""
+    if t.dtype != torch.int64:
+        raise TranscriptError(f"transcript tensors are int64, {name} is {t.dtype}")
+    h = blake3.blake3(TRANSCRIPT_TENSOR)
+    h.update(canonical_cbor([name, list(t.shape)]))
+    arr = np.ascontiguousarray(t.detach().cpu().numpy()).astype("<i8", copy=False)
+    h.update(memoryview(arr).cast("B"))
+    return h.digest()
+
+
+@dataclass
+class StepRecord:
+    """One protocol step of one party."""
+
+    index: int
+    kind: str
+    scope: str
+    shapes: dict[str, list[int]]
+    digests: dict[str, bytes]
+    offsets: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def body(self) -> list:
+        """The canonical content of the record (what its digest covers)."""
+        names = sorted(self.digests)
+        return [self.index, self.kind, self.scope, [[n, self.shapes[n], self.digests[n]] for n in names]]
+
+    def digest(self) -> bytes:
+        return blake3.blake3(TRANSCRIPT_STEP + canonical_cbor(self.body())).digest()
+
+
+class Transcript:
+    """The ordered step records of one party, optionally with tensors spilled to disk."""
+
+    def __init__(self, party: int, store_dir: str | os.PathLike | None = None):
+        self.party = party
+        self.records: list[StepRecord] = []
+        self._chain = blake3.blake3(TRANSCRIPT_STEP + canonical_cbor(["chain", party])).digest()
+        self._file = None
+        self.path: Path | None = None
+        if store_dir is not None:
+            d = Path(store_dir)
+            d.mkdir(parents=True, exist_ok=True)
+            self.path = d / f"party{party}.steps.bin"
+            self._file = open(self.path, "ab+")
+
+    def record(self, index: int, kind: str, scope: str, tensors: dict[str, torch.Tensor]) -> StepRecord:
+        """Append one step; `tensors` maps names (in.*, sent, opened, out) to this party's tensors."""
+        if self.records and index <= self.records[-1].index:
+            raise TranscriptError(f"party {self.party}: step index {index} after {self.records[-1].index}")
+        shapes = {n: list(t.shape) for n, t in tensors.items()}
+        digests = {n: tensor_digest(n, t) for n, t in tensors.items()}
+        rec = StepRecord(index, kind, scope, shapes, digests)
+        if self._file is not None:
+            for n in sorted(tensors):
+                rec.offsets[n] = self._file.seek(0, os.SEEK_END)
+                arr = np.ascontiguousarray(tensors[n].detach().cpu().numpy()).astype("<i8", copy=False)
+                self._file.write(memoryview(arr).cast("B"))
+        self.records.append(rec)
+        self._chain = blake3.blake3(self._chain + rec.digest()).digest()
+        return rec
+
+    def chain_digest(self) -> bytes:
+        """Hash chain over all record digests so far (cheap equality check of whole transcripts)."""
+        return self._chain
+
+    def digests(self) -> list[bytes]:
+        return [r.digest() for r in self.records]
+
+    def load(self, index: int) -> dict[str, torch.Tensor]:
+        """The tensors of step `index`, read back from disk and checked against the record."""
+        if self._file is None:
+            raise TranscriptError("this transcript keeps digests only (no store_dir)")
+        rec = next((r for r in self.records if r.index == index), None)
+        if rec is None:
+            raise TranscriptError(f"party {self.party} has no step {index}")
+        self._file.flush()
+        out = {}
+        for n, off in rec.offsets.items():
+            shape = rec.shapes[n]
+            count = int(np.prod(shape)) if shape else 1
+            self._file.seek(off)
+            raw = self._file.read(8 * count)
+            t = torch.from_numpy(np.frombuffer(raw, dtype="<i8").reshape(shape).copy())
+            if tensor_digest(n, t) != rec.digests[n]:
+                raise TranscriptError(f"party {self.party} step {index}: stored {n} does not match its digest")
+            out[n] = t
+        return out
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
