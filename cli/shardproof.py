@@ -8,7 +8,7 @@ from cli.common import run_subcommands
 
 COMMANDS = {
     "demo": "cli.stubs.demo",
-    "infer": "cli.stubs.infer",
+    "infer": "cli.infer",
 }
 
 

@@ -1,0 +1,253 @@
+"""`shardproof infer`: generate text from a prompt, in plaintext now, privately over MPC later.
+
+    shardproof infer --prompt "And the LORD said unto Moses," --max-new-tokens 40 --plaintext
+    shardproof infer --model DIR --prompt TEXT --max-new-tokens N --parties 3 --json
+
+`--json` prints exactly {"text", "tokens", "seconds", "seconds_per_token", "parties"}:
+text is the generated continuation, tokens its token ids, seconds the generation
+wall time (model loading excluded), parties 0 for plaintext.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from cli.common import EXIT_INCOMPLETE, EXIT_NOT_YET, EXIT_OK
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    """What one `shardproof infer` run asks for (already validated)."""
+
+    model_dir: Path
+    prompt: str
+    prompt_ids: list[int]
+    max_new_tokens: int
+    parties: int
+    temperature: float
+    top_k: int | None
+    seed: int
+
+
+def run_plaintext_inference(request: InferenceRequest, model, tokenizer) -> Iterator[int]:
+    """Yield generated token ids one at a time from the plaintext reference model."""
+    import torch
+
+    idx = torch.tensor([request.prompt_ids], dtype=torch.long)  # (1, T)
+    for nxt in model.generate_stream(
+        idx, request.max_new_tokens, temperature=request.temperature, top_k=request.top_k, seed=request.seed
+    ):
+        yield int(nxt[0, 0])
+
+
+def run_mpc_inference(request: InferenceRequest, model_dir: Path) -> Iterator[int]:
+    """MPC HOOK: yield generated token ids one at a time from a private run over `request.parties` nodes.
+
+    The mpc_core engine owner implements this: the client secret-shares the prompt,
+    the nodes return logit shares, the client reconstructs them and samples locally
+    with `prover.models.sample_next_token` (same temperature / top_k / seeded
+    torch.Generator as the plaintext path, so both paths agree token for token when
+    the logits agree). Until then it raises NotImplementedError, which the command
+    reports with exit code 3.
+    """
+    raise NotImplementedError("MPC inference arrives with the mpc_core engine")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _temperature(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (0.0 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _default_model_dir() -> Path:
+    from prover.models import TINY_MODEL_DIR
+
+    return TINY_MODEL_DIR
+
+
+def register(sub: argparse._SubParsersAction, name: str) -> None:
+    """Add the `infer` subcommand to `sub`."""
+    p = sub.add_parser(
+        name,
+        help="generate text from a prompt (privately over MPC, or --plaintext)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", type=Path, default=None, metavar="DIR",
+                   help="checkpoint directory in the HF GPT-2 layout with tokenizer.json (default: the shipped tiny model)")
+    p.add_argument("--prompt", required=True, help="prompt text")
+    p.add_argument("--max-new-tokens", type=_non_negative_int, default=32, metavar="N", help="tokens to generate (default 32)")
+    p.add_argument("--parties", type=_positive_int, default=2, metavar="N", help="MPC share holders (default 2; ignored with --plaintext)")
+    p.add_argument("--plaintext", action="store_true", help="run the plaintext reference model locally (no MPC)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (default 0)")
+    p.add_argument("--temperature", type=_temperature, default=0.8, metavar="T", help="0 for greedy (default 0.8)")
+    p.add_argument("--top-k", type=_positive_int, default=40, metavar="K", help="sample among the K most likely tokens (default 40)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the text")
+    p.set_defaults(func=run)
+
+
+def _err(message: str) -> None:
+    print(f"shardproof infer: {message}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `shardproof infer`; returns the exit code."""
+    from prover.errors import ProverError
+    from prover.models import load_checkpoint, load_tokenizer
+
+    model_dir: Path = args.model if args.model is not None else _default_model_dir()
+    if not model_dir.is_dir():
+        _err(f"model directory not found: {model_dir}")
+        return EXIT_INCOMPLETE
+    if not args.plaintext and args.parties < 2:
+        _err(f"MPC needs at least 2 parties, got {args.parties}")
+        return EXIT_INCOMPLETE
+    try:
+        tokenizer = load_tokenizer(model_dir)
+        prompt_ids = tokenizer.encode(args.prompt)
+    except ProverError as e:
+        _err(str(e))
+        return EXIT_INCOMPLETE
+    if not prompt_ids:
+        _err("the prompt is empty")
+        return EXIT_INCOMPLETE
+    request = InferenceRequest(
+        model_dir=model_dir,
+        prompt=args.prompt,
+        prompt_ids=prompt_ids,
+        max_new_tokens=args.max_new_tokens,
+        parties=0 if args.plaintext else args.parties,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        seed=args.seed,
+    )
+
+    if args.plaintext:
+        try:
+            model = load_checkpoint(model_dir)
+        except ProverError as e:
+            _err(str(e))
+            return EXIT_INCOMPLETE
+        if tokenizer.vocab_size > model.config.vocab_size:
+            _err(f"tokenizer has {tokenizer.vocab_size} ids but the model only {model.config.vocab_size}")
+            return EXIT_INCOMPLETE
+
+    try:
+        if args.plaintext:
+            stream = run_plaintext_inference(request, model, tokenizer)
+        else:
+            stream = run_mpc_inference(request, model_dir)
+        return _emit(request, tokenizer, stream, as_json=args.json)
+    except NotImplementedError:
+        _err("MPC inference arrives with the mpc_core engine; use --plaintext for the local reference model")
+        return EXIT_NOT_YET
+    except ProverError as e:
+        _err(str(e))
+        return EXIT_INCOMPLETE
+
+
+def _emit(request: InferenceRequest, tokenizer, stream: Iterator[int], as_json: bool) -> int:
+    """Consume `stream`, showing progress on stderr and the text on stdout (or JSON at the end)."""
+    from rich.console import Console, Group
+    from rich.live import Live
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.text import Text
+
+    err = Console(stderr=True)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=err,
+    )
+    label = "plaintext" if request.parties == 0 else f"MPC, {request.parties} parties"
+    task = progress.add_task(f"generating ({label})", total=request.max_new_tokens, rate="")
+    decoder = tokenizer.stream_decoder()
+    shown = Text(request.prompt, style="dim")
+    # On a terminal the text streams inside the live display and is printed once at the end;
+    # when stdout is piped it streams to stdout directly.
+    in_live = err.is_terminal and sys.stdout.isatty() and not as_json
+    stream_stdout = not as_json and not in_live
+    tokens: list[int] = []
+    text_parts: list[str] = []
+    if stream_stdout:
+        sys.stdout.write(request.prompt)
+        sys.stdout.flush()
+
+    def on_token(tok: int, elapsed: float) -> None:
+        tokens.append(tok)
+        piece = decoder.push([tok])
+        text_parts.append(piece)
+        if stream_stdout and piece:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        if in_live:
+            shown.append(piece)
+        progress.update(task, advance=1, rate=f"{len(tokens) / elapsed:.1f} tok/s" if elapsed > 0 else "")
+
+    start = time.perf_counter()
+    _drain(stream, on_token, start, Live(Group(shown, progress), console=err, transient=True) if in_live else
+           (progress if err.is_terminal else None))
+    seconds = time.perf_counter() - start
+    tail = decoder.flush()
+    text_parts.append(tail)
+    text = "".join(text_parts)
+
+    if as_json:
+        print(json.dumps({
+            "text": text,
+            "tokens": tokens,
+            "seconds": round(seconds, 6),
+            "seconds_per_token": round(seconds / len(tokens), 6) if tokens else 0.0,
+            "parties": request.parties,
+        }))
+    elif in_live:
+        print(request.prompt + text)
+    else:
+        sys.stdout.write(tail + "\n")
+        sys.stdout.flush()
+    if not err.is_terminal:
+        rate = f"{len(tokens) / seconds:.1f} tok/s" if seconds > 0 else "-"
+        err.print(f"generated {len(tokens)} tokens in {seconds:.2f}s ({rate}, {label})", highlight=False)
+    return EXIT_OK
+
+
+def _drain(stream: Iterator[int], on_token: Callable[[int, float], None], start: float, display) -> None:
+    if display is None:
+        for tok in stream:
+            on_token(tok, time.perf_counter() - start)
+        return
+    with display:
+        for tok in stream:
+            on_token(tok, time.perf_counter() - start)
