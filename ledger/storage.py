@@ -1,0 +1,293 @@
+"""Storage: SQLAlchemy 2 schema, engines (SQLite WAL / PostgreSQL via psycopg 3), write locks,
+append-only triggers and versioned migrations.
+
+Append-only is enforced at three layers: the Ledger API has no update or
+delete; triggers here reject UPDATE, DELETE (and TRUNCATE on PostgreSQL) on
+every ledger table in both engines; and checkpoints make any change that
+slips past both detectable (`ledger.check`).
+
+Writers serialise on one lock per ledger: `BEGIN IMMEDIATE` on SQLite, a
+transaction-scoped advisory lock on PostgreSQL. Everything an append writes
+(entries, tree nodes, registrations) goes in one transaction, so the Merkle
+state is never torn.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from ledger.errors import SchemaVersionError, StorageError
+from ledger.merkle import LEVEL_SHIFT
+
+LOCK_KEY = 0x5348_4450_4C47  # "SHDPLG": pg advisory lock id of the append lock
+NOTIFY_CHANNEL = "shardproof_ledger"
+
+_BigInt = BigInteger().with_variant(Integer, "sqlite")  # INTEGER PRIMARY KEY is SQLite's rowid: fastest
+
+metadata = MetaData()
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(256), nullable=False),
+)
+
+ledger_meta = Table(
+    "ledger_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", LargeBinary, nullable=False),
+)
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("idx", _BigInt, primary_key=True, autoincrement=False),
+    Column("kind", String(32), nullable=False),
+    Column("author", String(128), nullable=False),
+    Column("job_id", String(128), nullable=True),
+    Column("node", String(128), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Index("entries_job", "job_id", "idx"),
+    Index("entries_kind", "kind", "idx"),
+    Index("entries_node", "node", "idx"),
+)
+
+# Complete-subtree hashes keyed by node id = level << 48 | idx (ledger.merkle.node_id).
+tree_nodes = Table(
+    "tree_nodes",
+    metadata,
+    Column("nid", _BigInt, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary, nullable=False),
+    Index(
+        "tree_leaf_unique",
+        "hash",
+        unique=True,
+        sqlite_where=text(f"nid < {1 << LEVEL_SHIFT}"),
+        postgresql_where=text(f"nid < {1 << LEVEL_SHIFT}"),
+    ),
+)
+
+# Derived from node.register entries (rebuildable; ledger.check never trusts it).
+registrations = Table(
+    "registrations",
+    metadata,
+    Column("node_id", String(128), primary_key=True),
+    Column("idx", BigInteger, nullable=False),
+    Column("ed25519", LargeBinary, nullable=False),
+    Column("bls", LargeBinary, nullable=False),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("size", BigInteger, nullable=False),
+    Column("root", LargeBinary, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Index("checkpoints_size", "size"),
+)
+
+conflicts = Table(
+    "conflicts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("a", LargeBinary, nullable=False),
+    Column("b", LargeBinary, nullable=False),
+    Column("reason", Text, nullable=False),
+)
+
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("digest", LargeBinary, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+APPEND_ONLY_TABLES = ("ledger_meta", "entries", "tree_nodes", "registrations", "checkpoints", "conflicts", "blobs")
+
+
+# --- engines ---------------------------------------------------------------
+def normalize_url(url: str) -> str:
+    """Accept sqlite:///..., postgresql://... (driver forced to psycopg 3) or a bare file path."""
+    if not isinstance(url, str) or not url:
+        raise StorageError("ledger URL must be a non-empty string")
+    if "://" not in url:
+        return "sqlite:///" + os.path.abspath(url)
+    try:
+        u = make_url(url)
+    except ArgumentError as exc:
+        raise StorageError(f"bad ledger URL: {exc}") from exc
+    backend = u.get_backend_name()
+    if backend == "postgresql":
+        u = u.set(drivername="postgresql+psycopg")
+    elif backend != "sqlite":
+        raise StorageError(f"unsupported database {backend!r}: use sqlite or postgresql")
+    return u.render_as_string(hide_password=False)
+
+
+def backend_of(engine: Engine) -> str:
+    return engine.dialect.name
+
+
+def make_engine(url: str) -> Engine:
+    """An engine configured for the ledger (SQLite: WAL, busy timeout, explicit BEGIN IMMEDIATE for writes)."""
+    url = normalize_url(url)
+    u = make_url(url)
+    try:
+        if u.get_backend_name() == "sqlite":
+            if u.database in (None, "", ":memory:"):
+                raise StorageError("in-memory SQLite cannot be shared between connections; use a file")
+            engine = create_engine(url, connect_args={"timeout": 120, "check_same_thread": False})
+
+            @event.listens_for(engine, "connect")
+            def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+                dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA busy_timeout=120000")
+                cur.close()
+
+            @event.listens_for(engine, "begin")
+            def _on_begin(conn):  # type: ignore[no-untyped-def]
+                immediate = conn.get_execution_options().get("ledger_write", False)
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+            return engine
+        return create_engine(url, pool_pre_ping=True)
+    except SQLAlchemyError as exc:
+        raise StorageError(f"cannot open {u.render_as_string()}: {exc}") from exc
+
+
+@contextmanager
+def write_tx(engine: Engine, lock: bool = True) -> Iterator[Connection]:
+    """A write transaction; with `lock`, holds the ledger's append lock until commit."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(ledger_write=True)
+        with conn.begin():
+            if lock and engine.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({LOCK_KEY})")
+            yield conn
+
+
+@contextmanager
+def read_tx(engine: Engine) -> Iterator[Connection]:
+    """A read transaction (a consistent snapshot on both engines)."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            yield conn
+
+
+# --- triggers --------------------------------------------------------------
+def _sqlite_triggers(table: str) -> list[str]:
+    return [
+        f"CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table} "
+        f"BEGIN SELECT RAISE(ABORT, 'shardproof ledger: {table} is append-only (UPDATE refused)'); END",
+        f"CREATE TRIGGER IF NOT EXISTS {table}_no_delete BEFORE DELETE ON {table} "
+        f"BEGIN SELECT RAISE(ABORT, 'shardproof ledger: {table} is append-only (DELETE refused)'); END",
+    ]
+
+
+_PG_FUNCTION = """
+CREATE OR REPLACE FUNCTION shardproof_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'shardproof ledger: % is append-only (% refused)', TG_TABLE_NAME, TG_OP;
+END
+$$
+"""
+
+
+def _pg_triggers(table: str) -> list[str]:
+    return [
+        f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+        f"FOR EACH ROW EXECUTE FUNCTION shardproof_append_only()",
+        f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+        f"FOR EACH STATEMENT EXECUTE FUNCTION shardproof_append_only()",
+    ]
+
+
+def trigger_names(dialect: str, table: str) -> list[str]:
+    """Names of the append-only triggers on `table` (tests drop them to simulate an attacker)."""
+    if dialect == "sqlite":
+        return [f"{table}_no_update", f"{table}_no_delete"]
+    return [f"{table}_append_only", f"{table}_no_truncate"]
+
+
+def drop_trigger_sql(dialect: str, table: str) -> list[str]:
+    """SQL that removes the append-only triggers of `table` (for tamper tests only)."""
+    if dialect == "sqlite":
+        return [f"DROP TRIGGER IF EXISTS {n}" for n in trigger_names(dialect, table)]
+    return [f"DROP TRIGGER IF EXISTS {n} ON {table}" for n in trigger_names(dialect, table)]
+
+
+# --- migrations ------------------------------------------------------------
+def _m1_initial(conn: Connection) -> None:
+    for t in (ledger_meta, entries, tree_nodes, registrations, checkpoints, conflicts, blobs):
+        t.create(conn, checkfirst=True)
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.exec_driver_sql(_PG_FUNCTION)
+    for t in APPEND_ONLY_TABLES:
+        for stmt in _sqlite_triggers(t) if dialect == "sqlite" else _pg_triggers(t):
+            conn.exec_driver_sql(stmt)
+
+
+Migration = tuple[int, str, Callable[[Connection], None]]
+MIGRATIONS: list[Migration] = [
+    (1, "initial schema: meta, entries, tree_nodes, registrations, checkpoints, conflicts, blobs; append-only triggers", _m1_initial),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def schema_version(conn: Connection) -> int:
+    """The highest applied migration (0 for an empty database)."""
+    if not conn.dialect.has_table(conn, "schema_migrations"):
+        return 0
+    v = conn.execute(select(func.max(schema_migrations.c.version))).scalar()
+    return int(v or 0)
+
+
+def migrate(engine: Engine) -> int:
+    """Apply pending migrations in order, under the write lock; returns the schema version."""
+    try:
+        with write_tx(engine) as conn:
+            schema_migrations.create(conn, checkfirst=True)
+            current = schema_version(conn)
+            if current > SCHEMA_VERSION:
+                raise SchemaVersionError(f"database schema v{current} is newer than this code (v{SCHEMA_VERSION})")
+            for version, name, fn in MIGRATIONS:
+                if version > current:
+                    fn(conn)
+                    conn.execute(schema_migrations.insert().values(version=version, name=name))
+        return SCHEMA_VERSION
+    except SchemaVersionError:
+        raise
+    except SQLAlchemyError as exc:
+        raise StorageError(f"migration failed: {exc}") from exc
