@@ -27,6 +27,8 @@ RECIP_NEWTON_STEPS = 3
 RSQRT_NEWTON_STEPS = 2
 # Normalisation covers leading-one positions 0..NORM_BITS-1 of the encoded input (x < 2^(NORM_BITS-1-f)).
 NORM_BITS = 47
+# Extra fractional bits of log2(e) in exp's range reduction (inputs must satisfy |x| < 2^(62-2f-g-1)).
+EXP_GUARD_BITS = 8
 GELU_C1 = 2.0 * math.sqrt(2.0 / math.pi)  # tanh(z) = 2 sigmoid(2z) - 1
 GELU_C3 = GELU_C1 * 0.044715
 
@@ -74,11 +76,12 @@ def linear_combination(s: Session, terms: list[tuple[float, torch.Tensor]], cons
 
 # --- exp -------------------------------------------------------------------------
 def exp(s: Session, x: torch.Tensor) -> torch.Tensor:
-    """e^x for x < f*ln2 (11.09 at f = 16); inputs below about -f*ln2 give 0 (the true value is < 2^-f).
+    """e^x for -2^21 < x < f*ln2 (11.09 at f = 16); inputs below -f*ln2 give 0 (the true value is < 2^-f).
 
-    1. Y = x * log2(e) + f at scale 2^(2f) (local; no truncation needed).
-    2. Bit-decompose Y (A2B). With y' = Y / 2^(2f): sign s, integer part k in [0, 32) from
-       bits 2f..2f+4, fraction t in [0, 1) from bits f..2f-1; convert those 22 bits to arithmetic.
+    1. Y = x * log2(e) + f at scale 2^(2f+g), g = EXP_GUARD_BITS (local; no truncation needed;
+       the guard bits keep log2(e) to 2^-(f+g) so that |x| up to 2^21 loses no accuracy).
+    2. Bit-decompose Y (A2B). With y' = Y / 2^(2f+g): sign s, integer part k in [0, 32) from
+       bits 2f+g..2f+g+4, fraction t in [0, 1) from bits f+g..2f+g-1; convert those 22 bits to arithmetic.
     3. 2^(k - f) as the integer product prod_j (1 + (2^(2^j) - 1) k_j), times (1 - s) to send
        negative y' (inputs below -f ln 2) to 0; it is exactly the fixed-point encoding of 2^(k-f).
     4. 2^t by a degree-4 polynomial, its powers computed in the same rounds as step 3.
@@ -87,10 +90,11 @@ def exp(s: Session, x: torch.Tensor) -> torch.Tensor:
     f = s.frac_bits
     nd = x.dim() - 1
     p0 = s.party0(nd)
-    Y = x * encode_constant(1.0 / math.log(2.0), f) + p0 * (f << (2 * f))
+    g = EXP_GUARD_BITS
+    Y = x * encode_constant(1.0 / math.log(2.0), f + g) + p0 * (f << (2 * f + g))
     yb = a2b(s, Y)
-    int_pos = [2 * f + j for j in range(5)]
-    frac_pos = [f + j for j in range(f)]
+    int_pos = [2 * f + g + j for j in range(5)]
+    frac_pos = [f + g + j for j in range(f)]
     bits = b2a_bits(s, extract_bits(yb, [63] + int_pos + frac_pos))
     sign, kbits, fbits = bits[..., 0], bits[..., 1:6], bits[..., 6:]
     t = (fbits * (2 ** torch.arange(f, dtype=torch.int64))).sum(-1)  # fraction at scale 2^f
@@ -234,5 +238,5 @@ def layer_norm_last(s: Session, x: torch.Tensor, eps: float) -> torch.Tensor:
 
 def check_frac_bits(s: Session) -> None:
     """The bit layouts above assume 2f + 5 < 63."""
-    if not 4 <= s.frac_bits <= 28:
-        raise MPCError(f"nonlinear functions support 4 <= f <= 28, got f = {s.frac_bits}")
+    if not 4 <= s.frac_bits <= 24:
+        raise MPCError(f"nonlinear functions support 4 <= f <= 24, got f = {s.frac_bits}")
