@@ -9,7 +9,7 @@ from cli.common import run_subcommands
 COMMANDS = {
     "audit": "cli.stubs.verify_audit",
     "evidence": "cli.stubs.verify_evidence",
-    "ledger-check": "cli.stubs.ledger_check",
+    "ledger-check": "cli.ledger_check",
 }
 
 

@@ -9,12 +9,14 @@ appends and proofs are O(log n), never a recomputation) and registrations.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from sqlalchemy import Engine, and_, func, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ledger import entries as E
@@ -47,6 +49,9 @@ from ledger.errors import (
     UnknownAuthor,
 )
 from ledger.keys import Identity, bls_pop_verify
+
+if TYPE_CHECKING:
+    from ledger.check import CheckReport
 
 DEFAULT_ORIGIN = "shardproof.local/ledger"
 
@@ -135,7 +140,19 @@ class Ledger:
         Reopening with a different origin, hash or log key raises LedgerConfigMismatch.
         """
         url = storage.normalize_url(url)
+        if not create and url.startswith("sqlite"):
+            path = make_url(url).database or ""
+            if not os.path.exists(path):
+                raise StorageError(f"no ledger at {url}")
         engine = storage.make_engine(url)
+        if not create:
+            try:
+                with storage.read_tx(engine) as conn:
+                    version = storage.schema_version(conn)
+            except SQLAlchemyError as exc:
+                raise StorageError(f"cannot read {url}: {exc}") from exc
+            if version == 0:
+                raise StorageError(f"no ledger at {url}")
         storage.migrate(engine)
         meta = _read_meta(engine)
         if not meta:
@@ -580,6 +597,62 @@ class Ledger:
         return [
             (decode_checkpoint(bytes(a)), decode_checkpoint(bytes(b)) if b else None, str(r)) for a, b, r in rows
         ]
+
+    # --- integrity -------------------------------------------------------------
+    def check(self, log_key: bytes | None = None, chunk: int = 20000) -> "CheckReport":
+        """Run `ledger.check.check_rows` over every row, in one read snapshot."""
+        from ledger.check import EntryRow, check_rows
+
+        e, tn, b = storage.entries, storage.tree_nodes, storage.blobs
+        lvl1 = 1 << merkle.LEVEL_SHIFT
+        with storage.read_tx(self.engine) as conn:
+            meta = _read_meta_conn(conn)
+            top = max(
+                conn.execute(select(func.max(e.c.idx))).scalar() or 0,
+                conn.execute(select(func.max(tn.c.nid)).where(tn.c.nid < lvl1)).scalar() or 0,
+            )
+
+            def entry_rows() -> Iterator[EntryRow]:
+                for a in range(0, top + 1, chunk):
+                    q = select(e.c.idx, e.c.kind, e.c.author, e.c.job_id, e.c.node, e.c.data)
+                    for r in conn.execute(q.where(e.c.idx >= a, e.c.idx < a + chunk).order_by(e.c.idx)).all():
+                        yield EntryRow(int(r[0]), r[1], r[2], r[3], r[4], bytes(r[5]))
+
+            def leaf_rows() -> Iterator[tuple[int, bytes]]:
+                for a in range(0, top + 1, chunk):
+                    q = select(tn.c.nid, tn.c.hash).where(tn.c.nid >= a, tn.c.nid < min(a + chunk, lvl1))
+                    for r in conn.execute(q.order_by(tn.c.nid)).all():
+                        yield int(r[0]), bytes(r[1])
+
+            def interior_rows() -> Iterator[tuple[int, bytes]]:
+                last = lvl1 - 1
+                while True:
+                    q = select(tn.c.nid, tn.c.hash).where(tn.c.nid > last).order_by(tn.c.nid).limit(chunk)
+                    rows = conn.execute(q).all()
+                    if not rows:
+                        return
+                    for r in rows:
+                        yield int(r[0]), bytes(r[1])
+                    last = int(rows[-1][0])
+
+            def blob_rows() -> Iterator[tuple[bytes, int, bytes]]:
+                last = b""
+                while True:
+                    q = select(b.c.digest, b.c.size, b.c.data).where(b.c.digest > last).order_by(b.c.digest).limit(64)
+                    rows = conn.execute(q).all()
+                    if not rows:
+                        return
+                    for r in rows:
+                        yield bytes(r[0]), int(r[1]), bytes(r[2])
+                    last = bytes(rows[-1][0])
+
+            c, r = storage.checkpoints, storage.registrations
+            cps = [(int(x[0]), bytes(x[1]), bytes(x[2])) for x in conn.execute(select(c.c.size, c.c.root, c.c.data))]
+            regs = [
+                (x[0], int(x[1]), bytes(x[2]), bytes(x[3]))
+                for x in conn.execute(select(r.c.node_id, r.c.idx, r.c.ed25519, r.c.bls))
+            ]
+            return check_rows(meta, entry_rows(), leaf_rows(), interior_rows(), cps, blob_rows(), regs, log_key)
 
     # --- evidence & subscriptions ----------------------------------------------
     def export_evidence(self, indexes: int | Sequence[int], checkpoint: SignedCheckpoint | None = None) -> bytes:

@@ -218,7 +218,7 @@ def _sqlite_triggers(table: str) -> list[str]:
 _PG_FUNCTION = """
 CREATE OR REPLACE FUNCTION shardproof_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'shardproof ledger: % is append-only (% refused)', TG_TABLE_NAME, TG_OP;
+    RAISE EXCEPTION 'shardproof ledger: %% is append-only (%% refused)', TG_TABLE_NAME, TG_OP;
 END
 $$
 """

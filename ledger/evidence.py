@@ -1,0 +1,180 @@
+"""Evidence bundles: entries + inclusion proofs + a signed checkpoint + the authors' registrations
++ referenced blobs, in one CBOR file that verifies offline, without the database.
+
+Verification uses only RFC 9162 section 2.1.3.2 inclusion checks against the
+checkpoint root, the checkpoint's BLS signature (pinned to a known log key
+when the caller has one), Ed25519 entry signatures under the registered keys,
+and blake3 blob digests.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ledger import entries as E
+from ledger import merkle
+from ledger.blobs import blob_digest
+from ledger.checkpoints import SignedCheckpoint, checkpoint_from_obj
+from ledger.errors import EvidenceError, LedgerError
+from ledger.keys import bls_pop_verify
+from mpc_core.encoding import canonical_cbor, decode_cbor
+
+if TYPE_CHECKING:
+    from ledger.log import Ledger
+
+BUNDLE_TYPE = "shardproof/ledger-evidence"
+BUNDLE_VERSION = 1
+MAX_BUNDLE_BYTES = 1 << 30
+
+
+def export_bundle(ledger: "Ledger", indexes: Sequence[int], checkpoint: SignedCheckpoint | None = None) -> bytes:
+    """Build the bundle for `indexes` under `checkpoint` (default: the latest stored checkpoint
+    covering them, or a fresh one if this handle holds the log key)."""
+    if not indexes:
+        raise EvidenceError("no entries to export")
+    need = max(indexes) + 1
+    if checkpoint is None:
+        checkpoint = ledger.latest_checkpoint()
+        if checkpoint is None or checkpoint.size < need:
+            if ledger.identity is None:
+                raise EvidenceError(f"no signed checkpoint covers index {need - 1}; the log must make one first")
+            checkpoint = ledger.checkpoint()
+    if checkpoint.size < need:
+        raise EvidenceError(f"checkpoint size {checkpoint.size} does not cover index {need - 1}")
+    size = checkpoint.size
+
+    def item(i: int) -> tuple[dict, E.Entry]:
+        le = ledger.get(i)
+        return {"index": i, "data": le.data, "proof": ledger.inclusion_proof(i, size)}, le.entry
+
+    items, regs, blobs, seen_regs = [], [], {}, set()
+    for i in dict.fromkeys(indexes):
+        it, entry = item(i)
+        items.append(it)
+        for d in entry.blob_refs():
+            blobs[d] = ledger.get_blob(d)
+        if entry.author not in seen_regs:
+            seen_regs.add(entry.author)
+            reg = ledger.registration(entry.author)
+            if reg is None:
+                raise EvidenceError(f"author {entry.author!r} is not registered")
+            regs.append(item(reg.index)[0])
+    bundle = {
+        "type": BUNDLE_TYPE,
+        "v": BUNDLE_VERSION,
+        "origin": ledger.origin,
+        "hash": ledger.hash_name,
+        "checkpoint": checkpoint.to_obj(),
+        "entries": items,
+        "registrations": regs,
+        "blobs": list(blobs.values()),
+    }
+    return canonical_cbor(bundle)
+
+
+@dataclass
+class EvidenceReport:
+    """Outcome of offline verification. `ok` is True only if every check passed."""
+
+    ok: bool
+    reasons: list[str] = field(default_factory=list)
+    entries: list[tuple[int, E.Entry]] = field(default_factory=list)
+    checkpoint: SignedCheckpoint | None = None
+    log_key_pinned: bool = False
+    blobs: dict[bytes, bytes] = field(default_factory=dict)
+
+
+def _leaf(obj: Any, what: str) -> tuple[int, bytes, list[bytes]]:
+    if not isinstance(obj, dict) or set(obj) != {"index", "data", "proof"}:
+        raise EvidenceError(f"{what}: expected {{index, data, proof}}")
+    i, d, p = obj["index"], obj["data"], obj["proof"]
+    if not isinstance(i, int) or isinstance(i, bool) or i < 0 or not isinstance(d, bytes) or not isinstance(p, list):
+        raise EvidenceError(f"{what}: bad field types")
+    return i, d, p
+
+
+def verify_bundle(data: bytes, log_key: bytes | None = None) -> EvidenceReport:
+    """Check a bundle offline. Pass the log's BLS key to pin the checkpoint signer
+    (without it the signature is checked against the key inside the bundle and
+    `log_key_pinned` is False). Never raises."""
+    rep = EvidenceReport(ok=False)
+    try:
+        _verify(data, log_key, rep)
+    except (LedgerError, Exception) as exc:  # noqa: BLE001 - attacker-controlled input
+        rep.reasons.append(f"malformed bundle: {exc}")
+    rep.ok = not rep.reasons
+    return rep
+
+
+def _verify(data: bytes, log_key: bytes | None, rep: EvidenceReport) -> None:
+    if not isinstance(data, (bytes, bytearray)) or len(data) > MAX_BUNDLE_BYTES:
+        raise EvidenceError("bundle must be bytes under 1 GiB")
+    obj = decode_cbor(bytes(data))
+    keys = {"type", "v", "origin", "hash", "checkpoint", "entries", "registrations", "blobs"}
+    if not isinstance(obj, dict) or set(obj) != keys:
+        raise EvidenceError(f"bundle must be a map with keys {sorted(keys)}")
+    if obj["type"] != BUNDLE_TYPE or obj["v"] != BUNDLE_VERSION:
+        raise EvidenceError(f"not a v{BUNDLE_VERSION} {BUNDLE_TYPE} bundle")
+    hash_name = obj["hash"]
+    if hash_name not in merkle.HASH_NAMES:
+        raise EvidenceError(f"unknown hash {hash_name!r}")
+    scp = checkpoint_from_obj(obj["checkpoint"])
+    rep.checkpoint = scp
+    cp = scp.checkpoint
+    if cp.origin != obj["origin"] or cp.hash != hash_name:
+        rep.reasons.append("checkpoint origin/hash differ from the bundle's")
+    rep.log_key_pinned = log_key is not None
+    if not scp.verify(log_key):
+        rep.reasons.append("checkpoint signature does not verify" + (" under the pinned log key" if log_key else ""))
+
+    def included(i: int, d: bytes, p: list[bytes], what: str) -> bool:
+        if not merkle.verify_inclusion(d, i, cp.size, p, cp.root, hash_name):
+            rep.reasons.append(f"{what} at index {i}: inclusion proof does not verify against the checkpoint")
+            return False
+        return True
+
+    regs: dict[str, bytes] = {}
+    for r in obj["registrations"]:
+        i, d, p = _leaf(r, "registration")
+        try:
+            e = E.decode_entry(d)
+        except LedgerError as exc:
+            rep.reasons.append(f"registration at index {i}: {exc}")
+            continue
+        if e.kind != E.REGISTER:
+            rep.reasons.append(f"registration at index {i} is a {e.kind} entry")
+            continue
+        if not included(i, d, p, "registration"):
+            continue
+        if not e.verify_sig(e.body["ed25519"]) or not bls_pop_verify(e.body["bls"], e.body["bls_pop"]):
+            rep.reasons.append(f"registration at index {i}: self-signature or BLS proof of possession invalid")
+            continue
+        regs[e.author] = e.body["ed25519"]
+    refs: set[bytes] = set()
+    if not obj["entries"]:
+        rep.reasons.append("bundle has no entries")
+    for r in obj["entries"]:
+        i, d, p = _leaf(r, "entry")
+        try:
+            e = E.decode_entry(d)
+        except LedgerError as exc:
+            rep.reasons.append(f"entry at index {i}: {exc}")
+            continue
+        rep.entries.append((i, e))
+        included(i, d, p, "entry")
+        key = regs.get(e.author)
+        if key is None:
+            rep.reasons.append(f"entry at index {i}: author {e.author!r} has no verified registration in the bundle")
+        elif not e.verify_sig(key):
+            rep.reasons.append(f"entry at index {i}: signature does not verify under {e.author!r}'s registered key")
+        refs.update(e.blob_refs())
+    if not isinstance(obj["blobs"], list) or not all(isinstance(b, bytes) for b in obj["blobs"]):
+        raise EvidenceError("blobs must be a list of byte strings")
+    for b in obj["blobs"]:
+        d = blob_digest(b)
+        if d not in refs:
+            rep.reasons.append(f"blob {d.hex()} is not referenced by any entry (or its bytes were altered)")
+        rep.blobs[d] = b
+    for d in refs:
+        if d not in rep.blobs:
+            rep.reasons.append(f"referenced blob {d.hex()} is missing from the bundle")
