@@ -27,6 +27,10 @@ RECIP_NEWTON_STEPS = 3
 RSQRT_NEWTON_STEPS = 2
 # Normalisation covers leading-one positions 0..NORM_BITS-1 of the encoded input (x < 2^(NORM_BITS-1-f)).
 NORM_BITS = 47
+# Extra fractional bits of 1/sum in softmax (1/50257 needs them) and of 1/std in LayerNorm.
+SOFTMAX_EXP_EXTRA_BITS = 12
+SOFTMAX_RECIP_EXTRA_BITS = 28
+LAYERNORM_EXTRA_BITS = 12
 # Extra fractional bits of log2(e) in exp's range reduction (inputs must satisfy |x| < 2^(62-2f-g-1)).
 EXP_GUARD_BITS = 8
 GELU_C1 = 2.0 * math.sqrt(2.0 / math.pi)  # tanh(z) = 2 sigmoid(2z) - 1
@@ -75,23 +79,25 @@ def linear_combination(s: Session, terms: list[tuple[float, torch.Tensor]], cons
 
 
 # --- exp -------------------------------------------------------------------------
-def exp(s: Session, x: torch.Tensor) -> torch.Tensor:
-    """e^x for -2^21 < x < f*ln2 (11.09 at f = 16); inputs below -f*ln2 give 0 (the true value is < 2^-f).
+def exp(s: Session, x: torch.Tensor, out_extra: int = 0) -> torch.Tensor:
+    """e^x for -2^21 < x < (32-f-E) ln2 (11.09 at f = 16, E = 0), as fixed point at scale 2^(f+E), E = out_extra.
 
-    1. Y = x * log2(e) + f at scale 2^(2f+g), g = EXP_GUARD_BITS (local; no truncation needed;
+    Inputs below -(f+E) ln2 give 0 (the true value is below the output's resolution).
+
+    1. Y = x * log2(e) + f + E at scale 2^(2f+g), g = EXP_GUARD_BITS (local; no truncation needed;
        the guard bits keep log2(e) to 2^-(f+g) so that |x| up to 2^21 loses no accuracy).
     2. Bit-decompose Y (A2B). With y' = Y / 2^(2f+g): sign s, integer part k in [0, 32) from
        bits 2f+g..2f+g+4, fraction t in [0, 1) from bits f+g..2f+g-1; convert those 22 bits to arithmetic.
-    3. 2^(k - f) as the integer product prod_j (1 + (2^(2^j) - 1) k_j), times (1 - s) to send
-       negative y' (inputs below -f ln 2) to 0; it is exactly the fixed-point encoding of 2^(k-f).
+    3. 2^(k - f - E) as the integer product prod_j (1 + (2^(2^j) - 1) k_j), times (1 - s) to send
+       negative y' to 0; it is exactly the encoding of 2^(k-f-E) at scale 2^(f+E).
     4. 2^t by a degree-4 polynomial, its powers computed in the same rounds as step 3.
-    5. e^x = 2^(k-f) * 2^t (one fixed-point product).
+    5. e^x = 2^(k-f-E) * 2^t (one fixed-point product).
     """
     f = s.frac_bits
     nd = x.dim() - 1
     p0 = s.party0(nd)
     g = EXP_GUARD_BITS
-    Y = x * encode_constant(1.0 / math.log(2.0), f + g) + p0 * (f << (2 * f + g))
+    Y = x * encode_constant(1.0 / math.log(2.0), f + g) + p0 * ((f + out_extra) << (2 * f + g))
     yb = a2b(s, Y)
     int_pos = [2 * f + g + j for j in range(5)]
     frac_pos = [f + g + j for j in range(f)]
@@ -146,18 +152,22 @@ def _lin(s: Session, m: torch.Tensor, coeffs: tuple[float, float]) -> torch.Tens
     return linear_combination(s, [(coeffs[1], m)], const=coeffs[0], bits=s.frac_bits)
 
 
-def reciprocal(s: Session, x: torch.Tensor) -> torch.Tensor:
-    """1/x for x in [2^-f, 2^30): normalise to m in [1, 2), Newton, scale back by 2^(f-p)."""
+def reciprocal(s: Session, x: torch.Tensor, extra_bits: int = 0) -> torch.Tensor:
+    """1/x for x in [2^-f, 2^30): normalise to m in [1, 2), Newton, scale back by 2^(f-p).
+
+    With `extra_bits` = E the result has scale 2^(f+E) (more precision for small results)."""
     f = s.frac_bits
     m, onehot = _normalise(s, x)
     r = _recip_unit(s, m)
     shift = 29
     consts = [round(2.0 ** (shift + f - j)) for j in range(NORM_BITS)]
-    return _by_position(s, r, onehot, consts, shift)
+    return _by_position(s, r, onehot, consts, shift - extra_bits)
 
 
-def rsqrt(s: Session, x: torch.Tensor) -> torch.Tensor:
-    """1/sqrt(x) for x in [2^-f, 2^30): normalise, Newton y <- y (3 - m y^2) / 2, scale by 2^(-(p-f)/2)."""
+def rsqrt(s: Session, x: torch.Tensor, extra_bits: int = 0) -> torch.Tensor:
+    """1/sqrt(x) for x in [2^-f, 2^30): normalise, Newton y <- y (3 - m y^2) / 2, scale by 2^(-(p-f)/2).
+
+    With `extra_bits` = E the result has scale 2^(f+E)."""
     f = s.frac_bits
     m, onehot = _normalise(s, x)
     y = _lin(s, m, RSQRT_INIT)
@@ -167,7 +177,7 @@ def rsqrt(s: Session, x: torch.Tensor) -> torch.Tensor:
         y = truncate(s, beaver_mul(s, y, add_public(s, -my2, 3.0)), f + 1)
     shift = 37
     consts = [round(2.0 ** (shift - (j - f) / 2.0)) for j in range(NORM_BITS)]
-    return _by_position(s, y, onehot, consts, shift)
+    return _by_position(s, y, onehot, consts, shift - extra_bits)
 
 
 # --- comparisons and selections ------------------------------------------------
@@ -216,11 +226,13 @@ def gelu(s: Session, x: torch.Tensor) -> torch.Tensor:
 
 def softmax_last(s: Session, x: torch.Tensor) -> torch.Tensor:
     """softmax over the last axis with max subtraction: e^(x - max) / sum e^(x - max)."""
+    # e^(x - max) at scale 2^(f+Ee) keeps entries down to e^-(f+Ee)ln2 (vocabulary-sized rows add up
+    # many of them); the sum, read at scale 2^f, is 2^Ee * sum, and its reciprocal is taken at scale
+    # 2^(f+Er), so e * inv carries scale 2^(2f+Er) and one truncation by f+Er returns to 2^f.
     mx = max_last(s, x)
-    e = exp(s, x - mx.unsqueeze(-1))
-    total = e.sum(-1)
-    inv = reciprocal(s, total)
-    return mul_fx(s, e, inv.unsqueeze(-1))
+    e = exp(s, x - mx.unsqueeze(-1), out_extra=SOFTMAX_EXP_EXTRA_BITS)
+    inv = reciprocal(s, e.sum(-1), extra_bits=SOFTMAX_RECIP_EXTRA_BITS)
+    return truncate(s, beaver_mul(s, e, inv.unsqueeze(-1)), s.frac_bits + SOFTMAX_RECIP_EXTRA_BITS)
 
 
 def layer_norm_last(s: Session, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -232,8 +244,8 @@ def layer_norm_last(s: Session, x: torch.Tensor, eps: float) -> torch.Tensor:
     d = x - mean.unsqueeze(-1)
     ssq = truncate(s, beaver_mul(s, d, d).sum(-1), s.frac_bits)
     var = mul_public(s, ssq, 1.0 / n, bits=2 * s.frac_bits)
-    rstd = rsqrt(s, add_public(s, var, eps))
-    return mul_fx(s, d, rstd.unsqueeze(-1))
+    rstd = rsqrt(s, add_public(s, var, eps), extra_bits=LAYERNORM_EXTRA_BITS)
+    return truncate(s, beaver_mul(s, d, rstd.unsqueeze(-1)), s.frac_bits + LAYERNORM_EXTRA_BITS)
 
 
 def check_frac_bits(s: Session) -> None:
