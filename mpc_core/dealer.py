@@ -163,39 +163,68 @@ def _combine(shares: list[torch.Tensor], sharing: Sharing) -> torch.Tensor:
     return reduce(torch.bitwise_xor, shares)
 
 
-def expand_party(req: Request, op_index: int, job: bytes, party: int, n_parties: int, seed: bytes) -> dict[str, torch.Tensor]:
+def expand_party(req: Request, op_index: int, job: bytes, party: int, n_parties: int, seed: bytes,
+                 fixed_cache: dict | None = None) -> dict[str, torch.Tensor]:
     """Everything party `party` can expand from its own seed (all of it, except the
-    last party's derived components, which only the dealer can compute)."""
+    last party's derived components, which only the dealer can compute).
+
+    Fixed-stream components (a weight's mask b) are the same for every call, so they
+    may be cached in `fixed_cache`, keyed by (party, key, name, shape)."""
     spec = kind_spec(req)
-    out = {c.name: _expand(seed, job, op_index, party, c) for c in spec.randoms}
-    if party != n_parties - 1:
-        out.update({c.name: _expand(seed, job, op_index, party, c) for c in spec.derived})
+    comps = spec.randoms + (spec.derived if party != n_parties - 1 else ())
+    out = {}
+    for c in comps:
+        ck = (party, c.fixed_key, c.name, c.shape) if c.fixed_key is not None else None
+        if fixed_cache is not None and ck is not None and ck in fixed_cache:
+            out[c.name] = fixed_cache[ck]
+            continue
+        out[c.name] = _expand(seed, job, op_index, party, c)
+        if fixed_cache is not None and ck is not None:
+            fixed_cache[ck] = out[c.name]
     return out
 
 
-def corrections(req: Request, op_index: int, job: bytes, seeds: list[bytes], cache: dict | None = None) -> dict[str, torch.Tensor]:
-    """The last party's derived shares: derived(secret randoms) minus the others' expansions."""
-    n = len(seeds)
-    spec = kind_spec(req)
-    secrets = {}
-    for c in spec.randoms:
-        ck = (c.fixed_key, c.name, c.shape) if c.fixed_key is not None else None
-        if cache is not None and ck is not None and ck in cache:
-            secrets[c.name] = cache[ck]
-            continue
-        secrets[c.name] = _combine([_expand(seeds[i], job, op_index, i, c) for i in range(n)], c.sharing)
-        if cache is not None and ck is not None:
-            cache[ck] = secrets[c.name]
+def _last_party_derived(spec: KindSpec, secrets: dict[str, torch.Tensor],
+                        others: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """derived(secrets) minus (or XOR) the other parties' expanded derived shares."""
     plain = spec.derive(secrets)
     out = {}
     for c in spec.derived:
-        others = [_expand(seeds[i], job, op_index, i, c) for i in range(n - 1)]
         value = plain[c.name]
-        if c.sharing == "arith":
-            out[c.name] = value - reduce(torch.add, others) if others else value
-        else:
-            out[c.name] = value ^ reduce(torch.bitwise_xor, others) if others else value
+        if others:
+            if c.sharing == "arith":
+                value = value - reduce(torch.add, [o[c.name] for o in others])
+            else:
+                value = value ^ reduce(torch.bitwise_xor, [o[c.name] for o in others])
+        out[c.name] = value
     return out
+
+
+def all_parties_material(req: Request, op_index: int, job: bytes, seeds: list[bytes],
+                         fixed_cache: dict | None = None, secret_cache: dict | None = None) -> list[dict[str, torch.Tensor]]:
+    """Every party's material for one request, each random component expanded once (the dealer's view)."""
+    n = len(seeds)
+    spec = kind_spec(req)
+    per = [expand_party(req, op_index, job, p, n, seeds[p], fixed_cache) for p in range(n)]
+    secrets = {}
+    for c in spec.randoms:
+        sk = (c.fixed_key, c.name, c.shape) if c.fixed_key is not None else None
+        if secret_cache is not None and sk is not None and sk in secret_cache:
+            secrets[c.name] = secret_cache[sk]
+            continue
+        secrets[c.name] = _combine([per[p][c.name] for p in range(n)], c.sharing)
+        if secret_cache is not None and sk is not None:
+            secret_cache[sk] = secrets[c.name]
+    per[n - 1].update(_last_party_derived(spec, secrets, per[: n - 1]))
+    return per
+
+
+def corrections(req: Request, op_index: int, job: bytes, seeds: list[bytes], fixed_cache: dict | None = None,
+                secret_cache: dict | None = None) -> dict[str, torch.Tensor]:
+    """The last party's derived shares: derived(secret randoms) minus the others' expansions."""
+    spec = kind_spec(req)
+    last = all_parties_material(req, op_index, job, seeds, fixed_cache, secret_cache)[-1]
+    return {c.name: last[c.name] for c in spec.derived}
 
 
 class Dealer:
@@ -226,6 +255,8 @@ class TrustedDealer(Dealer):
         self.seeds = [prg.derive_party_seed(master_seed, self.job, i) for i in range(n_parties)]
         self.local_parties = tuple(range(n_parties)) if local_parties is None else tuple(local_parties)
         self._fixed_cache: dict = {}
+        self._secret_cache: dict = {}
+        self._stacked_fixed: dict = {}
 
     def seed_commitments(self) -> list[bytes]:
         return [prg.seed_commitment(s, self.job, i) for i, s in enumerate(self.seeds)]
@@ -237,20 +268,21 @@ class TrustedDealer(Dealer):
         return self.seeds[party]
 
     def correction(self, req: Request, op_index: int) -> dict[str, torch.Tensor]:
-        return corrections(req, op_index, self.job, self.seeds, self._fixed_cache)
+        return corrections(req, op_index, self.job, self.seeds, self._fixed_cache, self._secret_cache)
 
     def get(self, req: Request, op_index: int) -> dict[str, torch.Tensor]:
-        n = self.n_parties
-        per_party = {}
-        for p in self.local_parties:
-            if p == n - 1:
-                m = expand_party(req, op_index, self.job, p, n, self.seeds[p])
-                m.update(self.correction(req, op_index))
+        per = all_parties_material(req, op_index, self.job, self.seeds, self._fixed_cache, self._secret_cache)
+        fixed = {c.name: c for c in kind_spec(req).randoms if c.fixed_key is not None}
+        out = {}
+        for k in per[0]:
+            if k in fixed:  # stacking a weight-sized mask on every call would cost a copy per token
+                ck = (fixed[k].fixed_key, k, fixed[k].shape)
+                if ck not in self._stacked_fixed:
+                    self._stacked_fixed[ck] = torch.stack([per[p][k] for p in self.local_parties])
+                out[k] = self._stacked_fixed[ck]
             else:
-                m = expand_party(req, op_index, self.job, p, n, self.seeds[p])
-            per_party[p] = m
-        names = per_party[self.local_parties[0]].keys()
-        return {k: torch.stack([per_party[p][k] for p in self.local_parties]) for k in names}
+                out[k] = torch.stack([per[p][k] for p in self.local_parties])
+        return out
 
 
 class SeededDealerClient(Dealer):
@@ -270,6 +302,7 @@ class SeededDealerClient(Dealer):
         self.local_parties = (party,)
         self._fetch = fetch_correction
         self._commitments = commitments
+        self._fixed_cache: dict = {}
 
     def seed_commitments(self) -> list[bytes]:
         if self._commitments is None:
@@ -277,7 +310,7 @@ class SeededDealerClient(Dealer):
         return list(self._commitments)
 
     def get(self, req: Request, op_index: int) -> dict[str, torch.Tensor]:
-        m = expand_party(req, op_index, self.job, self.party, self.n_parties, self.seed)
+        m = expand_party(req, op_index, self.job, self.party, self.n_parties, self.seed, self._fixed_cache)
         if self.party == self.n_parties - 1:
             corr = self._fetch(req, op_index)
             spec = kind_spec(req)

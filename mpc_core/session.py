@@ -105,6 +105,15 @@ class Session:
         return "/".join(self._scopes)
 
     # --- dealer ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def offline(self) -> Iterator[None]:
+        """Count the enclosed work as offline (preprocessing that needs no input), with dealer time."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.counters.dealer_seconds += time.perf_counter() - t0
+
     def material(self, kind: str, *params) -> dict[str, torch.Tensor]:
         """Request dealer material; returns (P, ...) tensors for the local parties."""
         req = Request(kind, tuple(params))

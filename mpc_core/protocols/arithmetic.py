@@ -62,8 +62,9 @@ def fixed_matmul(s: Session, x: torch.Tensor, f: torch.Tensor, key: str) -> torc
     """[x@W] for a weight masked once as F = W - b (matrix triples with fixed b); no truncation.
 
     1. Dealer: fresh [a] ~ x, the job's fixed [b] for `key`, [c] = [a@b].
-    2. Open e = x - a (activation-sized, not weight-sized).
-    3. [z] = [c] + e@[b] + [a]@F + (party 0) e@F.
+    2. Offline (before x exists): [pre] = [c] + [a]@F, since a and F are both known.
+    3. Open e = x - a (activation-sized, not weight-sized).
+    4. [z] = [pre] + e@[b] + (party 0) e@F.
     """
     xs, ws = tuple(x.shape[1:]), tuple(f.shape)
     try:
@@ -71,9 +72,11 @@ def fixed_matmul(s: Session, x: torch.Tensor, f: torch.Tensor, key: str) -> torc
     except RuntimeError as exc:
         raise ShapeError(f"matmul: shapes {xs} and {ws} do not fit") from exc
     m = s.material("matmul_fixed", key, xs, ws)
+    with s.offline():
+        pre = m["c"] + torch.matmul(m["a"], f)
     e_sh = x - m["a"]
     (e,) = s.open_many([e_sh])
-    z = m["c"] + torch.matmul(e, m["b"]) + torch.matmul(m["a"], f) + s.party0(len(out_shape)) * torch.matmul(e, f)
+    z = pre + torch.matmul(e, m["b"]) + s.party0(len(out_shape)) * torch.matmul(e, f)
     s.record("fixed_matmul", {"in.x": x, "sent.e": e_sh, "out": z}, {"opened.e": e})
     return z
 
