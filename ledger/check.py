@@ -9,6 +9,7 @@ Reports every finding with the first bad leaf index it implicates; the report's
 """
 from __future__ import annotations
 
+import bisect
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, NamedTuple
@@ -232,6 +233,13 @@ def check_rows(
         if want is None or want != (int(ridx), bytes(ed), bytes(bls)):
             bad(want[0] if want else int(ridx), f"registrations table row for {node_id!r} disagrees with the log")
 
+    leaf_bad = sorted({f.index for f in findings if f.index is not None})
+
+    def pinpoint(lo: int, hi: int) -> int:
+        """The first leaf-level finding in [lo, hi) (it explains a bad node or root), else lo."""
+        k = bisect.bisect_left(leaf_bad, lo)
+        return leaf_bad[k] if k < len(leaf_bad) and leaf_bad[k] < hi else lo
+
     # all levels of the recomputed tree; compare the stored interior nodes
     levels = [bytes(leaves)] if tree_ok else []
     if tree_ok:
@@ -251,7 +259,7 @@ def check_rows(
         if first + (1 << level) > n:
             bad(n, f"tree node ({level}, {i}) covers leaves beyond the log size {n} (log truncated)")
         elif tree_ok and (level >= len(levels) or levels[level][i * 32 : i * 32 + 32] != bytes(hv)):
-            bad(first, f"stored tree node ({level}, {i}) differs from the recomputed tree")
+            bad(pinpoint(first, first + (1 << level)), f"stored tree node ({level}, {i}) differs from the recomputed tree")
     if tree_ok:
         for level in range(1, len(levels)):
             want_count = n >> level
@@ -303,6 +311,7 @@ def check_rows(
             continue
         elif root_at(cp.size) != cp.root:
             g = max(s for s in good_sizes if s <= cp.size)
+            g = pinpoint(g, cp.size)
             bad(g, f"root at size {cp.size} differs from the signed {where}: entries in [{g}, {cp.size}) were altered")
         else:
             good_sizes.append(cp.size)
