@@ -12,10 +12,10 @@ from mpc_core.errors import (DealerError, DTypeError, EncodingError, MPCError, P
 from mpc_core.ring import decode, encode
 from mpc_core.session import Session
 from mpc_core.simulate import RunStats, simulate
-from mpc_core.tensor import MaskedWeight, SharedTensor
+from mpc_core.tensor import MaskedCache, MaskedWeight, SharedTensor
 
 __all__ = [
-    "simulate", "RunStats", "Session", "SharedTensor", "MaskedWeight", "TrustedDealer", "SeededDealerClient",
+    "simulate", "RunStats", "Session", "SharedTensor", "MaskedWeight", "MaskedCache", "TrustedDealer", "SeededDealerClient",
     "Communicator", "InProcessCommunicator", "encode", "decode", "MPCError", "EncodingError", "ShapeError",
     "PartyError", "DTypeError", "DealerError", "TransportError", "PeerTimeout", "PeerDisconnected", "TranscriptError",
 ]

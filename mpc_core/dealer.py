@@ -43,6 +43,22 @@ class Component:
     shape: Shape
     sharing: Sharing
     fixed_key: str | None = None  # stream keyed by a weight id instead of the op index
+    narrow: tuple[int, int, int] | None = None  # (dim, start, length) slice of a fixed tensor
+
+    @property
+    def out_shape(self) -> Shape:
+        """The shape handed out (after the optional narrowing of a fixed tensor)."""
+        if self.narrow is None:
+            return self.shape
+        dim, _, length = self.narrow
+        return self.shape[:dim] + (length,) + self.shape[dim + 1:]
+
+    def apply_narrow(self, full: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """Slice the full fixed tensor (`offset` skips leading axes, e.g. the party axis)."""
+        if self.narrow is None:
+            return full
+        dim, start, length = self.narrow
+        return full.narrow(dim + offset, start, length)
 
 
 @dataclass(frozen=True)
@@ -94,6 +110,16 @@ def _matmul_shape(a: Shape, b: Shape) -> Shape:
         raise DealerError(f"matmul shapes {a} and {b} do not fit") from exc
 
 
+def _narrow(full: Shape, spec) -> tuple[int, int, int] | None:
+    """Validate an optional (dim, start, length) slice of a fixed tensor of shape `full`."""
+    if not spec:
+        return None
+    dim, start, length = (int(v) for v in spec)
+    if not (0 <= dim < len(full) and 0 <= start and 0 < length and start + length <= full[dim]):
+        raise DealerError(f"slice (dim {dim}, start {start}, length {length}) outside fixed shape {full}")
+    return dim, start, length
+
+
 def kind_spec(req: Request) -> KindSpec:
     """The component layout and derivation of a request (raises DealerError on unknown kinds)."""
     k, p = req.kind, req.params
@@ -114,12 +140,14 @@ def kind_spec(req: Request) -> KindSpec:
             )
         if k == "weight_mask":
             key, ws = str(p[0]), _shape(p[1])
-            return KindSpec((Component("b", ws, "arith", fixed_key=key),), (), lambda s: {})
+            b = Component("b", ws, "arith", fixed_key=key, narrow=_narrow(ws, p[2:]))
+            return KindSpec((b,), (), lambda s: {})
         if k == "matmul_fixed":
             key, xs, ws = str(p[0]), _shape(p[1]), _shape(p[2])
+            b = Component("b", ws, "arith", fixed_key=key, narrow=_narrow(ws, p[3:]))
             return KindSpec(
-                (Component("a", xs, "arith"), Component("b", ws, "arith", fixed_key=key)),
-                (Component("c", _matmul_shape(xs, ws), "arith"),),
+                (Component("a", xs, "arith"), b),
+                (Component("c", _matmul_shape(xs, b.out_shape), "arith"),),
                 lambda s: {"c": torch.matmul(s["a"], s["b"])},
             )
         if k == "trunc":
@@ -181,6 +209,8 @@ def expand_party(req: Request, op_index: int, job: bytes, party: int, n_parties:
         out[c.name] = _expand(seed, job, op_index, party, c)
         if fixed_cache is not None and ck is not None:
             fixed_cache[ck] = out[c.name]
+    for c in comps:
+        out[c.name] = c.apply_narrow(out[c.name])
     return out
 
 
@@ -208,7 +238,7 @@ def all_parties_material(req: Request, op_index: int, job: bytes, seeds: list[by
     per = [expand_party(req, op_index, job, p, n, seeds[p], fixed_cache) for p in range(n)]
     secrets = {}
     for c in spec.randoms:
-        sk = (c.fixed_key, c.name, c.shape) if c.fixed_key is not None else None
+        sk = (c.fixed_key, c.name, c.shape) if c.fixed_key is not None and c.narrow is None else None
         if secret_cache is not None and sk is not None and sk in secret_cache:
             secrets[c.name] = secret_cache[sk]
             continue
@@ -276,10 +306,12 @@ class TrustedDealer(Dealer):
         out = {}
         for k in per[0]:
             if k in fixed:  # stacking a weight-sized mask on every call would cost a copy per token
-                ck = (fixed[k].fixed_key, k, fixed[k].shape)
+                c = fixed[k]
+                ck = (c.fixed_key, k, c.shape)
                 if ck not in self._stacked_fixed:
-                    self._stacked_fixed[ck] = torch.stack([per[p][k] for p in self.local_parties])
-                out[k] = self._stacked_fixed[ck]
+                    self._stacked_fixed[ck] = torch.stack(
+                        [self._fixed_cache[(p, c.fixed_key, k, c.shape)] for p in self.local_parties])
+                out[k] = c.apply_narrow(self._stacked_fixed[ck], offset=1)
             else:
                 out[k] = torch.stack([per[p][k] for p in self.local_parties])
         return out

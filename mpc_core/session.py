@@ -29,6 +29,16 @@ def input_owner_seed(master_seed: bytes, job: bytes) -> bytes:
     return derive_party_seed(master_seed, job, INPUT_OWNER)
 
 
+def align(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Give two party-axis tensors (P, *shape) the same ndim by inserting 1s after the party axis,
+    so that torch broadcasting lines up their element dims and never the party axis."""
+    while x.dim() < y.dim():
+        x = x.unsqueeze(1)
+    while y.dim() < x.dim():
+        y = y.unsqueeze(1)
+    return x, y
+
+
 class Session:
     """Context for running MPC protocols for the parties held in this process."""
 

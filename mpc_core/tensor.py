@@ -15,7 +15,7 @@ from mpc_core.protocols import arithmetic as A
 from mpc_core.protocols import binary as B
 from mpc_core.protocols import nonlinear as NL
 from mpc_core.ring import check_ring, decode, encode
-from mpc_core.session import Session
+from mpc_core.session import Session, align
 
 
 def _dim(d: int, ndim: int) -> int:
@@ -34,6 +34,36 @@ class MaskedWeight:
     @property
     def shape(self) -> torch.Size:
         return self.opened.shape
+
+
+class MaskedCache:
+    """A shared matrix that grows along one dim (a KV cache), masked row by row with one fixed b.
+
+    The dealer's mask b has the full (maximum) shape; appending rows opens only
+    those rows of W - b, and `x @ cache` uses b cut to the current length, so each
+    decode step moves activation-sized data instead of re-opening the whole cache.
+    """
+
+    def __init__(self, session: Session, key: str, full_shape: tuple[int, ...], dim: int):
+        self.session, self.key, self.full_shape, self.dim = session, key, tuple(full_shape), dim
+        self.opened: torch.Tensor | None = None
+        self.length = 0
+
+    def append(self, rows: "SharedTensor") -> None:
+        """Mask and open the new rows (their length along `dim`)."""
+        n = rows.shape[self.dim]
+        if self.length + n > self.full_shape[self.dim]:
+            raise ShapeError(f"cache {self.key} is full ({self.full_shape[self.dim]} along dim {self.dim})")
+        with self.session.scope("mask_cache"):
+            f = A.mask_weight(self.session, rows.data, self.key, self.full_shape, (self.dim, self.length, n))
+        self.opened = f if self.opened is None else torch.cat([self.opened, f], dim=self.dim)
+        self.length += n
+
+    def matmul_data(self, x: torch.Tensor) -> torch.Tensor:
+        """[x @ cache] as raw shares at twice the scale (the caller truncates)."""
+        if self.opened is None:
+            raise ShapeError(f"cache {self.key} is empty")
+        return A.fixed_matmul(self.session, x, self.opened, self.key, self.full_shape, (self.dim, 0, self.length))
 
 
 class SharedTensor:
@@ -65,6 +95,21 @@ class SharedTensor:
         last = enc - sum(shares) if shares else enc
         shares.append(last)
         return cls(session, torch.stack([shares[p] for p in session.local_parties]))
+
+    @classmethod
+    def from_ring(cls, session: Session, values: torch.Tensor, owner_seed: bytes | None = None) -> torch.Tensor:
+        """Split raw ring elements (int64, no fixed-point scaling; e.g. a 0/1 one-hot) like `from_plain`.
+
+        Returns this process's share rows (P_local, *shape), for protocols that take integer shares."""
+        check_ring(values, "from_ring values")
+        seed = owner_seed if owner_seed is not None else session.input_seed
+        if seed is None:
+            raise PartyError("no input-owner seed: pass owner_seed or build the session with input_seed")
+        stream = f"input:{session.next_input_index()}"
+        n = session.n_parties
+        shares = [prg.ring_tensor(seed, session.job, stream, p, "share", tuple(values.shape)) for p in range(n - 1)]
+        shares.append(values - sum(shares) if shares else values.clone())
+        return torch.stack([shares[p] for p in session.local_parties])
 
     @classmethod
     def from_shares(cls, session: Session, local: torch.Tensor) -> "SharedTensor":
@@ -182,10 +227,12 @@ class SharedTensor:
         if isinstance(other, SharedTensor):
             self._same_session(other)
             self._broadcast_check(other.shape)
-            return self._wrap(self.data + other.data)
+            x, y = align(self.data, other.data)
+            return self._wrap(x + y)
         p = self._public(other)
         self._broadcast_check(p.shape)
-        return self._wrap(self.data + self.session.party0(max(self.dim(), p.dim())) * p)
+        x, y = align(self.data, self.session.public_to_shares(p))
+        return self._wrap(x + y)
 
     __radd__ = __add__
 
@@ -208,8 +255,9 @@ class SharedTensor:
             return self._wrap(self.data * other)
         p = self._public(other)
         self._broadcast_check(p.shape)
+        x, y = align(self.data, p.unsqueeze(0))
         with s.scope("mul_public"):
-            return self._wrap(A.truncate(s, self.data * p, s.frac_bits))
+            return self._wrap(A.truncate(s, x * y, s.frac_bits))
 
     __rmul__ = __mul__
 
@@ -226,6 +274,11 @@ class SharedTensor:
             self._same_session(other)
             with s.scope("matmul"):
                 return self._wrap(A.truncate(s, A.beaver_matmul(s, self.data, other.data), s.frac_bits))
+        if isinstance(other, MaskedCache):
+            if other.session is not s:
+                raise PartyError("masked cache belongs to another session")
+            with s.scope("matmul"):
+                return self._wrap(A.truncate(s, other.matmul_data(self.data), s.frac_bits))
         if isinstance(other, MaskedWeight):
             if other.session is not s:
                 raise PartyError("masked weight belongs to another session")

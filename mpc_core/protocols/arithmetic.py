@@ -5,7 +5,7 @@ import torch
 
 from mpc_core.errors import ShapeError
 from mpc_core.ring import lshr
-from mpc_core.session import Session
+from mpc_core.session import Session, align
 
 
 def beaver_mul(s: Session, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -20,6 +20,8 @@ def beaver_mul(s: Session, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         torch.broadcast_shapes(xs, ys)
     except RuntimeError as exc:
         raise ShapeError(f"mul: shapes {xs} and {ys} do not broadcast") from exc
+    x, y = align(x, y)
+    xs, ys = tuple(x.shape[1:]), tuple(y.shape[1:])
     m = s.material("beaver", xs, ys)
     e_sh, f_sh = x - m["a"], y - m["b"]
     e, f = s.open_many([e_sh, f_sh])
@@ -40,6 +42,9 @@ def beaver_matmul(s: Session, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         out_shape = torch.empty(xs, device="meta").matmul(torch.empty(ys, device="meta")).shape
     except RuntimeError as exc:
         raise ShapeError(f"matmul: shapes {xs} and {ys} do not fit") from exc
+    if len(xs) > 1 and len(ys) > 1:  # batch dims broadcast; keep the party axis out of it
+        x, y = align(x, y)
+        xs, ys = tuple(x.shape[1:]), tuple(y.shape[1:])
     m = s.material("matmul", xs, ys)
     e_sh, f_sh = x - m["a"], y - m["b"]
     e, f = s.open_many([e_sh, f_sh])
@@ -48,17 +53,23 @@ def beaver_matmul(s: Session, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return z
 
 
-def mask_weight(s: Session, w: torch.Tensor, key: str) -> torch.Tensor:
-    """Open F = W - b for a fixed per-job mask b keyed by `key` (once per job and weight)."""
+def mask_weight(s: Session, w: torch.Tensor, key: str, full_shape: tuple[int, ...] | None = None,
+                narrow: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """Open F = W - b for a fixed per-job mask b keyed by `key` (once per job and weight).
+
+    With `full_shape` and `narrow` = (dim, start, length), W is the slice of a larger
+    fixed-masked matrix (new rows of a KV cache): only those rows are opened."""
     ws = tuple(w.shape[1:])
-    m = s.material("weight_mask", key, ws)
+    params = (key, tuple(full_shape) if full_shape else ws) + (tuple(narrow) if narrow else ())
+    m = s.material("weight_mask", *params)
     f_sh = w - m["b"]
     (f,) = s.open_many([f_sh])
     s.record("mask_weight", {"in.w": w, "sent.f": f_sh}, {"opened.f": f})
     return f
 
 
-def fixed_matmul(s: Session, x: torch.Tensor, f: torch.Tensor, key: str) -> torch.Tensor:
+def fixed_matmul(s: Session, x: torch.Tensor, f: torch.Tensor, key: str, full_shape: tuple[int, ...] | None = None,
+                 narrow: tuple[int, int, int] | None = None) -> torch.Tensor:
     """[x@W] for a weight masked once as F = W - b (matrix triples with fixed b); no truncation.
 
     1. Dealer: fresh [a] ~ x, the job's fixed [b] for `key`, [c] = [a@b].
@@ -71,7 +82,8 @@ def fixed_matmul(s: Session, x: torch.Tensor, f: torch.Tensor, key: str) -> torc
         out_shape = torch.empty(xs, device="meta").matmul(torch.empty(ws, device="meta")).shape
     except RuntimeError as exc:
         raise ShapeError(f"matmul: shapes {xs} and {ws} do not fit") from exc
-    m = s.material("matmul_fixed", key, xs, ws)
+    params = (key, xs, tuple(full_shape) if full_shape else ws) + (tuple(narrow) if narrow else ())
+    m = s.material("matmul_fixed", *params)
     with s.offline():
         pre = m["c"] + torch.matmul(m["a"], f)
     e_sh = x - m["a"]

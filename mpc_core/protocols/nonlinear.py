@@ -16,7 +16,7 @@ from mpc_core.errors import MPCError, ShapeError
 from mpc_core.protocols.arithmetic import beaver_mul, truncate
 from mpc_core.protocols.binary import a2b, b2a_bits, extract_bits, ltz, prefix_or_down
 from mpc_core.ring import encode_constant
-from mpc_core.session import Session
+from mpc_core.session import Session, align
 
 # 2^t on [0, 1): least-squares fit on 200 Chebyshev nodes, degree 4; max rel. error 3.8e-6.
 EXP2_COEFFS = (1.0000035971445627, 0.6929695509319236, 0.2416213226628774, 0.05171773546029374, 0.013683982893781102)
@@ -45,6 +45,7 @@ def mul_fx(s: Session, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def mul_batch(s: Session, pairs: list[tuple[torch.Tensor, torch.Tensor, bool]]) -> list[torch.Tensor]:
     """Several same-shaped products in one Beaver round; those flagged True are then truncated together."""
+    pairs = [align(a, b) + (t,) for a, b, t in pairs]
     xs = torch.stack([torch.broadcast_to(a, torch.broadcast_shapes(a.shape, b.shape)) for a, b, _ in pairs], dim=1)
     ys = torch.stack([torch.broadcast_to(b, torch.broadcast_shapes(a.shape, b.shape)) for a, b, _ in pairs], dim=1)
     z = beaver_mul(s, xs, ys)
