@@ -7,7 +7,7 @@ from typing import Sequence
 from cli.common import run_subcommands
 
 COMMANDS = {
-    "demo": "cli.stubs.demo",
+    "demo": "cli.demo",
     "infer": "cli.infer",
 }
 
