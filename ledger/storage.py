@@ -14,7 +14,13 @@ state is never torn.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+import threading
+from contextlib import contextmanager, nullcontext
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - non-POSIX: fall back to SQLite's busy handler
+    fcntl = None  # type: ignore[assignment]
 from typing import Callable, Iterator
 
 from sqlalchemy import (
@@ -184,15 +190,47 @@ def make_engine(url: str) -> Engine:
         raise StorageError(f"cannot open {u.render_as_string()}: {exc}") from exc
 
 
+_SQLITE_LOCKS: dict[str, tuple[threading.Lock, int]] = {}
+_SQLITE_LOCKS_GUARD = threading.Lock()
+
+
+@contextmanager
+def _sqlite_append_lock(engine: Engine) -> Iterator[None]:
+    """Writers queue on an flock of `<db>-lock` (woken at once on release) instead of
+    SQLite's sleeping busy handler, which made 4 contending writers 10x slower."""
+    path = engine.url.database or ""
+    with _SQLITE_LOCKS_GUARD:
+        if path not in _SQLITE_LOCKS:
+            fd = os.open(path + "-lock", os.O_RDWR | os.O_CREAT, 0o644)
+            _SQLITE_LOCKS[path] = (threading.Lock(), fd)
+        tlock, fd = _SQLITE_LOCKS[path]
+    with tlock:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _reset_locks_after_fork() -> None:
+    global _SQLITE_LOCKS
+    _SQLITE_LOCKS = {}  # an inherited fd shares the parent's flock: reopen in the child
+
+
+os.register_at_fork(after_in_child=_reset_locks_after_fork)
+
+
 @contextmanager
 def write_tx(engine: Engine, lock: bool = True) -> Iterator[Connection]:
     """A write transaction; with `lock`, holds the ledger's append lock until commit."""
-    with engine.connect() as conn:
-        conn = conn.execution_options(ledger_write=True)
-        with conn.begin():
-            if lock and engine.dialect.name == "postgresql":
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({LOCK_KEY})")
-            yield conn
+    sqlite_lock = lock and engine.dialect.name == "sqlite" and fcntl is not None
+    with _sqlite_append_lock(engine) if sqlite_lock else nullcontext():
+        with engine.connect() as conn:
+            conn = conn.execution_options(ledger_write=True)
+            with conn.begin():
+                if lock and engine.dialect.name == "postgresql":
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({LOCK_KEY})")
+                yield conn
 
 
 @contextmanager

@@ -16,7 +16,9 @@ ORIGIN = "test.shardproof/ledger"
 
 def ident(name: str) -> Identity:
     """Deterministic identity per name (BLS PoPs are cached per process)."""
-    return _IDS.setdefault(name, Identity(name, name.encode().ljust(32, b"\x00")[:32]))
+    if name not in _IDS:
+        _IDS[name] = Identity(name, name.encode().ljust(32, b"\x00")[:32])
+    return _IDS[name]
 
 
 _IDS: dict[str, Identity] = {}
