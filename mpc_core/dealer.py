@@ -309,8 +309,10 @@ class TrustedDealer(Dealer):
                 c = fixed[k]
                 ck = (c.fixed_key, k, c.shape)
                 if ck not in self._stacked_fixed:
-                    self._stacked_fixed[ck] = torch.stack(
-                        [self._fixed_cache[(p, c.fixed_key, k, c.shape)] for p in self.local_parties])
+                    stacked = torch.stack([self._fixed_cache[(p, c.fixed_key, k, c.shape)] for p in self.local_parties])
+                    for row, p in enumerate(self.local_parties):  # keep one copy: per-party entries become views
+                        self._fixed_cache[(p, c.fixed_key, k, c.shape)] = stacked[row]
+                    self._stacked_fixed[ck] = stacked
                 out[k] = c.apply_narrow(self._stacked_fixed[ck], offset=1)
             else:
                 out[k] = torch.stack([per[p][k] for p in self.local_parties])

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Union
 
 import blake3
+import cbor2
 import numpy as np
 import torch
 
@@ -29,7 +30,10 @@ def _check_seed(seed: bytes) -> None:
 
 def context(job: bytes, stream_id: StreamId, party: int, purpose: str) -> bytes:
     """The canonical input bytes that domain-separate one PRG stream."""
-    return canonical_cbor([PRG_STREAM, bytes(job), stream_id, int(party), purpose])
+    if not isinstance(stream_id, (int, str)) or isinstance(stream_id, bool) or not isinstance(purpose, str):
+        raise DealerError(f"bad PRG context: stream id {stream_id!r}, purpose {purpose!r}")
+    # The element types are fixed above, so the generic float check of canonical_cbor is skipped (hot path).
+    return cbor2.dumps([PRG_STREAM, bytes(job), stream_id, int(party), purpose], canonical=True)
 
 
 def stream_bytes(seed: bytes, job: bytes, stream_id: StreamId, party: int, purpose: str, nbytes: int) -> bytes:

@@ -66,6 +66,11 @@ class SharedGPT:
                 self.masked[name] = self.w[name].transpose(0, 1).mask(name + ".T")  # (in, out)
         self.masked["wte"] = self.w["transformer.wte.weight"].mask("transformer.wte.weight")  # (V, C) lookup
         self.masked["lm_head"] = self.w["transformer.wte.weight"].transpose(0, 1).mask("lm_head.weight.T")  # (C, V)
+        # The masked matrices now stand for the weights; drop the share copies (a node keeps its
+        # share file on disk for audits), which halves the resident weight memory.
+        for name in list(self.w):
+            if name.endswith("wte.weight") or any(name.endswith(lin + ".weight") for lin in LINEARS):
+                del self.w[name]
         self.reset_cache()
 
     @classmethod
