@@ -434,3 +434,22 @@ def job_root_message(job_id: str, node: str, party: int, replica: int, root: byt
     return domains.LEDGER_JOB_ROOT + canonical_cbor(
         {"job_id": job_id, "node": node, "party": party, "replica": replica, "root": root, "n_steps": n_steps}
     )
+
+
+def job_roots_aggregate_ok(job_roots: Iterable[Entry], bls_keys: Mapping[str, bytes]) -> bool:
+    """One aggregate BLS check over the `node.job_root` entries of a job: every node's
+    `bls_sig` over `job_root_message(...)` under its registered BLS key. Never raises."""
+    from ledger.keys import bls_aggregate, bls_aggregate_verify
+
+    try:
+        pks, msgs, sigs = [], [], []
+        for e in job_roots:
+            b = e.body
+            if e.kind != JOB_ROOT or e.author not in bls_keys:
+                return False
+            pks.append(bls_keys[e.author])
+            msgs.append(job_root_message(b["job_id"], b["node"], b["party"], b["replica"], b["root"], b["n_steps"]))
+            sigs.append(b["bls_sig"])
+        return bool(pks) and bls_aggregate_verify(pks, msgs, bls_aggregate(sigs))
+    except Exception:  # noqa: BLE001
+        return False

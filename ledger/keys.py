@@ -118,6 +118,16 @@ def bls_fast_aggregate_verify(pks: Sequence[bytes], msg: bytes, sig: bytes) -> b
         return False
 
 
+def bls_aggregate_verify(pks: Sequence[bytes], msgs: Sequence[bytes], sig: bytes) -> bool:
+    """True iff `sig` aggregates signatures of msgs[i] by pks[i] (AggregateVerify). Never raises."""
+    try:
+        if not pks or len(pks) != len(msgs) or len(sig) != BLS_SIG:
+            return False
+        return bool(_BLS.AggregateVerify([bytes(p) for p in pks], [bytes(m) for m in msgs], bytes(sig)))
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def bls_pop_prove(sk: int) -> bytes:
     """Proof of possession of `sk` (96 bytes)."""
     return bytes(_BLS.PopProve(sk))

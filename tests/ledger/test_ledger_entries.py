@@ -113,3 +113,17 @@ def test_make_entry_refuses_floats_oversize_and_wrong_author():
         E.make_entry(A, E.REGISTER, {"node_id": "bob", "roles": ["node"], "ed25519": b"\x00" * 32, "bls": b"\x00" * 48, "bls_pop": b"\x00" * 96})
     with pytest.raises(SchemaError):
         E.make_entry(A, E.VERDICT, {**BODIES[E.VERDICT], "outcome": "maybe"})
+
+
+def test_job_roots_aggregate_in_one_check():
+    nodes = [ident("alice"), ident("bob")]
+    es = []
+    for p, who in enumerate(nodes):
+        root = bytes([p]) * 32
+        sig = who.bls_sign(E.job_root_message("j", who.node_id, p, 0, root, 10))
+        es.append(E.make_entry(who, E.JOB_ROOT, {"job_id": "j", "node": who.node_id, "party": p, "replica": 0, "root": root, "n_steps": 10, "bls_sig": sig}))
+    keys = {w.node_id: w.bls_pub for w in nodes}
+    assert E.job_roots_aggregate_ok(es, keys)
+    forged = E.make_entry(nodes[1], E.JOB_ROOT, {**es[1].body, "root": b"\x09" * 32})
+    assert not E.job_roots_aggregate_ok([es[0], forged], keys)
+    assert not E.job_roots_aggregate_ok([], keys)
