@@ -81,6 +81,13 @@ class DealerChannel:
             raise _translate(exc, "dealer channel") from exc
         return out
 
+    def marker(self, code: int) -> None:
+        """Tell the dealer rank that the program reached a checkpoint (`code` > 0), e.g. logits ready."""
+        try:
+            dist.send(torch.tensor([-int(code)], dtype=torch.int64), dst=self.dealer_rank)
+        except Exception as exc:
+            raise _translate(exc, "dealer channel") from exc
+
     def close(self) -> None:
         try:
             dist.send(torch.tensor([0], dtype=torch.int64), dst=self.dealer_rank)
@@ -88,8 +95,11 @@ class DealerChannel:
             pass
 
 
-def serve_dealer(dealer: TrustedDealer, last_party: int) -> int:
-    """Dealer loop: answer the last party's correction requests until it says stop. Returns requests served."""
+def serve_dealer(dealer: TrustedDealer, last_party: int, on_marker: Callable[[int], None] | None = None) -> int:
+    """Dealer loop: answer the last party's correction requests until it says stop. Returns requests served.
+
+    A negative length is a marker from the program (see DealerChannel.marker); `on_marker(code)`
+    runs the co-located role (the client, in private generation) at that point."""
     served = 0
     expected = 0
     while True:
@@ -98,6 +108,11 @@ def serve_dealer(dealer: TrustedDealer, last_party: int) -> int:
             dist.recv(n, src=last_party)
         except Exception as exc:
             raise _translate(exc, "dealer") from exc
+        if int(n) < 0:
+            if on_marker is None:
+                raise MPCError(f"dealer: unexpected marker {-int(n)}")
+            on_marker(-int(n))
+            continue
         if int(n) == 0:
             return served
         buf = torch.empty(int(n), dtype=torch.uint8)
@@ -134,7 +149,8 @@ class PartyOutcome:
 
 
 def _worker(rank: int, n_parties: int, port: int, master_seed: bytes, job: bytes, timeout_s: float,
-            fn: Callable[[Session], Any], queue: Any, session_kw: dict) -> None:
+            fn: Callable[[Session], Any], queue: Any, session_kw: dict,
+            dealer_fn: Callable[[TrustedDealer, int], Any] | None = None) -> None:
     torch.set_num_threads(1)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     world = n_parties + 1
@@ -145,13 +161,15 @@ def _worker(rank: int, n_parties: int, port: int, master_seed: bytes, job: bytes
         group = dist.new_group(ranks=list(range(n_parties)), timeout=timeout)
         if rank == n_parties:
             dealer = TrustedDealer(master_seed, job, n_parties)
-            queue.put(PartyOutcome(rank, True, serve_dealer(dealer, n_parties - 1)))
+            value = dealer_fn(dealer, n_parties) if dealer_fn else serve_dealer(dealer, n_parties - 1)
+            queue.put(PartyOutcome(rank, True, value))
             return
         seed = prg.derive_party_seed(master_seed, job, rank)
         channel = DealerChannel(n_parties) if rank == n_parties - 1 else None
         client = SeededDealerClient(rank, n_parties, job, seed, channel.fetch if channel else None)
         comm = TorchDistributedCommunicator(rank, n_parties, group)
         session = Session(comm, client, job=job, input_seed=input_owner_seed(master_seed, job), **session_kw)
+        session.dealer_channel = channel  # the last party's link (markers); None elsewhere
         try:
             value = fn(session)
         finally:
@@ -170,18 +188,19 @@ def _worker(rank: int, n_parties: int, port: int, master_seed: bytes, job: bytes
 
 def run_parties(fn: Callable[[Session], Any], n_parties: int, master_seed: bytes, *, job: bytes = b"simulate",
                 timeout_s: float = DEFAULT_TIMEOUT_S, join_timeout_s: float | None = None,
-                **session_kw) -> list[PartyOutcome]:
+                dealer_fn: Callable[[TrustedDealer, int], Any] | None = None, **session_kw) -> list[PartyOutcome]:
     """Run `fn(session)` in one process per party (plus a dealer process) over gloo on loopback.
 
-    `fn` must be a picklable top-level function. Returns one outcome per rank (dealer last).
+    `fn` (and `dealer_fn`, which replaces the plain dealer loop at rank N) must be picklable
+    top-level functions or functools.partial of them. Returns one outcome per rank (dealer last).
     """
     if n_parties < 2:
         raise MPCError(f"MPC needs at least 2 parties, got {n_parties}")
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=_worker, args=(r, n_parties, port, master_seed, job, timeout_s, fn, queue, session_kw),
-                         daemon=True) for r in range(n_parties + 1)]
+    procs = [ctx.Process(target=_worker, args=(r, n_parties, port, master_seed, job, timeout_s, fn, queue, session_kw,
+                                               dealer_fn), daemon=True) for r in range(n_parties + 1)]
     for p in procs:
         p.start()
     outcomes: dict[int, PartyOutcome] = {}
