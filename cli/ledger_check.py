@@ -25,7 +25,6 @@ def run(args: argparse.Namespace) -> int:
     from rich.panel import Panel
     from rich.table import Table
 
-    from ledger.errors import LedgerError
     from ledger.log import Ledger
 
     err = Console(stderr=True)
@@ -38,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
             rep = led.check(log_key=log_key)
         finally:
             led.close()
-    except (LedgerError, ValueError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to run is exit 2, never a traceback
         if args.json:
             print(json.dumps({"ok": None, "error": f"{type(exc).__name__}: {exc}"}))
         else:
