@@ -1,4 +1,4 @@
-"""`shardproof infer`: generate text from a prompt, in plaintext now, privately over MPC later.
+"""`shardproof infer`: generate text from a prompt, privately over MPC (or --plaintext for the reference).
 
     shardproof infer --prompt "And the LORD said unto Moses," --max-new-tokens 40 --plaintext
     shardproof infer --model DIR --prompt TEXT --max-new-tokens N --parties 3 --json
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from cli.common import EXIT_INCOMPLETE, EXIT_NOT_YET, EXIT_OK
+from cli.common import EXIT_INCOMPLETE, EXIT_OK
 
 
 @dataclass(frozen=True)
@@ -45,17 +45,39 @@ def run_plaintext_inference(request: InferenceRequest, model, tokenizer) -> Iter
         yield int(nxt[0, 0])
 
 
-def run_mpc_inference(request: InferenceRequest, model_dir: Path) -> Iterator[int]:
-    """MPC HOOK: yield generated token ids one at a time from a private run over `request.parties` nodes.
+def run_mpc_inference(request: InferenceRequest, model_dir: Path, processes: bool = False) -> Iterator[int]:
+    """Yield generated token ids from a private run over `request.parties` parties.
 
-    The mpc_core engine owner implements this: the client secret-shares the prompt,
-    the nodes return logit shares, the client reconstructs them and samples locally
-    with `prover.models.sample_next_token` (same temperature / top_k / seeded
-    torch.Generator as the plaintext path, so both paths agree token for token when
-    the logits agree). Until then it raises NotImplementedError, which the command
-    reports with exit code 3.
+    The client secret-shares the prompt as one-hot rows, the parties return logit
+    shares, and the client reconstructs and samples locally with
+    `prover.models.sample_next_token` (same temperature / top_k / seeded generator as
+    the plaintext path). In-process by default; with `processes`, the model is
+    published to share files and each party runs in its own process over gloo.
     """
-    raise NotImplementedError("MPC inference arrives with the mpc_core engine")
+    from prover.models import load_checkpoint
+
+    model = load_checkpoint(model_dir)
+    if processes:
+        import tempfile
+
+        from mpc_core.prg import master_from_int
+        from prover.distributed_generation import generate_multiprocess
+        from prover.models.publish import publish_model
+
+        if request.max_new_tokens == 0:
+            return
+        with tempfile.TemporaryDirectory(prefix="shardproof-shares-") as d:
+            publish_model(model, request.parties, d, master_from_int(request.seed, "shardproof/owner"),
+                          tokenizer_dir=model_dir)
+            out = generate_multiprocess(d, request.prompt_ids, request.max_new_tokens,
+                                        temperature=request.temperature, top_k=request.top_k, seed=request.seed)
+        yield from out["tokens"]
+        return
+    from prover.generation import PrivateGenerator
+
+    gen = PrivateGenerator(model, request.parties, seed=request.seed)
+    yield from gen.generate(request.prompt_ids, request.max_new_tokens, request.temperature, request.top_k,
+                            request.seed)
 
 
 def _positive_int(text: str) -> int:
@@ -108,6 +130,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--max-new-tokens", type=_non_negative_int, default=32, metavar="N", help="tokens to generate (default 32)")
     p.add_argument("--parties", type=_positive_int, default=2, metavar="N", help="MPC share holders (default 2; ignored with --plaintext)")
     p.add_argument("--plaintext", action="store_true", help="run the plaintext reference model locally (no MPC)")
+    p.add_argument("--processes", action="store_true",
+                   help="one process per party over torch.distributed (gloo on loopback) instead of in-process")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (default 0)")
     p.add_argument("--temperature", type=_temperature, default=0.8, metavar="T", help="0 for greedy (default 0.8)")
     p.add_argument("--top-k", type=_positive_int, default=40, metavar="K", help="sample among the K most likely tokens (default 40)")
@@ -165,11 +189,8 @@ def run(args: argparse.Namespace) -> int:
         if args.plaintext:
             stream = run_plaintext_inference(request, model, tokenizer)
         else:
-            stream = run_mpc_inference(request, model_dir)
+            stream = run_mpc_inference(request, model_dir, processes=args.processes)
         return _emit(request, tokenizer, stream, as_json=args.json)
-    except NotImplementedError:
-        _err("MPC inference arrives with the mpc_core engine; use --plaintext for the local reference model")
-        return EXIT_NOT_YET
     except ProverError as e:
         _err(str(e))
         return EXIT_INCOMPLETE

@@ -86,9 +86,15 @@ def test_bad_arguments_exit_2(ckpt, bad):
     assert e.value.code == 2
 
 
-def test_mpc_path_is_not_there_yet(capsys, ckpt):
-    assert main(["infer", "--model", str(ckpt), "--prompt", "the", "--parties", "3"]) == 3
-    assert "mpc_core" in capsys.readouterr().err
+@pytest.mark.parametrize("extra", [[], ["--processes"]], ids=["in-process", "processes"])
+def test_mpc_path_generates_what_plaintext_generates(capsys, ckpt, extra):
+    args = ["--model", str(ckpt), "--prompt", "the evening and", "--max-new-tokens", "5", "--temperature", "0"]
+    plain = _json_run(capsys, *args)
+    rc = main(["infer", "--json", "--parties", "3", *extra, *args])
+    got = json.loads(capsys.readouterr().out)
+    assert rc == 0 and set(got) == KEYS
+    assert got["parties"] == 3
+    assert got["tokens"] == plain["tokens"] and got["text"] == plain["text"]
 
 
 @pytest.mark.skipif(not (TINY_MODEL_DIR / "model.safetensors").is_file(), reason="shipped tiny model not trained yet")
