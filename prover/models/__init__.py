@@ -11,6 +11,7 @@ from prover.models.checkpoint import (
     load_model_and_tokenizer,
     load_tokenizer,
     random_model,
+    read_config,
     save_hf_checkpoint,
 )
 from prover.models.gpt import GPT, GPTConfig, sample_next_token
@@ -28,6 +29,7 @@ __all__ = [
     "load_model_and_tokenizer",
     "load_tokenizer",
     "random_model",
+    "read_config",
     "sample_next_token",
     "save_hf_checkpoint",
 ]

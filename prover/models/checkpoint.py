@@ -193,6 +193,8 @@ def _expected_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
 
 def load_checkpoint(path: str | Path, dtype: torch.dtype = torch.float32) -> GPT:
     """The GPT stored in the HF-layout directory `path`, in eval mode, as `dtype`."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ModelError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     d = _require_dir(path)
     config = read_config(d)
     sd = hf_to_state_dict(_read_weights(d), config)

@@ -238,3 +238,9 @@ def test_sharded_checkpoint_is_reported(tmp_path, small_config):
 
 def test_errors_share_a_root():
     assert issubclass(CheckpointError, ProverError)
+
+
+def test_non_float_dtype_is_refused(tmp_path, small_config):
+    save_hf_checkpoint(random_model(small_config, 0), tmp_path)
+    with pytest.raises(ProverError, match="floating-point"):
+        load_checkpoint(tmp_path, dtype=torch.int64)
