@@ -22,6 +22,8 @@ Kinds (params):
 from __future__ import annotations
 
 from dataclasses import dataclass
+import functools
+import math
 from functools import reduce
 from typing import Callable, Literal
 
@@ -120,6 +122,7 @@ def _narrow(full: Shape, spec) -> tuple[int, int, int] | None:
     return dim, start, length
 
 
+@functools.lru_cache(maxsize=4096)
 def kind_spec(req: Request) -> KindSpec:
     """The component layout and derivation of a request (raises DealerError on unknown kinds)."""
     k, p = req.kind, req.params
@@ -177,12 +180,28 @@ def kind_spec(req: Request) -> KindSpec:
     raise DealerError(f"unknown dealer kind {k!r}")
 
 
+MATERIAL_PURPOSE = "material"
+
+
 def _expand(seed: bytes, job: bytes, op_index: int, party: int, comp: Component) -> torch.Tensor:
-    stream: prg.StreamId = f"fixed:{comp.fixed_key}" if comp.fixed_key is not None else int(op_index)
-    purpose = comp.name
+    """A fixed-stream component (a weight mask): stream `fixed:<key>`, purpose = component name."""
+    stream: prg.StreamId = f"fixed:{comp.fixed_key}"
     if comp.sharing == "xorbit":
-        return prg.bit_tensor(seed, job, stream, party, purpose, comp.shape)
-    return prg.ring_tensor(seed, job, stream, party, purpose, comp.shape)
+        return prg.bit_tensor(seed, job, stream, party, comp.name, comp.shape)
+    return prg.ring_tensor(seed, job, stream, party, comp.name, comp.shape)
+
+
+def _expand_request(seed: bytes, job: bytes, op_index: int, party: int, comps: tuple[Component, ...]) -> dict[str, torch.Tensor]:
+    """All per-request components of one party from ONE stream (op_index, party, "material"),
+    read in component order (randoms, then derived), 8 bytes per element (bits: the low bit)."""
+    sizes = [math.prod(c.shape) for c in comps]
+    flat = prg.ring_tensor(seed, job, int(op_index), party, MATERIAL_PURPOSE, (sum(sizes),))
+    out, pos = {}, 0
+    for c, n in zip(comps, sizes):
+        t = flat[pos:pos + n].reshape(c.shape)
+        out[c.name] = t & 1 if c.sharing == "xorbit" else t
+        pos += n
+    return out
 
 
 def _combine(shares: list[torch.Tensor], sharing: Sharing) -> torch.Tensor:
@@ -200,17 +219,19 @@ def expand_party(req: Request, op_index: int, job: bytes, party: int, n_parties:
     may be cached in `fixed_cache`, keyed by (party, key, name, shape)."""
     spec = kind_spec(req)
     comps = spec.randoms + (spec.derived if party != n_parties - 1 else ())
-    out = {}
+    per_request = tuple(c for c in comps if c.fixed_key is None)
+    out = _expand_request(seed, job, op_index, party, per_request) if per_request else {}
     for c in comps:
-        ck = (party, c.fixed_key, c.name, c.shape) if c.fixed_key is not None else None
-        if fixed_cache is not None and ck is not None and ck in fixed_cache:
-            out[c.name] = fixed_cache[ck]
+        if c.fixed_key is None:
             continue
-        out[c.name] = _expand(seed, job, op_index, party, c)
-        if fixed_cache is not None and ck is not None:
-            fixed_cache[ck] = out[c.name]
-    for c in comps:
-        out[c.name] = c.apply_narrow(out[c.name])
+        ck = (party, c.fixed_key, c.name, c.shape)
+        if fixed_cache is not None and ck in fixed_cache:
+            full = fixed_cache[ck]
+        else:
+            full = _expand(seed, job, op_index, party, c)
+            if fixed_cache is not None:
+                fixed_cache[ck] = full
+        out[c.name] = c.apply_narrow(full)
     return out
 
 

@@ -218,6 +218,8 @@ class SharedTensor:
         return encode(other, self.session.frac_bits)
 
     def _broadcast_check(self, other_shape) -> None:
+        if tuple(self.shape) == tuple(other_shape):
+            return
         try:
             torch.broadcast_shapes(tuple(self.shape), tuple(other_shape))
         except RuntimeError as exc:

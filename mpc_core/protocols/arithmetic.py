@@ -16,10 +16,11 @@ def beaver_mul(s: Session, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     3. [z] = [c] + e*[b] + [a]*f + (party 0) e*f.
     """
     xs, ys = tuple(x.shape[1:]), tuple(y.shape[1:])
-    try:
-        torch.broadcast_shapes(xs, ys)
-    except RuntimeError as exc:
-        raise ShapeError(f"mul: shapes {xs} and {ys} do not broadcast") from exc
+    if xs != ys:
+        try:
+            torch.broadcast_shapes(xs, ys)
+        except RuntimeError as exc:
+            raise ShapeError(f"mul: shapes {xs} and {ys} do not broadcast") from exc
     x, y = align(x, y)
     xs, ys = tuple(x.shape[1:]), tuple(y.shape[1:])
     m = s.material("beaver", xs, ys)

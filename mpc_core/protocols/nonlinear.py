@@ -46,8 +46,9 @@ def mul_fx(s: Session, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def mul_batch(s: Session, pairs: list[tuple[torch.Tensor, torch.Tensor, bool]]) -> list[torch.Tensor]:
     """Several same-shaped products in one Beaver round; those flagged True are then truncated together."""
     pairs = [align(a, b) + (t,) for a, b, t in pairs]
-    xs = torch.stack([torch.broadcast_to(a, torch.broadcast_shapes(a.shape, b.shape)) for a, b, _ in pairs], dim=1)
-    ys = torch.stack([torch.broadcast_to(b, torch.broadcast_shapes(a.shape, b.shape)) for a, b, _ in pairs], dim=1)
+    shapes = [a.shape if a.shape == b.shape else torch.broadcast_shapes(a.shape, b.shape) for a, b, _ in pairs]
+    xs = torch.stack([a if a.shape == sh else a.expand(sh) for (a, _, _), sh in zip(pairs, shapes)], dim=1)
+    ys = torch.stack([b if b.shape == sh else b.expand(sh) for (_, b, _), sh in zip(pairs, shapes)], dim=1)
     z = beaver_mul(s, xs, ys)
     idx = [i for i, (_, _, t) in enumerate(pairs) if t]
     out = [z[:, i] for i in range(len(pairs))]
