@@ -55,6 +55,12 @@ class PrivateGenerator:
         self.stats.setup_seconds = time.perf_counter() - t0
         self.stats.setup_bytes_per_party = self.session.counters.bytes_per_party
 
+    def reset(self) -> None:
+        """Start a new sequence in the same job (weights stay masked; fresh KV-cache masks)."""
+        self.model.reset_cache()
+        self.stats = GenerationStats(parties=self.stats.parties, setup_seconds=self.stats.setup_seconds,
+                                     setup_bytes_per_party=self.stats.setup_bytes_per_party)
+
     def step(self, token_ids: list[int], all_logits: bool = False) -> torch.Tensor:
         """Feed tokens (prompt or one sampled token); return the reconstructed logits (T or 1, V)."""
         shares = share_tokens(self.session, token_ids, self.config.vocab_size)
