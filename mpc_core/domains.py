@@ -21,3 +21,12 @@ LEDGER_CHECKPOINT = b"shardproof/ledger/checkpoint/v1"  # BLS (co)signature over
 LEDGER_JOB_ROOT = b"shardproof/ledger/job-root/v1"  # BLS cosignature of a node over its job root
 LEDGER_ED25519_SEED = b"shardproof/ledger/ed25519-seed/v1"  # identity seed -> Ed25519 private key
 LEDGER_BLS_IKM = b"shardproof/ledger/bls-ikm/v1"  # identity seed -> BLS KeyGen input key material
+
+# --- channels ---------------------------------------------------------------
+# Private channels (client/owner/dealer -> node) and node key files: specs/channels.md, specs/keys.md.
+CHANNEL_MSG = b"shardproof/channel/msg/v1"  # "tag" field of a sealed channel message (CBOR)
+CHANNEL_AD = b"shardproof/channel/ad/v1"  # prefix of the AEAD associated data (header binding)
+CHANNEL_KDF = b"shardproof/channel/kdf/v1"  # HKDF-SHA256 salt: (es || ss) -> AEAD key and nonce
+NODE_X25519_SEED = b"shardproof/node/x25519-seed/v1"  # key-file seed -> X25519 static private key
+NODE_ID = b"shardproof/node/id/v1"  # Ed25519 public key -> default node id
+NODE_KEY_FILE = "shardproof/node-key"  # "format" field of a node key file (CBOR)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -172,6 +172,16 @@ class Session:
             out.append(opened[pos:pos + n].reshape(s.shape[1:]))
             pos += n
         return out
+
+    # --- products that an audit may check instead of recomputing ------------------
+    def linear_result(self, exact: Callable[[], torch.Tensor],
+                      terms: Callable[[], list] | None) -> torch.Tensor:
+        """The output share of a step that is linear in public values and dealer material.
+
+        `exact()` computes it; `terms()` lists it as a sum of plain tensors and (A, B) products,
+        which a replaying auditor may check with Freivalds instead (verifier.replay).
+        A None `terms` marks offline preprocessing folded into a later result."""
+        return exact()
 
     # --- transcripts -----------------------------------------------------------
     def record(self, kind: str, local: dict[str, torch.Tensor], public: dict[str, torch.Tensor] | None = None) -> int:

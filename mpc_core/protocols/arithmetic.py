@@ -49,7 +49,10 @@ def beaver_matmul(s: Session, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     m = s.material("matmul", xs, ys)
     e_sh, f_sh = x - m["a"], y - m["b"]
     e, f = s.open_many([e_sh, f_sh])
-    z = m["c"] + torch.matmul(e, m["b"]) + torch.matmul(m["a"], f) + s.party0(len(out_shape)) * torch.matmul(e, f)
+    p0 = s.party0(len(out_shape))
+    z = s.linear_result(
+        lambda: m["c"] + torch.matmul(e, m["b"]) + torch.matmul(m["a"], f) + p0 * torch.matmul(e, f),
+        lambda: [m["c"], (e, m["b"]), (m["a"], f), (p0 * e, f)])
     s.record("beaver_matmul", {"in.x": x, "in.y": y, "sent.e": e_sh, "sent.f": f_sh, "out": z}, {"opened.e": e, "opened.f": f})
     return z
 
@@ -85,11 +88,13 @@ def fixed_matmul(s: Session, x: torch.Tensor, f: torch.Tensor, key: str, full_sh
         raise ShapeError(f"matmul: shapes {xs} and {ws} do not fit") from exc
     params = (key, xs, tuple(full_shape) if full_shape else ws) + (tuple(narrow) if narrow else ())
     m = s.material("matmul_fixed", *params)
+    p0 = s.party0(len(out_shape))
     with s.offline():
-        pre = m["c"] + torch.matmul(m["a"], f)
+        pre = s.linear_result(lambda: m["c"] + torch.matmul(m["a"], f), None)
     e_sh = x - m["a"]
     (e,) = s.open_many([e_sh])
-    z = pre + torch.matmul(e, m["b"]) + s.party0(len(out_shape)) * torch.matmul(e, f)
+    z = s.linear_result(lambda: pre + torch.matmul(e, m["b"]) + p0 * torch.matmul(e, f),
+                        lambda: [m["c"], (m["a"], f), (e, m["b"]), (p0 * e, f)])
     s.record("fixed_matmul", {"in.x": x, "sent.e": e_sh, "out": z}, {"opened.e": e})
     return z
 
