@@ -7,8 +7,8 @@ from typing import Sequence
 from cli.common import run_subcommands
 
 COMMANDS = {
-    "keygen": "cli.stubs.prover_keygen",
-    "register": "cli.stubs.prover_register",
+    "keygen": "cli.prover_keygen",
+    "register": "cli.prover_register",
     "serve": "cli.stubs.prover_serve",
 }
 

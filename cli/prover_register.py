@@ -1,0 +1,98 @@
+"""`prover register --ledger URL --key FILE --endpoint HOST:PORT [--roles node[,...]] [--json]`.
+
+Appends the node's self-signed `node.register` entry (Ed25519, BLS12-381 with
+proof of possession, X25519, endpoint, roles) to an existing ledger. Re-running
+with the same keys, roles and endpoint is a no-op (exit 0); a different
+registration under the same id is refused (v1 has no key rotation).
+Exit 0: registered. Exit 1: refused by the ledger. Exit 2: bad input or unreachable ledger.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+
+from cli.common import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK
+from cli.prover_keygen import emit, public_fields
+
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)")
+REGISTRABLE_ROLES = ("node", "owner", "client", "dealer", "verifier", "witness")  # "log" is the ledger's own
+
+
+def parse_endpoint(text: str) -> str:
+    """`text` if it is HOST:PORT (IPv6 in brackets, port 1..65535); raises ValueError otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not _HOST.fullmatch(host) or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"endpoint {text!r} is not HOST:PORT (IPv6 as [addr]:port, port 1..65535)")
+    return f"{host}:{int(port)}"
+
+
+def parse_roles(values: list[str]) -> tuple[str, ...]:
+    """Roles from repeated and/or comma-separated values, de-duplicated in order; raises ValueError."""
+    out: list[str] = []
+    for v in values:
+        for r in v.split(","):
+            r = r.strip()
+            if r not in REGISTRABLE_ROLES:
+                raise ValueError(f"role {r!r} not one of {', '.join(REGISTRABLE_ROLES)}")
+            if r not in out:
+                out.append(r)
+    if not out:
+        raise ValueError("at least one role is needed")
+    return tuple(out)
+
+
+def register(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(name, help="register this node's public keys and endpoint on the ledger")
+    p.add_argument("--ledger", required=True, help="ledger URL: sqlite:///path, postgresql://..., or a file path")
+    p.add_argument("--key", required=True, help="key file written by `prover keygen`")
+    p.add_argument("--endpoint", required=True, help="HOST:PORT where this node accepts private channels")
+    p.add_argument("--roles", action="append", default=None, help="roles, comma-separated or repeated (default: node)")
+    p.add_argument("--json", action="store_true", help="machine-readable result on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ledger.errors import AuthError, EntryError, LedgerError
+    from ledger.log import Ledger
+    from prover.errors import NodeKeyError
+    from prover.keys import NodeKeys, lookup_peer, registration_entry
+
+    def bad(msg: str) -> int:
+        return emit(args, "register: bad input", {"error": msg}, "yellow", EXIT_INCOMPLETE)
+
+    try:
+        endpoint = parse_endpoint(args.endpoint)
+        roles = parse_roles(args.roles or ["node"])
+    except ValueError as exc:
+        return bad(str(exc))
+    try:
+        keys = NodeKeys.load(args.key)
+    except NodeKeyError as exc:
+        return bad(f"{type(exc).__name__}: {exc}")
+    try:
+        led = Ledger.open(args.ledger, create=False)
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the ledger is exit 2, never a traceback
+        return emit(args, "register: ledger unreachable", {"error": f"{type(exc).__name__}: {exc}"}, "yellow",
+                    EXIT_INCOMPLETE)
+    info = {**public_fields(keys), "endpoint": endpoint, "roles": list(roles), "ledger": args.ledger}
+    try:
+        existing = lookup_peer(led, keys.node_id)
+        if existing is not None:
+            same = (existing.ed25519, existing.bls, existing.x25519, existing.endpoint, existing.roles) == (
+                keys.ed25519_pub, keys.bls_pub, keys.x25519_pub, endpoint, roles)
+            if same:
+                return emit(args, "already registered", {**info, "index": existing.index, "already": True}, "green",
+                            EXIT_OK)
+            return emit(args, "register refused", {
+                **info, "index": existing.index,
+                "error": f"{keys.node_id!r} is already registered at index {existing.index} with other keys, "
+                         f"roles or endpoint (no re-registration in ledger v1)"}, "red", EXIT_FAILED)
+        index = led.append(registration_entry(keys, roles=roles, endpoint=endpoint))
+    except (AuthError, EntryError) as exc:
+        return emit(args, "register refused", {**info, "error": f"{type(exc).__name__}: {exc}"}, "red", EXIT_FAILED)
+    except (LedgerError, Exception) as exc:  # noqa: BLE001 - storage trouble is exit 2, never a traceback
+        return emit(args, "register: ledger error", {**info, "error": f"{type(exc).__name__}: {exc}"}, "yellow",
+                    EXIT_INCOMPLETE)
+    finally:
+        led.close()
+    return emit(args, "registered", {**info, "index": index}, "green", EXIT_OK)
