@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ledger.errors import AuthError, EntryError, LedgerError
+    from ledger.errors import AuthError, EntryError
     from ledger.log import Ledger
     from prover.errors import NodeKeyError
     from prover.keys import NodeKeys, lookup_peer, registration_entry
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         index = led.append(registration_entry(keys, roles=roles, endpoint=endpoint))
     except (AuthError, EntryError) as exc:
         return emit(args, "register refused", {**info, "error": f"{type(exc).__name__}: {exc}"}, "red", EXIT_FAILED)
-    except (LedgerError, Exception) as exc:  # noqa: BLE001 - storage trouble is exit 2, never a traceback
+    except Exception as exc:  # noqa: BLE001 - storage trouble (LedgerError or driver) is exit 2, never a traceback
         return emit(args, "register: ledger error", {**info, "error": f"{type(exc).__name__}: {exc}"}, "yellow",
                     EXIT_INCOMPLETE)
     finally:

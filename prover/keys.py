@@ -12,6 +12,7 @@ world can read it.
 """
 from __future__ import annotations
 
+import hmac
 import os
 import re
 import stat
@@ -126,7 +127,7 @@ class NodeKeys:
         return f"NodeKeys(node_id={self.node_id!r}, ed25519={self.ed25519_pub.hex()[:16]}..., x25519={self.x25519_pub.hex()[:16]}...)"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, NodeKeys) and self.node_id == other.node_id and self.seed == other.seed
+        return isinstance(other, NodeKeys) and self.node_id == other.node_id and hmac.compare_digest(self.seed, other.seed)
 
     __hash__ = None  # type: ignore[assignment]
 
