@@ -30,3 +30,13 @@ CHANNEL_KDF = b"shardproof/channel/kdf/v1"  # HKDF-SHA256 salt: (es || ss) -> AE
 NODE_X25519_SEED = b"shardproof/node/x25519-seed/v1"  # key-file seed -> X25519 static private key
 NODE_ID = b"shardproof/node/id/v1"  # Ed25519 public key -> default node id
 NODE_KEY_FILE = "shardproof/node-key"  # "format" field of a node key file (CBOR)
+
+# --- audit (prover commitments, verifier challenges) ------------------------
+STEP_COMMIT_LEAF = b"shardproof/audit/step-leaf/v1"  # salted leaf over one step record of one party
+OPENED_LEAF = b"shardproof/audit/opened-leaf/v1"  # unsalted leaf over the public openings of one step
+STEP_SALT = b"shardproof/audit/step-salt/v1"  # PRG purpose of a step's salt (node-secret seed)
+CHALLENGE = b"shardproof/audit/challenge/v1"  # Fiat-Shamir challenge seed from the sealed commitments
+
+# --- verifier -------------------------------------------------------------
+FREIVALDS_R = b"shardproof/verifier/freivalds-r/v1"  # PRG purpose (ASCII) of a Freivalds challenge matrix R
+FREIVALDS_ALPHA = b"shardproof/verifier/freivalds-alpha/v1"  # PRG purpose (ASCII) of batch-fold coefficients

@@ -58,6 +58,7 @@ class Session:
         self.record_steps = record
         self.transcripts = {p: Transcript(p, transcript_dir) for p in self.local_parties} if record else {}
         self.input_seed = input_seed
+        self.tamper: Callable[["Session", str, int, dict[str, torch.Tensor]], None] | None = None
         self._op_index = 0
         self._step_index = 0
         self._input_index = 0
@@ -189,6 +190,8 @@ class Session:
         index = self._step_index
         self._step_index += 1
         self.counters.steps += 1
+        if self.tamper is not None:  # fault injection for audit tests: may modify a party's rows in place
+            self.tamper(self, kind, index, local)
         if not self.record_steps:
             return index
         scope = self.scope_path

@@ -1,0 +1,69 @@
+"""A node's commitments to its transcript (specs/audit.md).
+
+For each step k of party i:
+  views leaf  = canonical_cbor([STEP_COMMIT_LEAF, salt_k, record_k.body()])   salted: records hold
+                digests of the party's shares, and a share of a low-entropy value must not be
+                guessable from its hash
+  opened leaf = canonical_cbor([OPENED_LEAF, k, [[name, digest] for the public openings]])
+                unsalted: the openings are public, and honest parties' opened roots are equal
+salt_k = stream(node_secret, job, "step:<k>", party, STEP_SALT) (32 bytes), so a node needs to keep
+only one secret to re-open any step. The two RFC 9162 Merkle roots (ledger.merkle) go on the
+ledger in the node's job-root entry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ledger import merkle
+from mpc_core import prg
+from mpc_core.domains import OPENED_LEAF, STEP_COMMIT_LEAF, STEP_SALT
+from mpc_core.encoding import canonical_cbor
+from mpc_core.transcript import StepRecord
+
+
+def step_salt(node_secret: bytes, job: bytes, party: int, index: int) -> bytes:
+    return prg.stream_bytes(node_secret, job, f"step:{index}", party, STEP_SALT.decode(), 32)
+
+
+def views_leaf(record: StepRecord, salt: bytes) -> bytes:
+    return canonical_cbor([STEP_COMMIT_LEAF, salt, record.body()])
+
+
+def opened_leaf(record: StepRecord) -> bytes:
+    names = sorted(n for n in record.digests if n.startswith("opened."))
+    return canonical_cbor([OPENED_LEAF, record.index, [[n, record.digests[n]] for n in names]])
+
+
+@dataclass(frozen=True)
+class JobCommitment:
+    """What a node publishes for a job: two Merkle roots and the number of steps."""
+
+    party: int
+    steps: int
+    views_root: bytes
+    opened_root: bytes
+
+    def body(self) -> dict:
+        return {"party": self.party, "steps": self.steps, "views_root": self.views_root, "opened_root": self.opened_root}
+
+
+def commit(records: list[StepRecord], node_secret: bytes, job: bytes, party: int) -> tuple[JobCommitment, list[bytes]]:
+    """The job commitment and the salts (kept by the node, revealed in an opening)."""
+    salts = [step_salt(node_secret, job, party, r.index) for r in records]
+    views = [views_leaf(r, s) for r, s in zip(records, salts)]
+    opened = [opened_leaf(r) for r in records]
+    return JobCommitment(party, len(records), merkle.root_hash(views), merkle.root_hash(opened)), salts
+
+
+def verify_records(records: list[StepRecord], salts: list[bytes], commitment: JobCommitment) -> bool:
+    """Do opened records (with their salts) reproduce the committed roots? Never raises."""
+    try:
+        if len(records) != commitment.steps or len(salts) != len(records):
+            return False
+        if any(r.index != k for k, r in enumerate(records)):
+            return False
+        views = [views_leaf(r, s) for r, s in zip(records, salts)]
+        opened = [opened_leaf(r) for r in records]
+        return merkle.root_hash(views) == commitment.views_root and merkle.root_hash(opened) == commitment.opened_root
+    except Exception:
+        return False

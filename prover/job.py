@@ -1,0 +1,125 @@
+"""An auditable private-generation job run with every party in this process.
+
+Each party keeps its transcript on disk (spilled step tensors), its one-hot
+input shares per step, and a node secret for commitment salts; at the end it
+commits (prover.commitments). `party_program` rebuilds exactly the program a
+party ran, for the auditor's replay.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from mpc_core import Session, SharedTensor
+from mpc_core import prg
+from mpc_core.transcript import StepRecord, Transcript
+from prover.cheats import Cheat, install
+from prover.commitments import JobCommitment, commit
+from prover.models.gpt import sample_next_token
+from prover.models.gpt_mpc import SharedGPT, client_reconstruct, share_tokens
+from prover.models.publish import load_party_share, manifest_config, read_manifest
+
+
+@dataclass
+class PartyState:
+    """What node `party` keeps after a job (its local disk, in a deployment)."""
+
+    party: int
+    transcript: Transcript
+    token_shares: list[torch.Tensor]
+    node_secret: bytes
+    commitment: JobCommitment | None = None
+    salts: list[bytes] = field(default_factory=list)
+    cheat: Cheat | None = None
+    fired: dict = field(default_factory=dict)
+
+
+@dataclass
+class Job:
+    job_id: bytes
+    model_dir: Path
+    n_parties: int
+    prompt_len: int
+    steps: int
+    tokens: list[int]
+    session: Session
+    parties: dict[int, PartyState]
+
+    def seed(self, party: int) -> bytes:
+        """The dealer releases a party's seed against a recorded challenge."""
+        return self.session.dealer.party_seed(party)
+
+    def corrections(self, party: int) -> Callable | None:
+        """The dealer's correction shares, revealed with the last party's seed."""
+        if party != self.n_parties - 1:
+            return None
+        return lambda req, i: self.session.dealer.correction(req, i)
+
+
+def _weights(session: Session, model_dir: Path, manifest: dict, cheats: dict[int, Cheat]) -> dict[str, SharedTensor]:
+    shares = {p: load_party_share(model_dir, p, manifest) for p in session.local_parties}
+    for p, c in cheats.items():
+        if c.kind == "weights":  # a stale share: off by one unit in one weight
+            name = sorted(n for n in shares[p] if n.endswith("c_fc.weight"))[0]
+            shares[p][name] = shares[p][name].clone()
+            shares[p][name].view(-1)[0] += 1
+    return {n: SharedTensor.from_shares(session, torch.stack([shares[p][n] for p in session.local_parties]))
+            for n in sorted(manifest["tensors"])}
+
+
+def run_job(model_dir: str | Path, prompt_ids: list[int], max_new_tokens: int, *, workdir: str | Path, seed: int = 0,
+            job_id: bytes | None = None, cheats: dict[int, Cheat] | None = None, temperature: float = 0.0,
+            top_k: int | None = None) -> Job:
+    """Run a private generation job; every party spills its transcript under `workdir`."""
+    cheats = cheats or {}
+    model_dir = Path(model_dir)
+    manifest = read_manifest(model_dir)
+    n = manifest["n_parties"]
+    cfg = manifest_config(manifest)
+    job_id = job_id or f"job-{seed}".encode()
+    master = prg.master_from_int(seed, "shardproof/job-dealer")
+    tdir = Path(workdir) / "transcripts"
+    session = Session.in_process(n, master, job=job_id, transcript_dir=str(tdir), frac_bits=manifest["frac_bits"])
+    fired = {p: install(session, p, c) for p, c in cheats.items()}
+    model = SharedGPT(session, cfg, _weights(session, model_dir, manifest, cheats))
+    token_shares: dict[int, list[torch.Tensor]] = {p: [] for p in range(n)}
+    gen = torch.Generator().manual_seed(seed)
+    feed, tokens = list(prompt_ids), []
+    for _ in range(max_new_tokens):
+        onehot = share_tokens(session, feed, cfg.vocab_size)
+        for row, p in enumerate(session.local_parties):
+            token_shares[p].append(onehot[row].clone())
+        logits = client_reconstruct(model.forward(onehot, all_logits=False))
+        nxt = int(sample_next_token(logits, temperature, top_k, gen if temperature > 0 else None)[0, 0])
+        tokens.append(nxt)
+        feed = [nxt]
+    parties = {}
+    for p in range(n):
+        secret = prg.master_from_int(seed * 1000 + p, "node-secret")  # a node draws its own in a deployment
+        st = PartyState(p, session.transcripts[p], token_shares[p], secret, cheat=cheats.get(p), fired=fired.get(p, {}))
+        st.commitment, st.salts = commit(st.transcript.records, secret, job_id, p)
+        parties[p] = st
+    return Job(job_id, model_dir, n, len(prompt_ids), max_new_tokens, tokens, session, parties)
+
+
+def party_program(model_dir: Path, party: int, token_shares: list[torch.Tensor]) -> Callable[[Session], None]:
+    """The program party `party` ran, driven by its own inputs (published share, token shares)."""
+    def program(s: Session) -> None:
+        manifest = read_manifest(model_dir)
+        share = load_party_share(model_dir, party, manifest)  # checked against the manifest commitments
+        weights = {n: SharedTensor.from_shares(s, share[n].unsqueeze(0)) for n in sorted(manifest["tensors"])}
+        model = SharedGPT(s, manifest_config(manifest), weights)
+        for onehot in token_shares:
+            model.forward(onehot.unsqueeze(0), all_logits=False)
+    return program
+
+
+def opening(state: PartyState) -> tuple[list[StepRecord], list[bytes], Callable, Callable]:
+    """What node `party` reveals for a full audit: records with salts, public openings, matmul outputs."""
+    t = state.transcript
+    opened = lambda k: {n: v for n, v in t.load(k).items() if n.startswith("opened.")}  # noqa: E731
+    outs = lambda k: t.load(k).get("out")  # noqa: E731
+    return list(t.records), list(state.salts), opened, outs
