@@ -157,7 +157,7 @@ class Identity:
     """
 
     node_id: str
-    seed: bytes
+    seed: bytes = field(repr=False)
     ed25519: Ed25519PrivateKey = field(init=False, repr=False)
     bls_sk: int = field(init=False, repr=False)
     ed25519_pub: bytes = field(init=False)

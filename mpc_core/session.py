@@ -58,6 +58,7 @@ class Session:
         self.record_steps = record
         self.transcripts = {p: Transcript(p, transcript_dir) for p in self.local_parties} if record else {}
         self.input_seed = input_seed
+        self.request_log: list[Request] = []  # every material request in op-index order (audits, dealer replays)
         self.tamper: Callable[["Session", str, int, dict[str, torch.Tensor]], None] | None = None
         self._op_index = 0
         self._step_index = 0
@@ -128,6 +129,7 @@ class Session:
     def material(self, kind: str, *params) -> dict[str, torch.Tensor]:
         """Request dealer material; returns (P, ...) tensors for the local parties."""
         req = Request(kind, tuple(params))
+        self.request_log.append(req)
         t0 = time.perf_counter()
         out = self.dealer.get(req, self._op_index)
         self.counters.dealer_seconds += time.perf_counter() - t0

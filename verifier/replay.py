@@ -17,14 +17,11 @@ from typing import Any, Callable
 
 import torch
 
-from mpc_core import prg
 from mpc_core.communicator import Communicator
 from mpc_core.dealer import Request, SeededDealerClient
 from mpc_core.session import Session
 from mpc_core.transcript import StepRecord, tensor_digest
-
-FREIVALDS_PURPOSE = "freivalds"
-
+from verifier.freivalds import FreivaldsContext, freivalds_check
 
 @dataclass
 class Finding:
@@ -72,21 +69,6 @@ class _NoPeers(Communicator):
 
     def all_gather(self, local: torch.Tensor) -> torch.Tensor:  # pragma: no cover - replay never exchanges
         raise RuntimeError("a replay never talks to peers")
-
-
-def freivalds_residual(z: torch.Tensor, terms: list, lam: int, seed: bytes, job: bytes, step: int,
-                       party: int) -> torch.Tensor:
-    """(z - sum(terms)) @ R for R (n x lam) from the challenge PRG; all zero iff the check passes."""
-    n = z.shape[-1]
-    r = prg.ring_tensor(seed, job, f"freivalds:{step}", party, FREIVALDS_PURPOSE, (n, lam))
-    acc = torch.matmul(z, r)
-    for t in terms:
-        if isinstance(t, tuple):
-            a, b = t
-            acc = acc - torch.matmul(a, torch.matmul(b, r))
-        else:
-            acc = acc - torch.matmul(t, r)
-    return acc
 
 
 class ReplaySession(Session):
@@ -141,12 +123,13 @@ class ReplaySession(Session):
                                     "opened output missing or not matching its commitment"))
         z = z.unsqueeze(0)
         self.matmul_checks += 1
-        residual = freivalds_residual(z, terms(), self.lam, self.challenge_seed, self.job, rec.index, self.party)
-        if bool((residual != 0).any()):
-            bad = (residual != 0).nonzero()[0].tolist()
+        res = freivalds_check(z, terms(), self.lam, seed=self.challenge_seed,
+                              context=FreivaldsContext(self.job, rec.index, self.party))
+        if not res.ok:
             raise _Diverged(Finding(rec.index, rec.kind, rec.scope, "freivalds", rec.digests["out"].hex(),
-                                    "Z r != c r + e (b r) + a (f r)",
-                                    f"lambda={self.lam}, first failing (row..., column) {bad[1:]}"))
+                                    "Z R != c R + e (b R) + a (F R)",
+                                    f"lambda={self.lam}, first failing column {res.failing_column}, "
+                                    f"index {res.failing_index}"))
         return z
 
     def record(self, kind: str, local: dict[str, torch.Tensor], public: dict[str, torch.Tensor] | None = None) -> int:

@@ -1,0 +1,75 @@
+"""The opening a node reveals for a challenged share index, as one deterministic-CBOR blob.
+
+{"records": [[index, kind, scope, [[name, shape, digest], ...]], ...],
+ "salts": [salt, ...],
+ "public": {step: {name: tensor}} the job's public openings as this party saw them,
+ "outs": {step: tensor} for matmul steps, "weights": {name: tensor}, "tokens": [tensor, ...]}
+with tensor = [shape, int64-le bytes]. The public openings blob is {step: {name: tensor}}.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_from_bytes
+from mpc_core.transcript import StepRecord
+
+MATMUL_KINDS = ("beaver_matmul", "fixed_matmul")
+
+
+def enc_tensor(t: torch.Tensor) -> list:
+    return [list(t.shape), tensor_bytes(t)]
+
+
+def dec_tensor(v) -> torch.Tensor:
+    shape, data = v
+    return tensor_from_bytes(bytes(data), tuple(int(d) for d in shape))
+
+
+def public_values(records: list[StepRecord], load: Callable[[int], dict[str, torch.Tensor]]) -> dict:
+    """The job's public openings {step: {name: tensor}} as seen by this party."""
+    out = {}
+    for r in records:
+        names = [n for n in r.digests if n.startswith("opened.")]
+        if names:
+            data = load(r.index)
+            out[r.index] = {n: enc_tensor(data[n]) for n in names}
+    return out
+
+
+def encode_opening(records: list[StepRecord], salts: list[bytes],
+                   load: Callable[[int], dict[str, torch.Tensor]], weights: dict[str, torch.Tensor],
+                   tokens: list[torch.Tensor], weight_salts: dict[str, bytes] | None = None) -> bytes:
+    outs = {r.index: enc_tensor(load(r.index)["out"]) for r in records if r.kind in MATMUL_KINDS}
+    return canonical_cbor({
+        "records": [r.body() for r in records],
+        "salts": list(salts),
+        "public": public_values(records, load),
+        "outs": outs,
+        "weights": {n: enc_tensor(t) for n, t in weights.items()},
+        "tokens": [enc_tensor(t) for t in tokens],
+        "weight_salts": dict(weight_salts or {}),
+    })
+
+
+def decode_records(body: list) -> list[StepRecord]:
+    recs = []
+    for index, kind, scope, fields in body:
+        recs.append(StepRecord(int(index), str(kind), str(scope), {str(n): [int(d) for d in sh] for n, sh, _ in fields},
+                               {str(n): bytes(dg) for n, _, dg in fields}))
+    return recs
+
+
+def decode_opening(data: bytes) -> dict:
+    """Parse an opening blob (raises on garbage; the auditor turns that into a verdict)."""
+    obj = decode_cbor(data)
+    return {
+        "records": decode_records(obj["records"]),
+        "salts": [bytes(s) for s in obj["salts"]],
+        "public": {int(k): {str(n): dec_tensor(v) for n, v in d.items()} for k, d in obj["public"].items()},
+        "outs": {int(k): dec_tensor(v) for k, v in obj["outs"].items()},
+        "weights": {str(n): dec_tensor(v) for n, v in obj["weights"].items()},
+        "tokens": [dec_tensor(v) for v in obj["tokens"]],
+        "weight_salts": {str(k): bytes(v) for k, v in obj.get("weight_salts", {}).items()},
+    }
