@@ -1,132 +1,138 @@
-"""`shardproof demo`: private text generation with the shipped model, side by side with plaintext.
+"""`shardproof demo`: private generation with the shipped model, then audits on a real ledger.
 
-Three parties (in this process) hold additive shares of the model's weights;
-the client shares its prompt, the parties run the transformer on shares, and
-only the client reconstructs the logits. The plaintext reference runs the same
-prompt so you can compare token for token. (The networked demo with a ledger,
-nodes and an audit arrives with the nodes issue.)
+1. Three parties (local nodes) hold additive shares of the published model; the client
+   shares its prompt; only the client reconstructs logits. The text is compared with the
+   plaintext model's.
+2. The job's commitments go on an embedded SQLite ledger (registrations, model, job,
+   dealer seed commitments, BLS-signed job roots, a sealing checkpoint); an auditor
+   derives the challenge, the nodes open 2 of 3 share indices, the auditor replays them
+   with Freivalds checks and posts a verdict: clean.
+3. The same job again with one node cheating (--cheat, default a single 2^63 error in a
+   matmul share): the verdict names it, and its evidence bundle verifies offline.
+The MPC runs in this process; `prover serve` daemons post the same entries over the network.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from cli.common import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK
 
 DEFAULT_PROMPT = "And the LORD said unto Moses,"
+DEFAULT_CHEAT = "matmul-2^63@1000"
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="private generation demo (MPC next to plaintext)", description=__doc__,
+    p = sub.add_parser(name, help="private generation + audit demo on a local ledger", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parties", type=int, default=3, help="share holders (default 3)")
-    p.add_argument("--tokens", type=int, default=24, help="tokens to generate (default 24)")
+    p.add_argument("--tokens", type=int, default=6, help="tokens to generate (default 6)")
     p.add_argument("--prompt", default=DEFAULT_PROMPT)
-    p.add_argument("--seed", type=int, default=0, help="dealer and sharing seed")
+    p.add_argument("--cheat", default=DEFAULT_CHEAT, help=f"cheat for the second job, KIND[@STEP] (default {DEFAULT_CHEAT}); "
+                   "'none' to skip")
+    p.add_argument("--cheater", type=int, default=1, help="which party cheats (default 1)")
+    p.add_argument("--lambda", dest="lam", type=int, default=40, help="Freivalds columns (default 40)")
+    p.add_argument("--ledger", default=None, help="ledger URL (default: a temporary SQLite file)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
-
-
-def _block_check(parties: int, seed: int) -> list[dict]:
-    """One transformer block's nonlinear pieces on shares vs float64 (a quick sanity table)."""
-    import torch
-    import torch.nn.functional as F
-
-    from mpc_core import decode, encode, simulate
-
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(8, 64, generator=g, dtype=torch.float64) * 2
-    w = torch.randn(64, 64, generator=g, dtype=torch.float64) * 0.1
-    q = lambda t: decode(encode(t))  # noqa: E731
-    cases = [
-        ("layer_norm", lambda a: a.layer_norm(), lambda a: F.layer_norm(a, (64,))),
-        ("matmul", lambda a: a @ w, lambda a: a @ q(w)),
-        ("attention softmax", lambda a: ((a @ a.transpose(0, 1)) * 0.125).softmax(-1),
-         lambda a: ((a @ a.T) * 0.125).softmax(-1)),
-        ("gelu", lambda a: a.gelu(), lambda a: F.gelu(a, approximate="tanh")),
-    ]
-    rows = []
-    for name, mpc, ref in cases:
-        out, st = simulate(mpc, x, parties=parties, seed=seed, record=False)
-        rows.append({"op": name, "max_abs_err": float((out - ref(q(x))).abs().max()), "rounds": st.rounds,
-                     "bytes_per_party": st.bytes_per_party})
-    return rows
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
     from rich.console import Console
     from rich.panel import Panel
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from cli.audit_report import render_verdict
+    from prover.cheats import Cheat, CheatSpecError
     from prover.errors import ProverError
-    from prover.generation import PrivateGenerator
+    from prover.local_network import LocalNetwork
     from prover.models import TINY_MODEL_DIR, load_checkpoint, load_tokenizer
+    from verifier.ledger_audit import audit_on_ledger, check_evidence
 
     out = Console(stderr=args.json)
     if args.parties < 2:
         print("shardproof demo: MPC needs at least 2 parties", file=sys.stderr)
         return EXIT_INCOMPLETE
     try:
-        model = load_checkpoint(TINY_MODEL_DIR)
-        tok = load_tokenizer(TINY_MODEL_DIR)
-    except ProverError as exc:
-        print(f"shardproof demo: cannot load the shipped model: {exc}", file=sys.stderr)
+        cheat = None if args.cheat == "none" else Cheat.parse(args.cheat)
+        model, tok = load_checkpoint(TINY_MODEL_DIR), load_tokenizer(TINY_MODEL_DIR)
+    except (CheatSpecError, ProverError) as exc:
+        print(f"shardproof demo: {exc}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    if not 0 <= args.cheater < args.parties:
+        print(f"shardproof demo: --cheater must be in 0..{args.parties - 1}", file=sys.stderr)
         return EXIT_INCOMPLETE
     ids = tok.encode(args.prompt)
-    out.print(Panel.fit(f"model: {TINY_MODEL_DIR.name} ({model.num_params():,} parameters, "
-                        f"{model.config.n_layer} layers)\nparties: {args.parties} (additive shares over Z_2^64, "
-                        f"16 fractional bits)\nprompt: {args.prompt!r}", title="shardproof demo"))
+    tmp = tempfile.TemporaryDirectory(prefix="shardproof-demo-")
+    d = Path(tmp.name)
+    url = args.ledger or f"sqlite:///{d / 'ledger.db'}"
+    out.print(Panel.fit(f"model: shipped tiny GPT ({model.num_params():,} parameters, {model.config.n_layer} layers)\n"
+                        f"parties: {args.parties} local nodes holding additive shares over Z_2^64 (16 fractional bits)\n"
+                        f"ledger: {url}\nprompt: {args.prompt!r}", title="shardproof demo"))
+    net = LocalNetwork.create(url, args.parties, seed=0)
+    model_id = net.publish(model, d / "model", TINY_MODEL_DIR)
+    nodes = {p: n.node_id for p, n in enumerate(net.nodes)}
 
-    t0 = time.perf_counter()
-    rows = _block_check(args.parties, args.seed)
-    table = Table(title="one transformer block on shares vs float64")
-    for c in ("op", "max abs error", "rounds", "bytes/party"):
-        table.add_column(c, justify="left" if c == "op" else "right")
-    for r in rows:
-        table.add_row(r["op"], f"{r['max_abs_err']:.2e}", str(r["rounds"]), f"{r['bytes_per_party']:,}")
-    out.print(table)
+    def job_and_audit(job_id: str, cheats: dict, label: str):
+        t0 = time.perf_counter()
+        job = net.run(d / "model", model_id, ids, args.tokens, job_id=job_id, workdir=d / job_id, cheats=cheats)
+        job_seconds = time.perf_counter() - t0
+        res = audit_on_ledger(net.ledger, job_id, net.verifier, lam=args.lam,
+                              respond=lambda ci, ps: net.respond(job, job_id, ci, ps))
+        render_verdict(out, res.verdict, nodes, res.checks, title=label)
+        return job, res, job_seconds
 
-    t_plain = time.perf_counter()
+    with out.status("running the private job (3 local nodes) and committing to the ledger ..."):
+        job, res, job_seconds = job_and_audit("demo-job-1", {}, "audit of the honest job")
     ref = model.double().generate(torch.tensor([ids]), args.tokens, temperature=0)[0, len(ids):].tolist()
-    t_plain = time.perf_counter() - t_plain
-
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=Console(stderr=True))
-    with progress:
-        task = progress.add_task("sharing and masking weights", total=None)
-        gen = PrivateGenerator(model, args.parties, args.seed)
-        progress.update(task, description=f"generating privately ({args.parties} parties)", total=args.tokens)
-        mpc = []
-        for t in gen.generate(ids, args.tokens):
-            mpc.append(t)
-            progress.advance(task)
-    st = gen.stats
-    identical = mpc == ref
-    agree = sum(a == b for a, b in zip(mpc, ref))
     side = Table(title="greedy continuation")
     side.add_column("MPC (client's view)")
     side.add_column("plaintext reference")
-    side.add_row(tok.decode(mpc), tok.decode(ref))
+    side.add_row(tok.decode(job.tokens), tok.decode(ref))
     out.print(side)
-    dec = sum(st.decode_seconds) / max(len(st.decode_seconds), 1)
-    summary = {
-        "prompt": args.prompt, "parties": args.parties, "text": tok.decode(mpc), "text_plaintext": tok.decode(ref),
-        "tokens": mpc, "identical": identical, "agreeing_tokens": agree,
-        "setup_seconds": st.setup_seconds, "prefill_seconds": st.prefill_seconds,
-        "decode_seconds_per_token": dec, "plaintext_seconds_per_token": t_plain / max(args.tokens, 1),
-        "dealer_seconds": st.dealer_seconds, "rounds": st.rounds, "bytes_per_party": st.bytes_per_party,
-        "block_check": rows, "seconds": time.perf_counter() - t0,
-    }
-    out.print(Panel.fit(
-        f"identical to plaintext: {'yes' if identical else f'no ({agree}/{len(ref)} tokens agree)'}\n"
-        f"setup (share + mask weights): {st.setup_seconds:.2f} s, prefill: {st.prefill_seconds:.2f} s, "
-        f"decode: {dec:.3f} s/token (plaintext {summary['plaintext_seconds_per_token']:.4f} s/token)\n"
-        f"dealer (offline) time: {st.dealer_seconds:.2f} s, rounds: {st.rounds:,}, "
-        f"sent per party: {st.bytes_per_party / 1e6:.1f} MB", title="result"))
+    summary = {"job_id": "demo-job-1", "text": tok.decode(job.tokens), "identical_to_plaintext": job.tokens == ref,
+               "verdict": "clean" if res.verdict.clean else "not clean", "cheaters": [nodes[p] for p in res.verdict.cheaters],
+               "unresponsive": [nodes[p] for p in res.verdict.unresponsive], "lambda": args.lam,
+               "audit_seconds": res.verdict.seconds, "job_seconds": job_seconds}
+    ok = res.verdict.clean and job.tokens == ref
+    if cheat is not None:
+        caught = None
+        for attempt in range(4):
+            jid = f"demo-cheat-{attempt + 1}"
+            with out.status(f"running the job again with {nodes[args.cheater]} cheating ({cheat}) ..."):
+                cjob, cres, cseconds = job_and_audit(jid, {args.cheater: cheat},
+                                                     f"audit with {nodes[args.cheater]} cheating ({cheat})")
+            if cres.verdict.closed_party == args.cheater:
+                out.print(f"[yellow]the challenge left {nodes[args.cheater]}'s share index closed (probability "
+                          f"1/{args.parties} per job; replicas cover it): running another job[/]")
+                continue
+            caught = (jid, cres, cseconds)
+            break
+        if caught is None:
+            ok = False
+        else:
+            jid, cres, cseconds = caught
+            ev = {}
+            for p, bundle in cres.evidence.items():
+                path = d / f"evidence-{jid}-party{p}.cbor"
+                path.write_bytes(bundle)
+                chk = check_evidence(bundle, net.ledger.log_key)
+                ev[nodes[p]] = {"bytes": len(bundle), "verifies_offline": chk.ok}
+                out.print(Panel(f"evidence against {nodes[p]}: {len(bundle):,} bytes; checked offline "
+                                f"(ledger proofs, signatures, challenge derivation, replay): "
+                                f"{'[bold red]proves the cheating[/]' if chk.ok else '[yellow]does not verify[/]'}",
+                                title="evidence"))
+            named = [nodes[p] for p in cres.verdict.cheaters]
+            ok = ok and named == [nodes[args.cheater]] and all(e["verifies_offline"] for e in ev.values())
+            summary["cheat_run"] = {"job_id": jid, "cheat": str(cheat), "verdict": "cheating detected" if named else "clean",
+                                    "cheaters": named, "unresponsive": [nodes[p] for p in cres.verdict.unresponsive],
+                                    "audit_seconds": cres.verdict.seconds, "job_seconds": cseconds, "evidence": ev}
     if args.json:
         print(json.dumps(summary))
-    return EXIT_OK if identical else EXIT_FAILED
+    tmp.cleanup()
+    return EXIT_OK if ok else EXIT_FAILED

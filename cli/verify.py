@@ -7,8 +7,8 @@ from typing import Sequence
 from cli.common import run_subcommands
 
 COMMANDS = {
-    "audit": "cli.stubs.verify_audit",
-    "evidence": "cli.stubs.verify_evidence",
+    "audit": "cli.verify_audit",
+    "evidence": "cli.verify_evidence",
     "ledger-check": "cli.ledger_check",
 }
 

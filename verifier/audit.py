@@ -99,7 +99,7 @@ def audit(job_id: bytes, commitments: list[JobCommitment], *, n_parties: int,
     by_party = {c.party: c for c in commitments}
     for p in range(n_parties):
         if p == closed:
-            v.parties.append(PartyVerdict(p, "not opened", "left closed by the challenge (audit privacy)"))
+            v.parties.append(PartyVerdict(p, "not opened", "closed by the challenge"))
             continue
         if p not in by_party:
             v.parties.append(PartyVerdict(p, "unresponsive", "no job commitment"))
@@ -122,10 +122,10 @@ def audit(job_id: bytes, commitments: list[JobCommitment], *, n_parties: int,
                               records=records, opened=opened, outs=outs, corrections=get_corrections(p),
                               mode=mode, lam=lam, challenge_seed=challenge, frac_bits=frac_bits)
         if result.ok:
-            v.parties.append(PartyVerdict(p, "clean", f"{result.steps_checked} steps replayed", result))
+            v.parties.append(PartyVerdict(p, "clean", "every step matches", result))
         elif result.finding is not None:
             f = result.finding
-            v.parties.append(PartyVerdict(p, "cheated", f"step {f.step} ({f.kind}, {f.scope}): {f.what} differs", result))
+            v.parties.append(PartyVerdict(p, "cheated", f"step {f.step}: {f.what} differs", result))
         else:
             v.parties.append(PartyVerdict(p, "cheated", f"opening could not be replayed: {result.error}", result))
     v.seconds = time.perf_counter() - t0

@@ -154,7 +154,7 @@ def audit_on_ledger(led: Ledger, job_id: str, verifier: Identity | None, *, lam:
     by_party = {c.party: c for c in commitments}
     for p in range(n):
         if p == closed:
-            verdict.parties.append(PartyVerdict(p, "not opened", "left closed by the challenge (audit privacy)"))
+            verdict.parties.append(PartyVerdict(p, "not opened", "closed by the challenge"))
         elif p not in by_party:
             verdict.parties.append(PartyVerdict(p, "unresponsive", "no job root"))
         elif p not in openings:
@@ -201,12 +201,12 @@ def judge_party(p: int, n: int, job_id: str, commitment: JobCommitment, raw: byt
                           outs=lambda k: op["outs"].get(k), corrections=corr, mode=mode, lam=lam,
                           challenge_seed=seed, frac_bits=manifest["frac_bits"])
     if result.ok and _published_weights(manifest, op["weights"], op["weight_salts"], p):
-        return PartyVerdict(p, "clean", f"{result.steps_checked} steps replayed", result)
+        return PartyVerdict(p, "clean", "every step matches", result)
     if result.ok:
         return PartyVerdict(p, "cheated", "weight share differs from the published commitment", result)
     if result.finding is not None:
         f = result.finding
-        return PartyVerdict(p, "cheated", f"step {f.step} ({f.kind}, {f.scope}): {f.what} differs", result)
+        return PartyVerdict(p, "cheated", f"step {f.step}: {f.what} differs", result)
     return PartyVerdict(p, "cheated", f"opening could not be replayed: {result.error}", result)
 
 
