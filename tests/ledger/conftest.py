@@ -9,7 +9,6 @@ import pytest
 from ledger import entries as E
 from ledger.keys import Identity
 from ledger.log import Ledger
-from ledger.pgserver import TempPostgres, find_bin_dir
 
 ORIGIN = "test.shardproof/ledger"
 
@@ -23,15 +22,6 @@ def ident(name: str) -> Identity:
 
 _IDS: dict[str, Identity] = {}
 LOG = ident("log")
-
-
-@pytest.fixture(scope="session")
-def pg_server():
-    if find_bin_dir() is None:
-        pytest.skip("PostgreSQL server binaries (initdb/pg_ctl) not found; run tools/ensure_postgres.sh")
-    srv = TempPostgres(fast=True).start()
-    yield srv
-    srv.stop()
 
 
 _db_counter = itertools.count()
