@@ -1,0 +1,83 @@
+"""Audit cost: audit CPU seconds vs the job's compute seconds, measured in the same run.
+
+For each model, one private-generation job runs with every party in this process
+(transcripts spilled to disk, as nodes do); then the auditor replays the N-1 opened
+parties, with Freivalds (default lambda) and with --exact. Reported: job seconds
+(all N parties, dealer included), audit seconds, their ratio, and both per party
+(job / N vs audit / (N-1)), plus the steps and matrix products checked.
+
+Usage: python bench/audit.py [--models tiny gpt2-small] [--tokens 4] [--json PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, print_table, write_json  # noqa: E402
+
+import torch  # noqa: E402
+
+GPT2_SMALL = dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, block_size=1024)
+
+
+def cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def run(model_name: str, tokens: int, lams: list[int], parties: int) -> list[dict]:
+    from mpc_core.prg import master_from_int
+    from prover.job import run_job
+    from prover.models import TINY_MODEL_DIR, GPTConfig, load_checkpoint, random_model
+    from prover.models.publish import publish_model
+    from verifier.audit import audit_local_job
+
+    model = load_checkpoint(TINY_MODEL_DIR) if model_name == "tiny" else random_model(GPTConfig(**GPT2_SMALL), seed=0)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-audit-") as d:
+        publish_model(model, parties, f"{d}/model", master_from_int(1))
+        prompt = list(range(5, 13))
+        t0, c0 = time.perf_counter(), cpu()
+        job = run_job(f"{d}/model", prompt, tokens, workdir=f"{d}/job", seed=0)
+        job_s, job_cpu = time.perf_counter() - t0, cpu() - c0
+        for mode, lam in [("freivalds", lam) for lam in lams] + [("exact", 0)]:
+            t0, c0 = time.perf_counter(), cpu()
+            v = audit_local_job(job, mode=mode, lam=max(lam, 1))
+            audit_s, audit_cpu = time.perf_counter() - t0, cpu() - c0
+            opened = [p for p in v.parties if p.replay is not None]
+            rows.append({
+                "model": model_name, "parties": parties, "tokens": tokens, "mode": mode, "lambda": lam,
+                "job_s": job_s, "job_cpu_s": job_cpu, "audit_s": audit_s, "audit_cpu_s": audit_cpu,
+                "ratio_cpu": audit_cpu / job_cpu, "ratio_per_party": (audit_cpu / len(opened)) / (job_cpu / parties),
+                "steps_checked": sum(p.replay.steps_checked for p in opened),
+                "matmuls_freivalds": sum(p.replay.matmul_checks for p in opened), "clean": v.clean,
+            })
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["tiny"])
+    ap.add_argument("--tokens", type=int, default=4)
+    ap.add_argument("--parties", type=int, default=3)
+    ap.add_argument("--lambdas", type=int, nargs="+", default=[40])
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    rows = []
+    for m in args.models:
+        rows += run(m, args.tokens, args.lambdas, args.parties)
+    print_table("audit cost vs job compute (same run)",
+                ["model", "N", "mode", "lambda", "job cpu s", "audit cpu s", "audit/job", "per party", "steps", "Freivalds", "clean"],
+                [[r["model"], r["parties"], r["mode"], r["lambda"], r["job_cpu_s"], r["audit_cpu_s"], r["ratio_cpu"],
+                  r["ratio_per_party"], r["steps_checked"], r["matmuls_freivalds"], r["clean"]] for r in rows])
+    write_json(args.json, {"bench": "audit", "machine": machine(), "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
