@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import torch
 
-from mpc_core import prg
+from mpc_core.shares import additive_split
 from mpc_core.errors import DTypeError, PartyError, ShapeError
 from mpc_core.protocols import arithmetic as A
 from mpc_core.protocols import binary as B
@@ -89,11 +89,7 @@ class SharedTensor:
         if seed is None:
             raise PartyError("no input-owner seed: pass owner_seed or build the session with input_seed")
         enc = encode(x, session.frac_bits)
-        stream = f"input:{session.next_input_index()}"
-        n = session.n_parties
-        shares = [prg.ring_tensor(seed, session.job, stream, p, "share", tuple(enc.shape)) for p in range(n - 1)]
-        last = enc - sum(shares) if shares else enc
-        shares.append(last)
+        shares = additive_split(enc, session.n_parties, seed, session.job, f"input:{session.next_input_index()}")
         return cls(session, torch.stack([shares[p] for p in session.local_parties]))
 
     @classmethod
@@ -105,10 +101,7 @@ class SharedTensor:
         seed = owner_seed if owner_seed is not None else session.input_seed
         if seed is None:
             raise PartyError("no input-owner seed: pass owner_seed or build the session with input_seed")
-        stream = f"input:{session.next_input_index()}"
-        n = session.n_parties
-        shares = [prg.ring_tensor(seed, session.job, stream, p, "share", tuple(values.shape)) for p in range(n - 1)]
-        shares.append(values - sum(shares) if shares else values.clone())
+        shares = additive_split(values, session.n_parties, seed, session.job, f"input:{session.next_input_index()}")
         return torch.stack([shares[p] for p in session.local_parties])
 
     @classmethod

@@ -20,6 +20,7 @@ from mpc_core import prg
 from mpc_core.dealer import TrustedDealer
 from mpc_core.distributed import run_parties, serve_dealer
 from mpc_core.ring import decode
+from mpc_core.shares import additive_split
 from mpc_core.session import Session
 from prover.errors import ModelError
 from prover.models.gpt import sample_next_token
@@ -36,9 +37,7 @@ def _onehot(ids: list[int], vocab: int) -> torch.Tensor:
 
 
 def _client_shares(values: torch.Tensor, n: int, client_seed: bytes, step: int) -> list[torch.Tensor]:
-    shares = [prg.ring_tensor(client_seed, b"client", f"tokens:{step}", p, "share", tuple(values.shape)) for p in range(n - 1)]
-    shares.append(values - sum(shares))
-    return shares
+    return additive_split(values, n, client_seed, b"client", f"tokens:{step}")
 
 
 def party_main(session: Session, model_dir: str, steps: int, prompt_len: int) -> dict:

@@ -25,6 +25,7 @@ from mpc_core import prg
 from mpc_core.domains import COMMITMENT
 from mpc_core.encoding import canonical_cbor, tensor_bytes
 from mpc_core.ring import DEFAULT_FRAC_BITS, encode
+from mpc_core.shares import additive_split
 from prover.errors import CheckpointError
 from prover.models.checkpoint import TOKENIZER_FILE, config_from_hf, config_to_hf
 from prover.models.gpt import GPT, GPTConfig
@@ -55,10 +56,7 @@ def manifest_id(manifest: Mapping) -> str:
 
 def split_tensor(enc: torch.Tensor, name: str, n_parties: int, owner_seed: bytes) -> list[torch.Tensor]:
     """N additive shares of an encoded tensor: N-1 from the owner's PRG, the last one corrected."""
-    shares = [prg.ring_tensor(owner_seed, b"publish", f"tensor:{name}", p, "share", tuple(enc.shape))
-              for p in range(n_parties - 1)]
-    shares.append(enc - sum(shares) if shares else enc.clone())
-    return shares
+    return additive_split(enc, n_parties, owner_seed, b"publish", f"tensor:{name}")
 
 
 def publish_model(model: GPT, n_parties: int, out_dir: str | Path, owner_seed: bytes,
