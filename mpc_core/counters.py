@@ -10,10 +10,11 @@ class OpCount:
     rounds: int = 0
     bytes_per_party: int = 0
     dealer_requests: int = 0
+    seconds: float = 0.0  # wall time inside the op (outermost scope), dealer time included
 
     def as_dict(self) -> dict:
         return {"calls": self.calls, "rounds": self.rounds, "bytes_per_party": self.bytes_per_party,
-                "dealer_requests": self.dealer_requests}
+                "dealer_requests": self.dealer_requests, "seconds": self.seconds}
 
 
 @dataclass
@@ -49,7 +50,7 @@ class Counters:
         for k, v in self.by_op.items():
             b = before.by_op.get(k, OpCount())
             d = OpCount(v.calls - b.calls, v.rounds - b.rounds, v.bytes_per_party - b.bytes_per_party,
-                        v.dealer_requests - b.dealer_requests)
+                        v.dealer_requests - b.dealer_requests, v.seconds - b.seconds)
             if d.calls or d.rounds or d.bytes_per_party:
                 out.by_op[k] = d
         return out

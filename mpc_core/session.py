@@ -104,10 +104,13 @@ class Session:
         self._scopes.append(name)
         if outermost:
             self.counters.by_op.setdefault(name, OpCount()).calls += 1
+            t0 = time.perf_counter()
         try:
             yield
         finally:
             self._scopes.pop()
+            if outermost:
+                self.counters.by_op[name].seconds += time.perf_counter() - t0
 
     def _op(self) -> OpCount | None:
         return self.counters.by_op.get(self._scopes[0]) if self._scopes else None
