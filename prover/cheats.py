@@ -71,3 +71,15 @@ def install(session, party: int, cheat: Cheat) -> dict:
 
     session.tamper = tamper
     return fired
+
+
+def bad_opening_step(records, cheat: Cheat) -> int:
+    """The matmul step whose output a `bad-opening` cheater alters in its opening."""
+    return next(r.index for r in records if r.index >= cheat.step and r.kind in MATMUL_KINDS)
+
+
+def altered(t: torch.Tensor) -> torch.Tensor:
+    """A copy of `t` off by one in its first entry (what a bad opening reveals instead)."""
+    t = t.clone()
+    t.view(-1)[0] += 1
+    return t

@@ -19,7 +19,7 @@ from ledger import Identity, Ledger
 from ledger import entries as E
 from mpc_core import prg
 from mpc_core.encoding import canonical_cbor, decode_cbor
-from prover.cheats import Cheat
+from prover.cheats import Cheat, altered, bad_opening_step
 from prover.job import Job, run_job
 from prover.models.gpt import GPT
 from prover.models.publish import MANIFEST_FILE, load_party_share, publish_model
@@ -116,16 +116,11 @@ class LocalNetwork:
                 weights = load_party_share(manifest_dir, p)
                 load = t.load
                 if st.cheat is not None and st.cheat.kind == "bad-opening":
-                    target = next(r.index for r in t.records if r.index >= st.cheat.step
-                                  and r.kind in ("beaver_matmul", "fixed_matmul"))
+                    target = bad_opening_step(t.records, st.cheat)
 
                     def load(k, t=t, target=target):
                         d = t.load(k)
-                        if k == target:
-                            d = dict(d)
-                            d["out"] = d["out"].clone()
-                            d["out"].view(-1)[0] += 1
-                        return d
+                        return {**d, "out": altered(d["out"])} if k == target else d
                 salts = json.loads((Path(manifest_dir) / f"party{p}" / "salts.json").read_text())
                 data = led.put_blob(encode_opening(t.records, st.salts, load, weights, st.token_shares,
                                                    {k: bytes.fromhex(v) for k, v in salts.items()}))

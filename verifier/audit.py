@@ -134,6 +134,7 @@ def audit(job_id: bytes, commitments: list[JobCommitment], *, n_parties: int,
 
 def audit_local_job(job, *, mode: str = "freivalds", lam: int = DEFAULT_LAMBDA) -> Verdict:
     """Audit a job run in this process (prover.job.run_job), honouring its parties' cheats at opening time."""
+    from prover.cheats import altered, bad_opening_step
     from prover.job import opening, party_program
 
     def get_opening(p: int):
@@ -142,16 +143,8 @@ def audit_local_job(job, *, mode: str = "freivalds", lam: int = DEFAULT_LAMBDA) 
             raise Refused(f"party {p} declined")
         records, salts, opened, outs = opening(st)
         if st.cheat is not None and st.cheat.kind == "bad-opening":
-            target = next(r.index for r in records if r.index >= st.cheat.step and "out" in r.digests
-                          and r.kind in ("beaver_matmul", "fixed_matmul"))
-
-            def bad_outs(k, outs=outs):
-                z = outs(k)
-                if k == target and z is not None:
-                    z = z.clone()
-                    z.view(-1)[0] += 1
-                return z
-            return records, salts, opened, bad_outs
+            target = bad_opening_step(records, st.cheat)
+            return records, salts, opened, lambda k: altered(outs(k)) if k == target else outs(k)
         return records, salts, opened, outs
 
     commitments = [job.parties[p].commitment for p in range(job.n_parties)]
