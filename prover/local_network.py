@@ -101,12 +101,14 @@ class LocalNetwork:
         return job
 
     # --- answering a challenge ----------------------------------------------------------
-    def respond(self, job: Job, job_id: str, challenge_index: int, parties: list[int]) -> None:
-        """Nodes post their openings (or refuse); the dealer releases the challenged seeds."""
+    def respond(self, job: Job, job_id: str, challenge_index: int, parties: list[int], withhold: tuple[int, ...] = ()) -> None:
+        """Nodes post their openings (or refuse; those in `withhold` stay silent); the dealer releases the seeds."""
         led = self.ledger
         manifest_dir = job.model_dir
         posted = []
         for p in parties:
+            if p in withhold:
+                continue
             st = job.parties[p]
             nd = self.nodes[p]
             if st.cheat is not None and st.cheat.kind == "refuse":

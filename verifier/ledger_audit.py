@@ -121,6 +121,7 @@ def audit_on_ledger(led: Ledger, job_id: str, verifier: Identity | None, *, lam:
         commitments.append(JobCommitment(b["party"], b["n_steps"], vr, orr))
     checks.setdefault("job_root_meta", True)
     opened_roots = {c.opened_root for c in commitments}
+    assignment = {a["party"]: a["node"] for a in ents[E.JOB_ASSIGN][0].entry.body["assignments"]}
     seed = challenge_seed(job_id, scp.size, scp.root, [e.entry.body["root"] for e in roots])
     closed = int.from_bytes(seed[:8], "little") % n
     parties = [p for p in range(n) if p != closed]
@@ -144,13 +145,18 @@ def audit_on_ledger(led: Ledger, job_id: str, verifier: Identity | None, *, lam:
             {e.entry.body["party"] for e in led.by_job(job_id, kind=E.OPENING)
              if e.entry.body.get("meta", {}).get("role") != "dealer"}) < len(parties):
         time.sleep(0.2)
-    openings = {e.entry.body["party"]: e for e in led.by_job(job_id, kind=E.OPENING)
-                if e.entry.body.get("meta", {}).get("role") != "dealer"}
+    openings, conflicting = {}, set()
+    for e in led.by_job(job_id, kind=E.OPENING):
+        b = e.entry.body
+        if b.get("meta", {}).get("role") == "dealer" or b["node"] != assignment.get(b["party"]):
+            continue
+        if b["party"] in openings and openings[b["party"]].entry.body["data"] != b["data"]:
+            conflicting.add(b["party"])  # two different openings for one challenge: equivocation
+        openings.setdefault(b["party"], e)
     release_e = [e for e in led.by_job(job_id, kind=E.OPENING) if e.entry.body.get("meta", {}).get("role") == "dealer"]
     release = decode_release(led.get_blob(release_e[-1].entry.body["data"])) if release_e else {"seeds": {}}
     model_id = job_open["model_id"]
     manifest = read_manifest_blob(led, model_id)
-    assignment = {a["party"]: a["node"] for a in ents[E.JOB_ASSIGN][0].entry.body["assignments"]}
     by_party = {c.party: c for c in commitments}
     for p in range(n):
         if p == closed:
@@ -159,6 +165,8 @@ def audit_on_ledger(led: Ledger, job_id: str, verifier: Identity | None, *, lam:
             verdict.parties.append(PartyVerdict(p, "unresponsive", "no job root"))
         elif p not in openings:
             verdict.parties.append(PartyVerdict(p, "unresponsive", "no opening posted"))
+        elif p in conflicting:
+            verdict.parties.append(PartyVerdict(p, "cheated", "posted two different openings for one challenge"))
         elif p not in release["seeds"]:
             verdict.parties.append(PartyVerdict(p, "unresponsive", "the dealer did not release this party's seed"))
         else:

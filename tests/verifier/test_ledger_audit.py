@@ -114,3 +114,82 @@ def test_audit_key_from_keygen_can_post(tmp_path):
     assert main(["audit", "keyed", "--ledger", url, "--key", str(tmp_path / "auditor.key"), "--wait", "0", "--json"]) == 0
     verdicts = led.by_job("keyed", kind=E.VERDICT)
     assert [v.entry.body["outcome"] for v in verdicts] == ["incomplete", "pass"]
+
+
+def _post_opening(net, job_id, party, ci, blob):
+    net.ledger.append(E.make_entry(net.nodes[party], E.OPENING, {
+        "job_id": job_id, "node": net.nodes[party].node_id, "party": party, "challenge": ci,
+        "data": net.ledger.put_blob(blob)}))
+
+
+@pytest.mark.parametrize("garbage", [b"\xff\x00garbage", b"\xa1\x61x\x01", None])
+def test_garbage_openings_give_a_verdict_not_a_crash(tmp_path, garbage):
+    from mpc_core.encoding import canonical_cbor
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    net = LocalNetwork.create(url, 3, seed=0)
+    model_id = net.publish(random_model(CFG, seed=4), tmp_path / "model")
+    job = net.run(tmp_path / "model", model_id, PROMPT, 2, job_id="g", workdir=tmp_path / "w")
+    victim = {}
+
+    def respond(ci, parties):
+        p = parties[0]
+        victim["p"] = p
+        net.respond(job, "g", ci, parties, withhold=(p,))  # the others open, the dealer releases ...
+        # ... and node p posts garbage bytes, a wrong map, or records cut short
+        if garbage is None:
+            from prover.job import opening
+            from prover.opening import encode_opening
+            records, salts, _, _ = opening(job.parties[p])
+            t = job.parties[p].transcript
+            blob = encode_opening(records[:-1], salts[:-1], t.load, {}, [])
+        else:
+            blob = garbage
+        _post_opening(net, "g", p, ci, blob)
+
+    res = audit_on_ledger(net.ledger, "g", net.verifier, lam=8, respond=respond)
+    pv = next(p for p in res.verdict.parties if p.party == victim["p"])
+    assert pv.status == "cheated" and res.verdict.cheaters == [victim["p"]]
+    assert ("malformed" in pv.reason) or ("committed roots" in pv.reason), pv.reason
+    assert all(p.status in ("clean", "not opened") for p in res.verdict.parties if p.party != victim["p"])
+
+
+def test_missing_dealer_release_is_incomplete_not_an_accusation(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    net = LocalNetwork.create(url, 3, seed=0)
+    model_id = net.publish(random_model(CFG, seed=4), tmp_path / "model")
+    job = net.run(tmp_path / "model", model_id, PROMPT, 2, job_id="d", workdir=tmp_path / "w")
+
+    def respond(ci, parties):  # nodes open, the dealer stays silent
+        from prover.job import opening
+        from prover.opening import encode_opening
+        from prover.models.publish import load_party_share
+        import json as _json
+        for p in parties:
+            st = job.parties[p]
+            records, salts, _, _ = opening(st)
+            salts_w = _json.loads((tmp_path / "model" / f"party{p}" / "salts.json").read_text())
+            blob = encode_opening(records, salts, st.transcript.load, load_party_share(tmp_path / "model", p),
+                                  st.token_shares, {k: bytes.fromhex(v) for k, v in salts_w.items()})
+            _post_opening(net, "d", p, ci, blob)
+
+    res = audit_on_ledger(net.ledger, "d", net.verifier, lam=8, respond=respond)
+    assert res.verdict.cheaters == [] and len(res.verdict.unresponsive) == 2
+    assert net.ledger.get(res.verdict_index).entry.body["outcome"] == "incomplete"
+
+
+def test_two_different_openings_for_one_challenge_is_cheating(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    net = LocalNetwork.create(url, 3, seed=0)
+    model_id = net.publish(random_model(CFG, seed=4), tmp_path / "model")
+    job = net.run(tmp_path / "model", model_id, PROMPT, 2, job_id="two", workdir=tmp_path / "w")
+    victim = {}
+
+    def respond(ci, parties):
+        net.respond(job, "two", ci, parties)
+        victim["p"] = parties[-1]
+        _post_opening(net, "two", parties[-1], ci, b"another story")
+
+    res = audit_on_ledger(net.ledger, "two", net.verifier, lam=8, respond=respond)
+    assert res.verdict.cheaters == [victim["p"]]
+    assert "two different openings" in next(p.reason for p in res.verdict.parties if p.party == victim["p"])
