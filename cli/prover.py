@@ -9,7 +9,7 @@ from cli.common import run_subcommands
 COMMANDS = {
     "keygen": "cli.prover_keygen",
     "register": "cli.prover_register",
-    "serve": "cli.stubs.prover_serve",
+    "serve": "cli.prover_serve",
 }
 
 

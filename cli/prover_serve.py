@@ -1,0 +1,68 @@
+"""`prover serve --ledger URL --key FILE --data DIR [--cheat KIND[@STEP]] [--max-jobs N]`: the node daemon.
+
+Runs the jobs the ledger assigns to this node and answers challenges on them
+(prover/daemon.py). The model share of a job's model must be in
+DIR/models/<model_id>/. SIGTERM or SIGINT stop it cleanly.
+Exit 0: clean shutdown. Exit 2: bad input or unreachable ledger.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from cli.common import EXIT_INCOMPLETE, EXIT_OK
+
+
+def register(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(name, help="run a node: serve assigned jobs and answer challenges from the ledger")
+    p.add_argument("--ledger", required=True, help="ledger URL: sqlite:///path, postgresql://..., or a file path")
+    p.add_argument("--key", required=True, help="key file written by `prover keygen`")
+    p.add_argument("--data", required=True, help="data directory (models/<model_id>/ and per-job state)")
+    p.add_argument("--cheat", default=None, help="deliberate deviation for tests: KIND[@STEP] (prover/cheats.py)")
+    p.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs, once each was challenged")
+    p.add_argument("--poll", type=float, default=0.2, help="ledger poll interval in seconds (default 0.2)")
+    p.add_argument("--timeout", type=float, default=60.0, help="peer timeout in seconds (default 60)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ledger.errors import LedgerError
+    from prover.cheats import Cheat, CheatSpecError
+    from prover.daemon import NodeDaemon
+    from prover.errors import NodeKeyError
+    from prover.keys import NodeKeys
+
+    def bad(msg: str) -> int:
+        print(f"prover serve: {msg}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.max_jobs is not None and args.max_jobs < 1:
+        return bad("--max-jobs must be at least 1")
+    if args.poll <= 0 or args.timeout <= 0:
+        return bad("--poll and --timeout must be positive")
+    try:
+        cheat = Cheat.parse(args.cheat) if args.cheat else None
+    except CheatSpecError as exc:
+        return bad(str(exc))
+    try:
+        keys = NodeKeys.load(args.key)
+    except NodeKeyError as exc:
+        return bad(str(exc))
+    try:
+        daemon = NodeDaemon(args.ledger, keys, args.data, cheat=cheat, poll_s=args.poll, timeout_s=args.timeout)
+    except (LedgerError, OSError) as exc:
+        return bad(f"cannot open the ledger: {exc}")
+    stop = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        logging.getLogger("shardproof.daemon").info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    daemon.run(stop, max_jobs=args.max_jobs)
+    return EXIT_OK

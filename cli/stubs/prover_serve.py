@@ -1,3 +1,0 @@
-from cli.common import not_yet
-
-register = not_yet("prover serve", "nodes issue")

@@ -1,0 +1,444 @@
+"""`prover serve`: the node daemon. Jobs and challenges arrive as ledger entries.
+
+A node polls the ledger for `job.assign` entries naming its id. For each job it
+reads `job.open` (params: `prompt_len`, `steps`, `rendezvous` HOST:PORT) and the
+dealer's `dealer.commit`, joins the job's gloo group (world N+1: ranks 0..N-1
+the parties, rank N the client with the dealer co-located), receives its dealer
+seed sealed on a private channel (checked against the dealer's seed
+commitment), runs its party of the private generation with sealed one-hot
+input shares in and sealed logit shares out, commits to its transcript and
+posts its BLS-signed `node.job_root`. What it needs to open the job later
+(records, token shares, node secret; the spilled step tensors) stays under
+`data_dir/jobs/<job>/`, so a restarted daemon skips finished jobs and can still
+answer their challenges. A `challenge` entry that lists its party is answered
+with an `opening` entry, unless the challenge does not follow from the first
+sealing checkpoint (that would break the audit privacy budget): then it refuses.
+
+The wire helpers (`send_bytes`/`recv_bytes`) carry sealed messages as uint8
+tensors over torch.distributed point to point.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from ledger import Ledger
+from ledger import entries as E
+from mpc_core import SharedTensor, prg
+from mpc_core.dealer import SeededDealerClient
+from mpc_core.distributed import DealerChannel, TorchDistributedCommunicator, _translate
+from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_from_bytes
+from mpc_core.session import Session
+from mpc_core.transcript import StepRecord, Transcript
+from prover.channels import PURPOSE_DEALER, PURPOSE_INPUT, PURPOSE_OUTPUT, ReplayGuard, open_, seal
+from prover.cheats import Cheat, altered, bad_opening_step, install
+from prover.commitments import commit
+from prover.errors import ProverError
+from prover.keys import NodeKeys, lookup_peer
+from prover.local_network import combined_root
+from prover.models.gpt_mpc import SharedGPT
+from prover.models.publish import SALTS_FILE, load_party_share, manifest_config, read_manifest
+from prover.opening import dec_tensor, enc_tensor, encode_opening
+
+log = logging.getLogger("shardproof.daemon")
+
+LOGITS_READY = 1  # markers on the dealer channel, as in prover.distributed_generation
+READY_FOR_PROMPT = 2
+MAX_WIRE_BYTES = 1 << 30
+SECRET_MODE = 0o600
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
+
+
+class DaemonError(ProverError):
+    """A job or challenge the daemon cannot serve (bad job entries, missing model, bad dealer seed)."""
+
+
+class RemoteJobError(ProverError):
+    """The client side of a ledger job failed (unknown node, bad model, failed MPC)."""
+
+
+# --- wire ---------------------------------------------------------------------------------
+def send_bytes(data: bytes, dst: int) -> None:
+    """Send a byte string to rank `dst`: its length (int64), then the bytes (uint8)."""
+    try:
+        dist.send(torch.tensor([len(data)], dtype=torch.int64), dst=dst)
+        dist.send(torch.frombuffer(bytearray(data), dtype=torch.uint8), dst=dst)
+    except Exception as exc:
+        raise _translate(exc, f"send to rank {dst}") from exc
+
+
+def recv_bytes(src: int, max_len: int = MAX_WIRE_BYTES) -> bytes:
+    """Receive a byte string sent with `send_bytes` from rank `src`."""
+    try:
+        n = torch.empty(1, dtype=torch.int64)
+        dist.recv(n, src=src)
+        if not 0 <= int(n) <= max_len:
+            raise DaemonError(f"rank {src} announced {int(n)} bytes (limit {max_len})")
+        buf = torch.empty(int(n), dtype=torch.uint8)
+        dist.recv(buf, src=src)
+    except DaemonError:
+        raise
+    except Exception as exc:
+        raise _translate(exc, f"receive from rank {src}") from exc
+    return bytes(buf.numpy().tobytes())
+
+
+def join_group(rendezvous: str, rank: int, n_parties: int, timeout_s: float):
+    """Join a job's gloo group (world N+1) and create the parties' subgroup (every rank calls new_group)."""
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    timeout = datetime.timedelta(seconds=timeout_s)
+    dist.init_process_group("gloo", init_method=f"tcp://{rendezvous}", rank=rank, world_size=n_parties + 1,
+                            timeout=timeout)
+    return dist.new_group(ranks=list(range(n_parties)), timeout=timeout)
+
+
+def leave_group() -> None:
+    """Tear the job's process group down (best effort), so the next job can form a new one."""
+    try:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:  # a peer may already be gone
+        pass
+
+
+def safe_id(text: str, what: str) -> str:
+    """`text` if it can name a directory (ids from the ledger are untrusted); raises DaemonError."""
+    if not isinstance(text, str) or not _SAFE_ID.fullmatch(text) or text in (".", ".."):
+        raise DaemonError(f"{what} {text!r} is not a safe identifier")
+    return text
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Write `data` to a new file readable by its owner only (mode 0600 whatever the umask)."""
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        tmp.unlink()
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, SECRET_MODE)
+    try:
+        os.fchmod(fd, SECRET_MODE)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def first_sealing_checkpoint(led: Ledger, job_id: str):
+    """The first valid signed checkpoint that covers every job root of `job_id` (None if none yet)."""
+    roots = led.by_job(job_id, kind=E.JOB_ROOT)
+    need = max((e.index for e in roots), default=-1) + 1
+    scp = next((c for c in led.checkpoints() if c.size >= need), None)
+    if scp is None or not scp.verify(led.log_key):
+        return None
+    return scp
+
+
+def challenge_is_derived(led: Ledger, job_id: str, body: dict, n_parties: int) -> bool:
+    """Does a challenge body follow from the first sealing checkpoint (specs/audit.md section 2)?"""
+    from verifier.ledger_audit import challenge_seed
+
+    scp = first_sealing_checkpoint(led, job_id)
+    if scp is None:
+        return False
+    roots = sorted(led.by_job(job_id, kind=E.JOB_ROOT), key=lambda e: e.entry.body["party"])
+    seed = challenge_seed(job_id, scp.size, scp.root, [e.entry.body["root"] for e in roots])
+    closed = int.from_bytes(seed[:8], "little") % n_parties
+    return (bytes(body.get("seed", b"")) == seed and body.get("checkpoint_size") == scp.size
+            and list(body.get("parties", [])) == [p for p in range(n_parties) if p != closed])
+
+
+# --- persisted job state --------------------------------------------------------------------
+def _records_to_cbor(records: list[StepRecord]) -> list:
+    return [[r.index, r.kind, r.scope, [[n, r.shapes[n], r.digests[n], r.offsets.get(n, -1)] for n in sorted(r.digests)]]
+            for r in records]
+
+
+def _records_from_cbor(obj: list) -> list[StepRecord]:
+    out = []
+    for index, kind, scope, fields in obj:
+        r = StepRecord(int(index), str(kind), str(scope), {}, {})
+        for n, shape, digest, off in fields:
+            r.shapes[n] = [int(d) for d in shape]
+            r.digests[n] = bytes(digest)
+            if off >= 0:
+                r.offsets[n] = int(off)
+        out.append(r)
+    return out
+
+
+@dataclass
+class JobInfo:
+    """The ledger's description of one job, as a node needs it."""
+
+    job_id: str
+    model_id: str
+    n_parties: int
+    party: int
+    client: str
+    dealer: str
+    prompt_len: int
+    steps: int
+    rendezvous: str
+    seed_commitment: bytes
+
+
+class NodeDaemon:
+    """One node: runs the jobs assigned to it and answers challenges on them (see the module docstring)."""
+
+    def __init__(self, ledger_url: str, keys: NodeKeys, data_dir: str | os.PathLike, cheat: Cheat | None = None,
+                 poll_s: float = 0.2, timeout_s: float = 60.0):
+        self.ledger_url = ledger_url
+        self.keys = keys
+        self.node_id = keys.node_id
+        self.data_dir = Path(data_dir)
+        self.cheat = cheat
+        self.poll_s = poll_s
+        self.timeout_s = timeout_s
+        self.led = Ledger.open(ledger_url, create=False)
+        self._cursor = 0  # next ledger index to scan for assignments
+        self.jobs_run = 0
+        self.handled: set[str] = set()  # jobs whose challenge was seen (answered, refused or not listed)
+
+    # --- paths and state -----------------------------------------------------------------
+    def job_dir(self, job_id: str) -> Path:
+        return self.data_dir / "jobs" / safe_id(job_id, "job id")
+
+    def status(self, job_id: str) -> str | None:
+        """`started`, `done`, `failed` or None (never seen) for a job, from disk."""
+        f = self.job_dir(job_id) / "status"
+        return f.read_text().strip() if f.exists() else None
+
+    def _set_status(self, job_id: str, status: str) -> None:
+        d = self.job_dir(job_id)
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / "status.tmp"
+        tmp.write_text(status)
+        os.replace(tmp, d / "status")
+
+    # --- main loop -----------------------------------------------------------------------
+    def run(self, stop: threading.Event | None = None, max_jobs: int | None = None) -> None:
+        """Serve until `stop` is set, or, with `max_jobs`, once that many jobs ran here and each was challenged."""
+        stop = stop or threading.Event()
+        (self.data_dir / "jobs").mkdir(parents=True, exist_ok=True)
+        log.info("node %s serving %s", self.node_id, self.ledger_url)
+        while not stop.is_set():
+            ran = self.poll_once(stop)
+            if max_jobs is not None and self.jobs_run >= max_jobs and not self._open_challenges_pending():
+                break
+            if not ran:
+                stop.wait(self.poll_s)
+        log.info("node %s stopped", self.node_id)
+
+    def _open_challenges_pending(self) -> bool:
+        return any(self.status(j) == "done" and j not in self.handled for j in self._my_jobs())
+
+    def _my_jobs(self) -> list[str]:
+        d = self.data_dir / "jobs"
+        return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.exists() else []
+
+    def poll_once(self, stop: threading.Event | None = None) -> bool:
+        """One pass: run newly assigned jobs, answer challenges. Returns whether a job ran."""
+        ran = False
+        for le in self.led.query(kind=E.JOB_ASSIGN, start=self._cursor):
+            self._cursor = le.index + 1
+            if stop is not None and stop.is_set():
+                return ran
+            parties = [a["party"] for a in le.entry.body["assignments"] if a["node"] == self.node_id]
+            if not parties:
+                continue
+            job_id = le.entry.body["job_id"]
+            try:
+                if self.status(job_id) is not None:
+                    continue  # finished, failed or interrupted earlier: never run a job twice
+                info = self._job_info(job_id, parties[0])
+            except (DaemonError, KeyError, TypeError, ValueError) as exc:
+                log.warning("job %r: cannot serve it: %s", job_id, exc)
+                continue
+            self._set_status(job_id, "started")
+            try:
+                self.run_job(info)
+                self._set_status(job_id, "done")
+                self.jobs_run += 1
+                log.info("job %s: party %d done", job_id, info.party)
+            except Exception as exc:  # a failed job must not take the daemon down
+                self._set_status(job_id, "failed")
+                log.error("job %s: failed: %s: %s", job_id, type(exc).__name__, exc)
+            ran = True
+        for job_id in self._my_jobs():
+            if job_id not in self.handled and self.status(job_id) == "done":
+                try:
+                    self.answer_challenge(job_id)
+                except Exception as exc:
+                    self.handled.add(job_id)
+                    log.error("job %s: cannot answer the challenge: %s: %s", job_id, type(exc).__name__, exc)
+        return ran
+
+    def _job_info(self, job_id: str, party: int) -> JobInfo:
+        safe_id(job_id, "job id")
+        opens = self.led.by_job(job_id, kind=E.JOB_OPEN)
+        commits = self.led.by_job(job_id, kind=E.DEALER_COMMIT)
+        if not opens or not commits:
+            raise DaemonError("job.open or dealer.commit missing")
+        b = opens[0].entry.body
+        params = b.get("params") or {}
+        dealer = b["dealer"]
+        commit_e = commits[0]
+        if commit_e.entry.author != dealer:
+            raise DaemonError(f"dealer.commit by {commit_e.entry.author}, job names dealer {dealer}")
+        seeds = {s["party"]: bytes(s["commitment"]) for s in commit_e.entry.body["seeds"]}
+        if party not in seeds:
+            raise DaemonError(f"no seed commitment for party {party}")
+        n = int(b["n_parties"])
+        if not 0 <= party < n:
+            raise DaemonError(f"party {party} outside 0..{n - 1}")
+        return JobInfo(job_id, safe_id(b["model_id"], "model id"), n, party, b.get("client") or dealer, dealer,
+                       int(params["prompt_len"]), int(params["steps"]), str(params["rendezvous"]), seeds[party])
+
+    # --- one job -------------------------------------------------------------------------
+    def run_job(self, info: JobInfo) -> None:
+        """Run this node's party of `info`'s job, persist its state and post its job root."""
+        model_dir = self.data_dir / "models" / info.model_id
+        manifest = read_manifest(model_dir)
+        if manifest["n_parties"] != info.n_parties:
+            raise DaemonError(f"model has {manifest['n_parties']} shares, job has {info.n_parties} parties")
+        dealer_peer, client_peer = lookup_peer(self.led, info.dealer), lookup_peer(self.led, info.client)
+        if dealer_peer is None or client_peer is None or dealer_peer.x25519 is None or client_peer.x25519 is None:
+            raise DaemonError("dealer or client has no registered X25519 key")
+        n, p, job = info.n_parties, info.party, info.job_id.encode()
+        jdir = self.job_dir(info.job_id)
+        jdir.mkdir(parents=True, exist_ok=True)
+        guard = ReplayGuard()
+        token_shares: list[torch.Tensor] = []
+        torch.set_num_threads(1)
+        group = join_group(info.rendezvous, p, n, self.timeout_s)
+        try:
+            sealed = recv_bytes(n)
+            seed = open_(self.keys, sealed, dealer_peer.x25519, sender=info.dealer, job=info.job_id,
+                         purpose=PURPOSE_DEALER, replay=guard).payload
+            if prg.seed_commitment(seed, job, p) != info.seed_commitment:
+                raise DaemonError("the dealer's seed does not match its commitment on the ledger")
+            channel = DealerChannel(n) if p == n - 1 else None
+            client = SeededDealerClient(p, n, job, seed, channel.fetch if channel else None)
+            comm = TorchDistributedCommunicator(p, n, group)
+            session = Session(comm, client, job=job, transcript_dir=str(jdir), frac_bits=manifest["frac_bits"])
+            if self.cheat is not None:
+                install(session, p, self.cheat)
+            try:
+                model = SharedGPT(session, manifest_config(manifest), self._weights(session, model_dir, manifest, p))
+                if channel is not None:
+                    channel.marker(READY_FOR_PROMPT)
+                V = model.config.vocab_size
+                for i in range(info.steps):
+                    T = info.prompt_len if i == 0 else 1
+                    opened = open_(self.keys, recv_bytes(n), client_peer.x25519, sender=info.client, job=info.job_id,
+                                   purpose=PURPOSE_INPUT, replay=guard)
+                    if opened.counter != i:
+                        raise DaemonError(f"input share #{opened.counter} where #{i} was due")
+                    onehot = tensor_from_bytes(opened.payload, (T, V))
+                    token_shares.append(onehot.clone())
+                    logits = model.forward(onehot.unsqueeze(0), all_logits=False)
+                    if channel is not None:
+                        channel.marker(LOGITS_READY)
+                    out = tensor_bytes(logits.data[0].contiguous())
+                    send_bytes(seal(self.keys, client_peer.x25519, info.client, info.job_id, PURPOSE_OUTPUT, out, i), n)
+            finally:
+                if channel is not None:
+                    channel.close()
+        finally:
+            leave_group()
+        transcript = session.transcripts[p]
+        secret = os.urandom(32)
+        commitment, _ = commit(transcript.records, secret, job, p)
+        transcript.close()
+        write_secret(jdir / "secret.bin", secret)
+        write_secret(jdir / "state.cbor", canonical_cbor({
+            "job_id": info.job_id, "party": p, "n_parties": n, "model_id": info.model_id,
+            "records": _records_to_cbor(transcript.records), "tokens": [enc_tensor(t) for t in token_shares]}))
+        root = combined_root(commitment.views_root, commitment.opened_root)
+        sig = self.keys.bls_sign(E.job_root_message(info.job_id, self.node_id, p, 0, root, commitment.steps))
+        self.led.append(E.make_entry(self.keys.identity, E.JOB_ROOT, {
+            "job_id": info.job_id, "node": self.node_id, "party": p, "replica": 0, "root": root,
+            "n_steps": commitment.steps, "bls_sig": sig,
+            "meta": {"views_root": commitment.views_root, "opened_root": commitment.opened_root}}))
+
+    def _weights(self, session: Session, model_dir: Path, manifest: dict, party: int) -> dict[str, SharedTensor]:
+        share = load_party_share(model_dir, party, manifest)  # checked against the owner's commitments
+        if self.cheat is not None and self.cheat.kind == "weights":  # a stale share: one unit off in one weight
+            name = sorted(n for n in share if n.endswith("c_fc.weight"))[0]
+            share[name] = share[name].clone()
+            share[name].view(-1)[0] += 1
+        return {n: SharedTensor.from_shares(session, share[n].unsqueeze(0)) for n in sorted(manifest["tensors"])}
+
+    # --- challenges ----------------------------------------------------------------------
+    def answer_challenge(self, job_id: str) -> None:
+        """If `job_id` has a challenge listing this node's party, post the opening (or refuse a bad challenge)."""
+        challenges = self.led.by_job(job_id, kind=E.CHALLENGE)
+        if not challenges:
+            return
+        ch = challenges[0]  # auditors reuse the first challenge; a later one is never answered
+        jdir = self.job_dir(job_id)
+        state = decode_cbor((jdir / "state.cbor").read_bytes())
+        p, n = state["party"], state["n_parties"]
+        self.handled.add(job_id)
+        if p not in ch.entry.body.get("parties", []):
+            log.info("job %s: party %d not opened by the challenge", job_id, p)
+            return
+        if not challenge_is_derived(self.led, job_id, ch.entry.body, n):
+            log.warning("job %s: challenge #%d does not follow from the sealing checkpoint; refusing to open",
+                        job_id, ch.index)
+            return
+        mine = [e for e in self.led.by_job(job_id, kind=E.OPENING) if e.entry.author == self.node_id]
+        if mine:
+            return  # answered before a restart
+        if self.cheat is not None and self.cheat.kind == "refuse":
+            data = self.led.put_blob(canonical_cbor({"refused": "node declines to open"}))
+        else:
+            data = self.led.put_blob(self.opening_blob(job_id, state))
+        self.led.append(E.make_entry(self.keys.identity, E.OPENING, {
+            "job_id": job_id, "node": self.node_id, "party": p, "challenge": ch.index, "data": data}))
+        log.info("job %s: opened party %d for challenge #%d", job_id, p, ch.index)
+
+    def opening_blob(self, job_id: str, state: dict) -> bytes:
+        """This node's opening of a finished job, rebuilt from what it kept on disk."""
+        jdir = self.job_dir(job_id)
+        p = state["party"]
+        secret = (jdir / "secret.bin").read_bytes()
+        transcript = Transcript(p, str(jdir))  # reopens the spilled step tensors (append mode)
+        transcript.records = _records_from_cbor(state["records"])
+        try:
+            _, salts = commit(transcript.records, secret, job_id.encode(), p)
+            model_dir = self.data_dir / "models" / safe_id(state["model_id"], "model id")
+            weights = load_party_share(model_dir, p)
+            load = transcript.load
+            if self.cheat is not None and self.cheat.kind == "bad-opening":
+                target = bad_opening_step(transcript.records, self.cheat)
+
+                def load(k, t=transcript, target=target):
+                    d = t.load(k)
+                    return {**d, "out": altered(d["out"])} if k == target else d
+            wsalts = json.loads((model_dir / f"party{p}" / SALTS_FILE).read_text())
+            return encode_opening(transcript.records, salts, load, weights, [dec_tensor(t) for t in state["tokens"]],
+                                  {k: bytes.fromhex(v) for k, v in wsalts.items()})
+        finally:
+            transcript.close()
+
+
+def wait_for(predicate, timeout_s: float, poll_s: float = 0.1) -> bool:
+    """Poll `predicate()` until it is true or `timeout_s` passes; returns its last value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
