@@ -260,7 +260,7 @@ class NodeDaemon:
             try:
                 if self.status(job_id) is not None:
                     continue  # finished, failed or interrupted earlier: never run a job twice
-                info = self._job_info(job_id, parties[0])
+                info = self._job_info(job_id, parties[0], le.entry.author)
             except (DaemonError, KeyError, TypeError, ValueError) as exc:
                 log.warning("job %r: cannot serve it: %s", job_id, exc)
                 continue
@@ -283,12 +283,14 @@ class NodeDaemon:
                     log.error("job %s: cannot answer the challenge: %s: %s", job_id, type(exc).__name__, exc)
         return ran
 
-    def _job_info(self, job_id: str, party: int) -> JobInfo:
+    def _job_info(self, job_id: str, party: int, assigned_by: str) -> JobInfo:
         safe_id(job_id, "job id")
         opens = self.led.by_job(job_id, kind=E.JOB_OPEN)
         commits = self.led.by_job(job_id, kind=E.DEALER_COMMIT)
         if not opens or not commits:
             raise DaemonError("job.open or dealer.commit missing")
+        if opens[0].entry.author != assigned_by:
+            raise DaemonError(f"job.assign by {assigned_by}, job.open by {opens[0].entry.author}")
         b = opens[0].entry.body
         params = b.get("params") or {}
         dealer = b["dealer"]
