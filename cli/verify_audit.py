@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from cli.common import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK

@@ -20,7 +20,6 @@ tensors over torch.distributed point to point.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 import re
@@ -41,14 +40,14 @@ from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_
 from mpc_core.session import Session
 from mpc_core.transcript import StepRecord, Transcript
 from prover.channels import PURPOSE_DEALER, PURPOSE_INPUT, PURPOSE_OUTPUT, ReplayGuard, open_, seal
-from prover.cheats import Cheat, altered, bad_opening_step, install
+from prover.cheats import Cheat, install
 from prover.commitments import commit
 from prover.errors import ProverError
 from prover.keys import NodeKeys, lookup_peer
 from prover.local_network import combined_root
 from prover.models.gpt_mpc import SharedGPT
-from prover.models.publish import SALTS_FILE, load_party_share, manifest_config, read_manifest
-from prover.opening import dec_tensor, enc_tensor, encode_opening
+from prover.models.publish import load_party_share, manifest_config, read_manifest
+from prover.opening import dec_tensor, enc_tensor, node_opening
 
 log = logging.getLogger("shardproof.daemon")
 
@@ -420,17 +419,7 @@ class NodeDaemon:
         try:
             _, salts = commit(transcript.records, secret, job_id.encode(), p)
             model_dir = self.data_dir / "models" / safe_id(state["model_id"], "model id")
-            weights = load_party_share(model_dir, p)
-            load = transcript.load
-            if self.cheat is not None and self.cheat.kind == "bad-opening":
-                target = bad_opening_step(transcript.records, self.cheat)
-
-                def load(k, t=transcript, target=target):
-                    d = t.load(k)
-                    return {**d, "out": altered(d["out"])} if k == target else d
-            wsalts = json.loads((model_dir / f"party{p}" / SALTS_FILE).read_text())
-            return encode_opening(transcript.records, salts, load, weights, [dec_tensor(t) for t in state["tokens"]],
-                                  {k: bytes.fromhex(v) for k, v in wsalts.items()})
+            return node_opening(transcript, salts, model_dir, p, [dec_tensor(t) for t in state["tokens"]], self.cheat)
         finally:
             transcript.close()
 

@@ -75,7 +75,7 @@ class PrivateGenerator:
         for i in range(max_new_tokens):
             if self.model.length + len(feed) > self.config.block_size:
                 raise ValueError(f"context of {self.model.length + len(feed)} tokens exceeds block_size")
-            b0, d0, t0 = c.bytes_per_party, c.dealer_seconds, time.perf_counter()
+            b0, t0 = c.bytes_per_party, time.perf_counter()
             logits = self.step(feed)
             dt = time.perf_counter() - t0
             if i == 0:

@@ -19,11 +19,11 @@ from ledger import Identity, Ledger
 from ledger import entries as E
 from mpc_core import prg
 from mpc_core.encoding import canonical_cbor, decode_cbor
-from prover.cheats import Cheat, altered, bad_opening_step
+from prover.cheats import Cheat
 from prover.job import Job, run_job
 from prover.models.gpt import GPT
-from prover.models.publish import MANIFEST_FILE, load_party_share, publish_model
-from prover.opening import encode_opening
+from prover.models.publish import MANIFEST_FILE, publish_model
+from prover.opening import node_opening
 
 ORIGIN = "shardproof/local"
 JOB_ROOT_TAG = b"shardproof/audit/job-root/v1"
@@ -114,18 +114,7 @@ class LocalNetwork:
             if st.cheat is not None and st.cheat.kind == "refuse":
                 data = led.put_blob(canonical_cbor({"refused": "node declines to open"}))
             else:
-                t = st.transcript
-                weights = load_party_share(manifest_dir, p)
-                load = t.load
-                if st.cheat is not None and st.cheat.kind == "bad-opening":
-                    target = bad_opening_step(t.records, st.cheat)
-
-                    def load(k, t=t, target=target):
-                        d = t.load(k)
-                        return {**d, "out": altered(d["out"])} if k == target else d
-                salts = json.loads((Path(manifest_dir) / f"party{p}" / "salts.json").read_text())
-                data = led.put_blob(encode_opening(t.records, st.salts, load, weights, st.token_shares,
-                                                   {k: bytes.fromhex(v) for k, v in salts.items()}))
+                data = led.put_blob(node_opening(st.transcript, st.salts, manifest_dir, p, st.token_shares, st.cheat))
             posted.append(E.make_entry(nd, E.OPENING, {"job_id": job_id, "node": nd.node_id, "party": p,
                                                        "challenge": challenge_index, "data": data}))
         release = {"seeds": {str(p): job.seed(p) for p in parties}}

@@ -73,3 +73,21 @@ def decode_opening(data: bytes) -> dict:
         "tokens": [dec_tensor(v) for v in obj["tokens"]],
         "weight_salts": {str(k): bytes(v) for k, v in obj.get("weight_salts", {}).items()},
     }
+
+
+def node_opening(transcript, salts: list[bytes], model_dir, party: int, tokens: list[torch.Tensor], cheat=None) -> bytes:
+    """What node `party` reveals for a challenge: its transcript, step salts, published weight share
+    with the owner's salts, and input shares (a `bad-opening` cheat alters one matmul output)."""
+    import json
+    from pathlib import Path
+
+    from prover.cheats import altered, bad_opening_step
+    from prover.models.publish import SALTS_FILE, load_party_share
+
+    load = transcript.load
+    if cheat is not None and cheat.kind == "bad-opening":
+        target, honest = bad_opening_step(transcript.records, cheat), transcript.load
+        load = lambda k: {**honest(k), "out": altered(honest(k)["out"])} if k == target else honest(k)  # noqa: E731
+    wsalts = json.loads((Path(model_dir) / f"party{party}" / SALTS_FILE).read_text())
+    return encode_opening(transcript.records, salts, load, load_party_share(model_dir, party), tokens,
+                          {k: bytes.fromhex(v) for k, v in wsalts.items()})

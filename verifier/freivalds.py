@@ -19,7 +19,7 @@ bad seeds) raise a `verifier.errors.MalformedCheckError`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Sequence, Union
 
 import torch

@@ -12,7 +12,7 @@ Z_2^64) on the committed output instead of being recomputed (`mode="freivalds"`)
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
