@@ -2,6 +2,7 @@
 
     shardproof infer --prompt "And the LORD said unto Moses," --max-new-tokens 40 --plaintext
     shardproof infer --model DIR --prompt TEXT --max-new-tokens N --parties 3 --json
+    shardproof infer --ledger URL --nodes node-0,node-1,node-2 --key client.key --model-id M --prompt TEXT
 
 `--json` prints exactly {"text", "tokens", "seconds", "seconds_per_token", "parties"}:
 text is the generated continuation, tokens its token ids, seconds the generation
@@ -80,6 +81,24 @@ def run_mpc_inference(request: InferenceRequest, model_dir: Path, processes: boo
                             request.seed)
 
 
+def run_ledger_inference(request: InferenceRequest, args: argparse.Namespace) -> Iterator[int]:
+    """Open a job on the ledger and run it on registered `prover serve` nodes; this process is the
+    client and the dealer (its key must be registered with roles client and dealer)."""
+    import os
+
+    from prover.keys import NodeKeys
+    from prover.remote_client import run_remote_job
+
+    if request.max_new_tokens == 0:
+        return
+    job_id = args.job_id or f"job-{os.urandom(6).hex()}"
+    state = args.dealer_state or Path(f"dealer-{job_id}.cbor")
+    out = run_remote_job(args.ledger, NodeKeys.load(args.key), [n for n in args.nodes.split(",") if n], args.model_id,
+                         request.prompt_ids, request.max_new_tokens, job_id, state_file=state,
+                         temperature=request.temperature, top_k=request.top_k, seed=request.seed)
+    yield from out["tokens"]
+
+
 def _int_at_least(lo: int) -> Callable[[str], int]:
     """An argparse type: an integer >= lo."""
     def parse(text: str) -> int:
@@ -129,6 +148,14 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--plaintext", action="store_true", help="run the plaintext reference model locally (no MPC)")
     p.add_argument("--processes", action="store_true",
                    help="one process per party over torch.distributed (gloo on loopback) instead of in-process")
+    net = p.add_argument_group("on a ledger, with `prover serve` nodes")
+    net.add_argument("--ledger", default=None, metavar="URL", help="open the job on this ledger and run it on --nodes")
+    net.add_argument("--nodes", default=None, metavar="ID,ID,...", help="registered node ids; party i is the i-th")
+    net.add_argument("--key", type=Path, default=None, metavar="FILE", help="the client's key file (also acts as dealer)")
+    net.add_argument("--model-id", default=None, help="id of the published model (its model.publish entry)")
+    net.add_argument("--job-id", default=None, help="job id (default: random)")
+    net.add_argument("--dealer-state", type=Path, default=None, metavar="FILE",
+                     help="where the dealer keeps what it must release to an auditor (default ./dealer-<job>.cbor)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (default 0)")
     p.add_argument("--temperature", type=_temperature, default=0.8, metavar="T", help="0 for greedy (default 0.8)")
     p.add_argument("--top-k", type=_positive_int, default=40, metavar="K", help="sample among the K most likely tokens (default 40)")
@@ -142,6 +169,8 @@ def _err(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `shardproof infer`; returns the exit code."""
+    from ledger import LedgerError
+    from mpc_core import MPCError
     from prover.errors import ProverError
     from prover.models import load_checkpoint, load_tokenizer
 
@@ -149,6 +178,12 @@ def run(args: argparse.Namespace) -> int:
     if not model_dir.is_dir():
         _err(f"model directory not found: {model_dir}")
         return EXIT_INCOMPLETE
+    if args.ledger is not None:
+        missing = [f"--{n}" for n in ("nodes", "key", "model-id") if getattr(args, n.replace("-", "_")) is None]
+        if missing or args.plaintext or args.processes:
+            _err(f"--ledger needs {', '.join(missing) or 'no --plaintext/--processes'}")
+            return EXIT_INCOMPLETE
+        args.parties = len([n for n in args.nodes.split(",") if n])
     if not args.plaintext and args.parties < 2:
         _err(f"MPC needs at least 2 parties, got {args.parties}")
         return EXIT_INCOMPLETE
@@ -185,10 +220,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.plaintext:
             stream = run_plaintext_inference(request, model, tokenizer)
+        elif args.ledger is not None:
+            stream = run_ledger_inference(request, args)
         else:
             stream = run_mpc_inference(request, model_dir, processes=args.processes)
         return _emit(request, tokenizer, stream, as_json=args.json)
-    except ProverError as e:
+    except (ProverError, LedgerError, MPCError, OSError) as e:
         _err(str(e))
         return EXIT_INCOMPLETE
 

@@ -1,0 +1,74 @@
+"""`shardproof infer --ledger ... --nodes ...`: the shipped model, three `prover serve` daemons, one client."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cli.shardproof import main
+from ledger import Identity, Ledger
+from ledger import entries as E
+from mpc_core import prg
+from prover.keys import NodeKeys, registration_entry
+from prover.models import TINY_MODEL_DIR, load_checkpoint, load_tokenizer
+from prover.models.publish import MANIFEST_FILE, publish_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _keys(name: str) -> NodeKeys:
+    return NodeKeys.generate(name, prg.master_from_int(11, f"test-infer:{name}"))
+
+
+@pytest.mark.skipif(not (TINY_MODEL_DIR / "model.safetensors").is_file(), reason="no shipped model")
+def test_infer_on_ledger_nodes_matches_plaintext(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    led = Ledger.open(url, origin="test.shardproof/infer", log_identity=Identity("log", prg.master_from_int(11, "log")))
+    owner, client = _keys("owner"), _keys("client")
+    nodes = [_keys(f"node-{i}") for i in range(3)]
+    led.append_many([registration_entry(owner, ("owner",)), registration_entry(client, ("client", "dealer"))]
+                    + [registration_entry(k, ("node",), f"127.0.0.1:{29700 + i}") for i, k in enumerate(nodes)])
+    model = load_checkpoint(TINY_MODEL_DIR)
+    manifest = publish_model(model, 3, tmp_path / "model", prg.master_from_int(1, "owner"))
+    model_id = manifest["model_id"][:64]
+    digest = led.put_blob((tmp_path / "model" / MANIFEST_FILE).read_bytes())
+    led.append(E.make_entry(owner.identity, E.MODEL, {"model_id": model_id, "manifest": digest, "n_shares": 3,
+                                                     "commitments": bytes.fromhex(manifest["model_id"])}))
+    client.save(tmp_path / "client.key")
+    procs = []
+    try:
+        for i, k in enumerate(nodes):
+            k.save(tmp_path / f"node{i}.key")
+            shutil.copytree(tmp_path / "model", tmp_path / f"data{i}" / "models" / model_id)
+            with open(tmp_path / f"node{i}.log", "ab") as log:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "cli.prover", "serve", "--ledger", url, "--key", str(tmp_path / f"node{i}.key"),
+                     "--data", str(tmp_path / f"data{i}"), "--poll", "0.1", "--timeout", "60"],
+                    cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
+        prompt = "And Moses said"
+        rc = main(["infer", "--ledger", url, "--nodes", ",".join(k.node_id for k in nodes), "--key",
+                   str(tmp_path / "client.key"), "--model-id", model_id, "--prompt", prompt, "--max-new-tokens", "3",
+                   "--temperature", "0", "--job-id", "cli-job", "--dealer-state", str(tmp_path / "dealer.cbor"), "--json"])
+        out = json.loads(capsys.readouterr().out)
+        logs = "\n".join((tmp_path / f"node{i}.log").read_text(errors="replace")[-2000:] for i in range(3))
+        assert rc == 0, logs
+        ids = load_tokenizer(TINY_MODEL_DIR).encode(prompt)
+        ref = model.generate(torch.tensor([ids]), 3, temperature=0)[0, len(ids):].tolist()
+        assert out["tokens"] == ref and out["parties"] == 3
+        assert len(led.by_job("cli-job", kind=E.JOB_ROOT)) == 3 and (tmp_path / "dealer.cbor").is_file()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_infer_ledger_needs_nodes_key_and_model(capsys):
+    assert main(["infer", "--ledger", "sqlite:///nowhere.db", "--prompt", "x"]) == 2
+    assert "--nodes" in capsys.readouterr().err
