@@ -83,7 +83,7 @@ def run_mpc_inference(request: InferenceRequest, model_dir: Path, processes: boo
 
 def run_ledger_inference(request: InferenceRequest, args: argparse.Namespace) -> Iterator[int]:
     """Open a job on the ledger and run it on registered `prover serve` nodes; this process is the
-    client and the dealer (its key must be registered with roles client and dealer)."""
+    client, and the dealer too unless --dealer names a `shardproof dealer serve` daemon."""
     import os
 
     from prover.keys import NodeKeys
@@ -92,9 +92,9 @@ def run_ledger_inference(request: InferenceRequest, args: argparse.Namespace) ->
     if request.max_new_tokens == 0:
         return
     job_id = args.job_id or f"job-{os.urandom(6).hex()}"
-    state = args.dealer_state or Path(f"dealer-{job_id}.cbor")
     out = run_remote_job(args.ledger, NodeKeys.load(args.key), [n for n in args.nodes.split(",") if n], args.model_id,
-                         request.prompt_ids, request.max_new_tokens, job_id, state_file=state,
+                         request.prompt_ids, request.max_new_tokens, job_id, dealer=args.dealer,
+                         state_dir=args.dealer_state or Path.cwd(),
                          temperature=request.temperature, top_k=request.top_k, seed=request.seed)
     yield from out["tokens"]
 
@@ -151,11 +151,14 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     net = p.add_argument_group("on a ledger, with `prover serve` nodes")
     net.add_argument("--ledger", default=None, metavar="URL", help="open the job on this ledger and run it on --nodes")
     net.add_argument("--nodes", default=None, metavar="ID,ID,...", help="registered node ids; party i is the i-th")
-    net.add_argument("--key", type=Path, default=None, metavar="FILE", help="the client's key file (also acts as dealer)")
+    net.add_argument("--key", type=Path, default=None, metavar="FILE", help="the client's key file (also the dealer's without --dealer)")
+    net.add_argument("--dealer", default=None, metavar="ID", help="a registered dealer daemon (default: the dealer "
+                     "runs inside this client)")
     net.add_argument("--model-id", default=None, help="id of the published model (its model.publish entry)")
     net.add_argument("--job-id", default=None, help="job id (default: random)")
-    net.add_argument("--dealer-state", type=Path, default=None, metavar="FILE",
-                     help="where the dealer keeps what it must release to an auditor (default ./dealer-<job>.cbor)")
+    net.add_argument("--dealer-state", type=Path, default=None, metavar="DIR",
+                     help="where the in-client dealer keeps what it must release to an auditor, as "
+                     "dealer-<job>.cbor (default: the current directory)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (default 0)")
     p.add_argument("--temperature", type=_temperature, default=0.8, metavar="T", help="0 for greedy (default 0.8)")
     p.add_argument("--top-k", type=_positive_int, default=40, metavar="K", help="sample among the K most likely tokens (default 40)")

@@ -1,4 +1,4 @@
-"""`shardproof`: clients and model owners (infer, demo, model publishing)."""
+"""`shardproof`: clients, dealers and model owners (infer, dealer serve, demo)."""
 from __future__ import annotations
 
 import sys
@@ -8,6 +8,7 @@ from cli.common import run_subcommands
 
 COMMANDS = {
     "demo": "cli.demo",
+    "dealer": "cli.dealer_serve",
     "infer": "cli.infer",
 }
 

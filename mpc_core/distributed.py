@@ -22,6 +22,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mpc_core import prg
+from mpc_core.broadcast import BroadcastLog
 from mpc_core.communicator import Communicator
 from mpc_core.dealer import Request, SeededDealerClient, TrustedDealer, kind_spec
 from mpc_core.encoding import canonical_cbor, decode_cbor
@@ -40,24 +41,54 @@ def _translate(exc: BaseException, where: str) -> TransportError:
 
 
 class TorchDistributedCommunicator(Communicator):
-    """One party per process; openings are all_gathers in the parties' process group."""
+    """One party per process; openings are all_gathers in the parties' process group.
 
-    def __init__(self, rank: int, n_parties: int, group: Any, device: torch.device | None = None):
+    With `broadcast_log` the round is run as point-to-point messages to every peer and
+    each message is chained into the log (mpc_core.broadcast); `outgoing(round, peer,
+    tensor)` may then replace the message to one peer (fault injection: equivocation)."""
+
+    def __init__(self, rank: int, n_parties: int, group: Any, device: torch.device | None = None,
+                 broadcast_log: BroadcastLog | None = None,
+                 outgoing: Callable[[int, int, torch.Tensor], torch.Tensor] | None = None):
         self.n_parties = n_parties
         self.local_parties = (rank,)
         self.rank = rank
         self.group = group
         self.device = device or torch.device("cpu")
+        self.broadcast_log = broadcast_log
+        self.outgoing = outgoing
+        if outgoing is not None and broadcast_log is None:
+            raise MPCError("per-peer messages need the point-to-point mode (a broadcast log)")
 
     def all_gather(self, local: torch.Tensor) -> torch.Tensor:
         if local.shape[0] != 1:
             raise ShapeError(f"distributed all_gather expects 1 party row, got {local.shape[0]}")
         mine = local[0].contiguous().to(self.device)
         out = [torch.empty_like(mine) for _ in range(self.n_parties)]
+        if self.broadcast_log is not None:
+            return self._p2p_round(mine, out)
         try:
             dist.all_gather(out, mine, group=self.group)
         except Exception as exc:  # gloo raises RuntimeError/DistBackendError on dead peers
             raise _translate(exc, f"party {self.rank} all_gather") from exc
+        return torch.stack(out).cpu()
+
+    def _p2p_round(self, mine: torch.Tensor, out: list[torch.Tensor]) -> torch.Tensor:
+        log = self.broadcast_log
+        peers = log.peers
+        sends = {j: mine for j in peers}
+        if self.outgoing is not None:
+            sends = {j: self.outgoing(log.count, j, mine) for j in peers}
+        try:
+            works = [dist.isend(sends[j], dst=j, group=self.group) for j in peers]
+            for j in peers:
+                dist.recv(out[j], src=j, group=self.group)
+            for w in works:
+                w.wait()
+        except Exception as exc:
+            raise _translate(exc, f"party {self.rank} exchange") from exc
+        out[self.rank] = mine
+        log.record_round(sends, {j: out[j] for j in peers})
         return torch.stack(out).cpu()
 
 

@@ -36,6 +36,9 @@ STEP_COMMIT_LEAF = b"shardproof/audit/step-leaf/v1"  # salted leaf over one step
 OPENED_LEAF = b"shardproof/audit/opened-leaf/v1"  # unsalted leaf over the public openings of one step
 STEP_SALT = b"shardproof/audit/step-salt/v1"  # PRG purpose of a step's salt (node-secret seed)
 CHALLENGE = b"shardproof/audit/challenge/v1"  # Fiat-Shamir challenge seed from the sealed commitments
+BROADCAST_CHAIN = b"shardproof/audit/broadcast-chain/v1"  # hash chain over the messages one party sent one peer
+BROADCAST_RECEIPT = b"shardproof/audit/broadcast-receipt/v1"  # Ed25519 statement: "I sent you exactly this chain"
+DEALER_CORRECTION_AD = b"shardproof/channel/dealer-correction/v1"  # AD prefix of a sealed correction message
 
 # --- verifier -------------------------------------------------------------
 FREIVALDS_R = b"shardproof/verifier/freivalds-r/v1"  # PRG purpose (ASCII) of a Freivalds challenge matrix R

@@ -233,6 +233,41 @@ def open_(
     return Opened(h["sender"], h["recipient"], h["job"], h["purpose"], h["ctr"], payload)
 
 
+# --- session-keyed stream (dealer corrections) -----------------------------------
+CORRECTION_KEY_BYTES = 32
+
+
+def _correction_ad(job: str, op_index: int, request: Any) -> bytes:
+    return domains.DEALER_CORRECTION_AD + canonical_cbor([job, op_index, request])
+
+
+def _correction_nonce(op_index: int) -> bytes:
+    return _counter(op_index).to_bytes(8, "little") + bytes(4)
+
+
+def seal_correction(key: bytes, job: str, op_index: int, request: Any, payload: bytes) -> bytes:
+    """Encrypt the dealer's answer to request #`op_index` under the job's correction key.
+
+    The key travels once, inside the Noise-K-sealed seed message to the last party; each
+    op index is used once per key, so the nonce (the op index) never repeats. The request
+    descriptor is bound as associated data."""
+    if not isinstance(key, (bytes, bytearray)) or len(key) != CORRECTION_KEY_BYTES:
+        raise ChannelKeyError("a correction key is 32 bytes")
+    return ChaCha20Poly1305(bytes(key)).encrypt(_correction_nonce(op_index), bytes(payload),
+                                                _correction_ad(job, op_index, request))
+
+
+def open_correction(key: bytes, job: str, op_index: int, request: Any, sealed: bytes) -> bytes:
+    """Decrypt a sealed correction; raises ChannelAuthError if it was not sealed for this job, op and request."""
+    if not isinstance(key, (bytes, bytearray)) or len(key) != CORRECTION_KEY_BYTES:
+        raise ChannelKeyError("a correction key is 32 bytes")
+    try:
+        return ChaCha20Poly1305(bytes(key)).decrypt(_correction_nonce(op_index), bytes(sealed),
+                                                    _correction_ad(job, op_index, request))
+    except InvalidTag as exc:
+        raise ChannelAuthError(f"correction #{op_index} does not authenticate") from exc
+
+
 # --- replay protection ---------------------------------------------------------
 Stream = tuple[str, str, str, str]  # (sender, recipient, job, purpose)
 

@@ -11,6 +11,9 @@ as a dishonest node would do to stay self-consistent. Kinds:
   weights         a wrong (stale) weight share used in place of the published one
   bad-opening     an opening that does not match the party's commitments
   refuse          refusing to open when challenged
+  equivocate      sending one peer a different opening share than the others
+                  (round STEP; networked parties only: the in-process transport
+                  has no per-peer messages)
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ import torch
 
 from mpc_core import prg
 
-KINDS = ("matmul-random", "matmul-2^63", "trunc", "zeros", "weights", "bad-opening", "refuse")
+KINDS = ("matmul-random", "matmul-2^63", "trunc", "zeros", "weights", "bad-opening", "refuse", "equivocate")
+NETWORK_ONLY = ("equivocate",)
 MATMUL_KINDS = ("beaver_matmul", "fixed_matmul")
 
 
@@ -50,6 +54,8 @@ class Cheat:
 def install(session, party: int, cheat: Cheat) -> dict:
     """Hook `cheat` into `session` for `party`'s rows; returns a dict that records where it struck."""
     fired: dict = {}
+    if cheat.kind in NETWORK_ONLY and getattr(session.comm, "broadcast_log", None) is None:
+        raise CheatSpecError(f"cheat {cheat.kind!r} needs a networked party (prover serve)")
     targets = {"matmul-random": MATMUL_KINDS, "matmul-2^63": MATMUL_KINDS, "zeros": MATMUL_KINDS, "trunc": ("trunc",)}
     if cheat.kind not in targets:
         return fired
@@ -71,6 +77,22 @@ def install(session, party: int, cheat: Cheat) -> dict:
 
     session.tamper = tamper
     return fired
+
+
+def equivocation_hook(cheat: Cheat, party: int, n_parties: int):
+    """For `equivocate`: the communicator hook that alters the message of round `cheat.step` to one peer
+    (the highest-numbered); None for other kinds."""
+    if cheat.kind != "equivocate":
+        return None
+    victim = max(j for j in range(n_parties) if j != party)
+    fired: dict = {}
+
+    def outgoing(round_index: int, peer: int, t: torch.Tensor) -> torch.Tensor:
+        if fired or round_index < cheat.step or peer != victim:
+            return t
+        fired.update(round=round_index, peer=peer)
+        return altered(t)
+    return outgoing
 
 
 def bad_opening_step(records, cheat: Cheat) -> int:

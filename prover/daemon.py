@@ -1,159 +1,67 @@
 """`prover serve`: the node daemon. Jobs and challenges arrive as ledger entries.
 
 A node polls the ledger for `job.assign` entries naming its id. For each job it
-reads `job.open` (params: `prompt_len`, `steps`, `rendezvous` HOST:PORT) and the
-dealer's `dealer.commit`, joins the job's gloo group (world N+1: ranks 0..N-1
-the parties, rank N the client with the dealer co-located), receives its dealer
-seed sealed on a private channel (checked against the dealer's seed
-commitment), runs its party of the private generation with sealed one-hot
-input shares in and sealed logit shares out, commits to its transcript and
-posts its BLS-signed `node.job_root`. What it needs to open the job later
+reads `job.open` (params: `prompt_len`, `steps`, `rendezvous` HOST:PORT), waits
+for the dealer's `dealer.commit`, joins the job's gloo group (prover.wire: the
+parties, the dealer, the client), receives its dealer seed sealed on a private
+channel (checked against the dealer's seed commitment), runs its party of the
+private generation with sealed one-hot input shares in and sealed logit shares
+out, exchanges signed broadcast receipts with its peers (mpc_core.broadcast),
+commits to its transcript and posts its BLS-signed `node.job_root` with the
+receipts it holds. What it needs to open the job later
 (records, token shares, node secret; the spilled step tensors) stays under
 `data_dir/jobs/<job>/`, so a restarted daemon skips finished jobs and can still
 answer their challenges. A `challenge` entry that lists its party is answered
 with an `opening` entry, unless the challenge does not follow from the first
 sealing checkpoint (that would break the audit privacy budget): then it refuses.
 
-The wire helpers (`send_bytes`/`recv_bytes`) carry sealed messages as uint8
-tensors over torch.distributed point to point.
+Ranks and wire format: prover.wire. The dealer is its own role (prover.dealer_service).
 """
 from __future__ import annotations
 
-import datetime
 import logging
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from ledger import Ledger
 from ledger import entries as E
+from ledger.keys import ed25519_verify
 from mpc_core import SharedTensor, prg
 from mpc_core.dealer import SeededDealerClient
-from mpc_core.distributed import DealerChannel, TorchDistributedCommunicator, _translate
+from mpc_core.broadcast import BroadcastLog, receipt_message
+from mpc_core.distributed import TorchDistributedCommunicator
 from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_from_bytes
 from mpc_core.session import Session
 from mpc_core.transcript import StepRecord, Transcript
 from prover.channels import PURPOSE_DEALER, PURPOSE_INPUT, PURPOSE_OUTPUT, ReplayGuard, open_, seal
-from prover.cheats import Cheat, install
+from prover.cheats import Cheat, equivocation_hook, install
+from prover.dealer_service import SealedDealerLink
 from prover.commitments import commit
 from prover.errors import ProverError
 from prover.keys import NodeKeys, lookup_peer
+from prover.ledger_view import challenge_is_derived
+from prover.local_files import safe_id, write_secret
 from prover.local_network import combined_root
 from prover.models.gpt_mpc import SharedGPT
 from prover.models.publish import load_party_share, manifest_config, read_manifest
 from prover.opening import dec_tensor, enc_tensor, node_opening
+from prover.wire import client_rank, dealer_rank, exchange_bytes, join_group, leave_group, recv_bytes, send_bytes
 
 log = logging.getLogger("shardproof.daemon")
 
-LOGITS_READY = 1  # markers on the dealer channel, as in prover.distributed_generation
-READY_FOR_PROMPT = 2
-MAX_WIRE_BYTES = 1 << 30
-SECRET_MODE = 0o600
-_SAFE_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 
 
 class DaemonError(ProverError):
     """A job or challenge the daemon cannot serve (bad job entries, missing model, bad dealer seed)."""
 
 
-class RemoteJobError(ProverError):
-    """The client side of a ledger job failed (unknown node, bad model, failed MPC)."""
-
-
-# --- wire ---------------------------------------------------------------------------------
-def send_bytes(data: bytes, dst: int) -> None:
-    """Send a byte string to rank `dst`: its length (int64), then the bytes (uint8)."""
-    try:
-        dist.send(torch.tensor([len(data)], dtype=torch.int64), dst=dst)
-        dist.send(torch.frombuffer(bytearray(data), dtype=torch.uint8), dst=dst)
-    except Exception as exc:
-        raise _translate(exc, f"send to rank {dst}") from exc
-
-
-def recv_bytes(src: int, max_len: int = MAX_WIRE_BYTES) -> bytes:
-    """Receive a byte string sent with `send_bytes` from rank `src`."""
-    try:
-        n = torch.empty(1, dtype=torch.int64)
-        dist.recv(n, src=src)
-        if not 0 <= int(n) <= max_len:
-            raise DaemonError(f"rank {src} announced {int(n)} bytes (limit {max_len})")
-        buf = torch.empty(int(n), dtype=torch.uint8)
-        dist.recv(buf, src=src)
-    except DaemonError:
-        raise
-    except Exception as exc:
-        raise _translate(exc, f"receive from rank {src}") from exc
-    return bytes(buf.numpy().tobytes())
-
-
-def join_group(rendezvous: str, rank: int, n_parties: int, timeout_s: float):
-    """Join a job's gloo group (world N+1) and create the parties' subgroup (every rank calls new_group)."""
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    timeout = datetime.timedelta(seconds=timeout_s)
-    dist.init_process_group("gloo", init_method=f"tcp://{rendezvous}", rank=rank, world_size=n_parties + 1,
-                            timeout=timeout)
-    return dist.new_group(ranks=list(range(n_parties)), timeout=timeout)
-
-
-def leave_group() -> None:
-    """Tear the job's process group down (best effort), so the next job can form a new one."""
-    try:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    except Exception:  # a peer may already be gone
-        pass
-
-
-def safe_id(text: str, what: str) -> str:
-    """`text` if it can name a directory (ids from the ledger are untrusted); raises DaemonError."""
-    if not isinstance(text, str) or not _SAFE_ID.fullmatch(text) or text in (".", ".."):
-        raise DaemonError(f"{what} {text!r} is not a safe identifier")
-    return text
-
-
-def write_secret(path: Path, data: bytes) -> None:
-    """Write `data` to a new file readable by its owner only (mode 0600 whatever the umask)."""
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        tmp.unlink()
-    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, SECRET_MODE)
-    try:
-        os.fchmod(fd, SECRET_MODE)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def first_sealing_checkpoint(led: Ledger, job_id: str):
-    """The first valid signed checkpoint that covers every job root of `job_id` (None if none yet)."""
-    roots = led.by_job(job_id, kind=E.JOB_ROOT)
-    need = max((e.index for e in roots), default=-1) + 1
-    scp = next((c for c in led.checkpoints() if c.size >= need), None)
-    if scp is None or not scp.verify(led.log_key):
-        return None
-    return scp
-
-
-def challenge_is_derived(led: Ledger, job_id: str, body: dict, n_parties: int) -> bool:
-    """Does a challenge body follow from the first sealing checkpoint (specs/audit.md section 2)?"""
-    from verifier.ledger_audit import challenge_seed
-
-    scp = first_sealing_checkpoint(led, job_id)
-    if scp is None:
-        return False
-    roots = sorted(led.by_job(job_id, kind=E.JOB_ROOT), key=lambda e: e.entry.body["party"])
-    seed = challenge_seed(job_id, scp.size, scp.root, [e.entry.body["root"] for e in roots])
-    closed = int.from_bytes(seed[:8], "little") % n_parties
-    return (bytes(body.get("seed", b"")) == seed and body.get("checkpoint_size") == scp.size
-            and list(body.get("parties", [])) == [p for p in range(n_parties) if p != closed])
+class _NotYet(DaemonError):
+    """The job's entries are not all on the ledger yet (e.g. the dealer has not committed)."""
 
 
 # --- persisted job state --------------------------------------------------------------------
@@ -205,6 +113,7 @@ class NodeDaemon:
         self.timeout_s = timeout_s
         self.led = Ledger.open(ledger_url, create=False)
         self._cursor = 0  # next ledger index to scan for assignments
+        self._pending: dict[str, tuple[int, str, float]] = {}  # job -> (party, assigned by, first seen)
         self.jobs_run = 0
         self.handled: set[str] = set()  # jobs whose challenge was seen (answered, refused or not listed)
 
@@ -246,23 +155,33 @@ class NodeDaemon:
         return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.exists() else []
 
     def poll_once(self, stop: threading.Event | None = None) -> bool:
-        """One pass: run newly assigned jobs, answer challenges. Returns whether a job ran."""
+        """One pass: run newly assigned jobs (once their dealer has committed), answer challenges.
+
+        Returns whether a job ran."""
         ran = False
         for le in self.led.query(kind=E.JOB_ASSIGN, start=self._cursor):
             self._cursor = le.index + 1
+            parties = [a["party"] for a in le.entry.body["assignments"] if a["node"] == self.node_id]
+            if parties:
+                self._pending.setdefault(le.entry.body["job_id"], (parties[0], le.entry.author, time.monotonic()))
+        for job_id, (party, author, seen) in list(self._pending.items()):
             if stop is not None and stop.is_set():
                 return ran
-            parties = [a["party"] for a in le.entry.body["assignments"] if a["node"] == self.node_id]
-            if not parties:
-                continue
-            job_id = le.entry.body["job_id"]
             try:
                 if self.status(job_id) is not None:
+                    del self._pending[job_id]
                     continue  # finished, failed or interrupted earlier: never run a job twice
-                info = self._job_info(job_id, parties[0], le.entry.author)
-            except (DaemonError, KeyError, TypeError, ValueError) as exc:
+                info = self._job_info(job_id, party, author)
+            except _NotYet as exc:
+                if time.monotonic() - seen > self.timeout_s:
+                    del self._pending[job_id]
+                    log.warning("job %r: gave up waiting: %s", job_id, exc)
+                continue
+            except (ProverError, KeyError, TypeError, ValueError) as exc:
+                del self._pending[job_id]
                 log.warning("job %r: cannot serve it: %s", job_id, exc)
                 continue
+            del self._pending[job_id]
             self._set_status(job_id, "started")
             try:
                 self.run_job(info)
@@ -285,18 +204,17 @@ class NodeDaemon:
     def _job_info(self, job_id: str, party: int, assigned_by: str) -> JobInfo:
         safe_id(job_id, "job id")
         opens = self.led.by_job(job_id, kind=E.JOB_OPEN)
-        commits = self.led.by_job(job_id, kind=E.DEALER_COMMIT)
-        if not opens or not commits:
-            raise DaemonError("job.open or dealer.commit missing")
+        if not opens:
+            raise DaemonError("job.open missing")
         if opens[0].entry.author != assigned_by:
             raise DaemonError(f"job.assign by {assigned_by}, job.open by {opens[0].entry.author}")
         b = opens[0].entry.body
         params = b.get("params") or {}
         dealer = b["dealer"]
-        commit_e = commits[0]
-        if commit_e.entry.author != dealer:
-            raise DaemonError(f"dealer.commit by {commit_e.entry.author}, job names dealer {dealer}")
-        seeds = {s["party"]: bytes(s["commitment"]) for s in commit_e.entry.body["seeds"]}
+        commits = [e for e in self.led.by_job(job_id, kind=E.DEALER_COMMIT) if e.entry.author == dealer]
+        if not commits:
+            raise _NotYet(f"no dealer.commit by {dealer} yet")
+        seeds = {s["party"]: bytes(s["commitment"]) for s in commits[0].entry.body["seeds"]}
         if party not in seeds:
             raise DaemonError(f"no seed commitment for party {party}")
         n = int(b["n_parties"])
@@ -316,47 +234,55 @@ class NodeDaemon:
         if dealer_peer is None or client_peer is None or dealer_peer.x25519 is None or client_peer.x25519 is None:
             raise DaemonError("dealer or client has no registered X25519 key")
         n, p, job = info.n_parties, info.party, info.job_id.encode()
+        peers = self._party_keys(info)
         jdir = self.job_dir(info.job_id)
         jdir.mkdir(parents=True, exist_ok=True)
         guard = ReplayGuard()
         token_shares: list[torch.Tensor] = []
         torch.set_num_threads(1)
+        t0 = time.perf_counter()
         group = join_group(info.rendezvous, p, n, self.timeout_s)
+        t_join = time.perf_counter()
+        dealer, client = dealer_rank(n), client_rank(n)
+        bcast = BroadcastLog(p, n)
         try:
-            sealed = recv_bytes(n)
-            seed = open_(self.keys, sealed, dealer_peer.x25519, sender=info.dealer, job=info.job_id,
-                         purpose=PURPOSE_DEALER, replay=guard).payload
+            seed_msg = decode_cbor(open_(self.keys, recv_bytes(dealer), dealer_peer.x25519, sender=info.dealer,
+                                         job=info.job_id, purpose=PURPOSE_DEALER, replay=guard).payload)
+            seed = bytes(seed_msg["seed"])
             if prg.seed_commitment(seed, job, p) != info.seed_commitment:
                 raise DaemonError("the dealer's seed does not match its commitment on the ledger")
-            channel = DealerChannel(n) if p == n - 1 else None
-            client = SeededDealerClient(p, n, job, seed, channel.fetch if channel else None)
-            comm = TorchDistributedCommunicator(p, n, group)
-            session = Session(comm, client, job=job, transcript_dir=str(jdir), frac_bits=manifest["frac_bits"])
+            link = SealedDealerLink(n, info.job_id, bytes(seed_msg["corrections_key"])) if p == n - 1 else None
+            client_fetch = link.fetch if link else None
+            dealer_client = SeededDealerClient(p, n, job, seed, client_fetch)
+            outgoing = equivocation_hook(self.cheat, p, n) if self.cheat is not None else None
+            comm = TorchDistributedCommunicator(p, n, group, broadcast_log=bcast, outgoing=outgoing)
+            session = Session(comm, dealer_client, job=job, transcript_dir=str(jdir), frac_bits=manifest["frac_bits"])
             if self.cheat is not None:
                 install(session, p, self.cheat)
             try:
                 model = SharedGPT(session, manifest_config(manifest), self._weights(session, model_dir, manifest, p))
-                if channel is not None:
-                    channel.marker(READY_FOR_PROMPT)
                 V = model.config.vocab_size
                 for i in range(info.steps):
                     T = info.prompt_len if i == 0 else 1
-                    opened = open_(self.keys, recv_bytes(n), client_peer.x25519, sender=info.client, job=info.job_id,
-                                   purpose=PURPOSE_INPUT, replay=guard)
+                    opened = open_(self.keys, recv_bytes(client), client_peer.x25519, sender=info.client,
+                                   job=info.job_id, purpose=PURPOSE_INPUT, replay=guard)
                     if opened.counter != i:
                         raise DaemonError(f"input share #{opened.counter} where #{i} was due")
                     onehot = tensor_from_bytes(opened.payload, (T, V))
                     token_shares.append(onehot.clone())
                     logits = model.forward(onehot.unsqueeze(0), all_logits=False)
-                    if channel is not None:
-                        channel.marker(LOGITS_READY)
                     out = tensor_bytes(logits.data[0].contiguous())
-                    send_bytes(seal(self.keys, client_peer.x25519, info.client, info.job_id, PURPOSE_OUTPUT, out, i), n)
+                    send_bytes(seal(self.keys, client_peer.x25519, info.client, info.job_id, PURPOSE_OUTPUT, out, i),
+                               client)
             finally:
-                if channel is not None:
-                    channel.close()
+                if link is not None:
+                    link.close()
+            t_run = time.perf_counter()
+            heard, disputes = self._exchange_receipts(info, bcast, peers)
         finally:
             leave_group()
+        log.info("job %s: joined the group in %.2f s, ran %d steps in %.2f s (%d rounds)", info.job_id, t_join - t0,
+                 info.steps, t_run - t_join, bcast.count)
         transcript = session.transcripts[p]
         secret = os.urandom(32)
         commitment, _ = commit(transcript.records, secret, job, p)
@@ -370,7 +296,48 @@ class NodeDaemon:
         self.led.append(E.make_entry(self.keys.identity, E.JOB_ROOT, {
             "job_id": info.job_id, "node": self.node_id, "party": p, "replica": 0, "root": root,
             "n_steps": commitment.steps, "bls_sig": sig,
-            "meta": {"views_root": commitment.views_root, "opened_root": commitment.opened_root}}))
+            "meta": {"views_root": commitment.views_root, "opened_root": commitment.opened_root,
+                     "receipts": heard, "disputes": disputes}}))
+
+    def _party_keys(self, info: JobInfo) -> dict[int, bytes]:
+        """The registered Ed25519 key of every other party's node (to check their broadcast receipts)."""
+        assigns = [e for e in self.led.by_job(info.job_id, kind=E.JOB_ASSIGN)]
+        nodes = {a["party"]: a["node"] for a in assigns[0].entry.body["assignments"]}
+        out = {}
+        for q in range(info.n_parties):
+            if q == info.party:
+                continue
+            peer = lookup_peer(self.led, nodes.get(q, ""))
+            if peer is None:
+                raise DaemonError(f"party {q}'s node is not registered")
+            out[q] = peer.ed25519
+        return out
+
+    def _exchange_receipts(self, info: JobInfo, bcast: BroadcastLog, peers: dict[int, bytes]) -> tuple[list, list]:
+        """Sign, for each peer, the chain of what this party sent it; check the peers' receipts for us.
+
+        Returns (valid receipts heard [sender, count, head, signature], parties whose receipt did not
+        match what this party received)."""
+        mine = {}
+        for j in bcast.peers:
+            msg = receipt_message(info.job_id, info.party, j, bcast.count, bcast.sent[j])
+            mine[j] = canonical_cbor([bcast.count, bcast.sent[j], self.keys.sign(msg)])
+        got = exchange_bytes(mine, bcast.peers)
+        heard, disputes = [], []
+        for j in bcast.peers:
+            try:
+                count, head, sig = decode_cbor(got[j])
+                msg = receipt_message(info.job_id, j, info.party, count, bytes(head))
+                ok = (count == bcast.count and bytes(head) == bcast.received[j]
+                      and ed25519_verify(peers[j], msg, bytes(sig)))
+            except Exception:
+                ok = False
+            if ok:
+                heard.append([j, count, bytes(head), bytes(sig)])
+            else:
+                disputes.append(j)
+                log.warning("job %s: party %d's broadcast receipt does not match what it sent here", info.job_id, j)
+        return heard, disputes
 
     def _weights(self, session: Session, model_dir: Path, manifest: dict, party: int) -> dict[str, SharedTensor]:
         share = load_party_share(model_dir, party, manifest)  # checked against the owner's commitments
@@ -422,14 +389,3 @@ class NodeDaemon:
             return node_opening(transcript, salts, model_dir, p, [dec_tensor(t) for t in state["tokens"]], self.cheat)
         finally:
             transcript.close()
-
-
-def wait_for(predicate, timeout_s: float, poll_s: float = 0.1) -> bool:
-    """Poll `predicate()` until it is true or `timeout_s` passes; returns its last value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(poll_s)

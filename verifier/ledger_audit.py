@@ -2,7 +2,9 @@
 
 1. Read the job's entries; every one must be included under the latest signed checkpoint
    (RFC 9162 inclusion proofs) and the nodes' job roots must pass one aggregate BLS check.
-2. Broadcast consistency: every node's opened_root (inside its signed job root) is equal.
+2. Broadcast consistency: every node's opened_root (inside its signed job root) is equal, and
+   the broadcast receipts the nodes publish show no sender that signed two different chains
+   (verifier.broadcast: equivocation is proven by the receipts alone).
 3. Challenge: seed = BLAKE3(CHALLENGE || cbor([job, checkpoint size, checkpoint root, roots])),
    a function of the sealed ledger only; posted as a `challenge` entry naming the N-1 opened
    share indices (never all N: the audit privacy budget, enforced here and by the nodes).
@@ -32,6 +34,7 @@ from prover.models.gpt_mpc import SharedGPT
 from prover.models.publish import commit_tensor, manifest_config
 from prover.opening import dec_tensor, decode_opening
 from verifier.audit import DEFAULT_LAMBDA, PartyVerdict, Verdict
+from verifier.broadcast import check_receipts
 from verifier.replay import replay_party
 
 
@@ -122,10 +125,13 @@ def audit_on_ledger(led: Ledger, job_id: str, verifier: Identity | None, *, lam:
     checks.setdefault("job_root_meta", True)
     opened_roots = {c.opened_root for c in commitments}
     assignment = {a["party"]: a["node"] for a in ents[E.JOB_ASSIGN][0].entry.body["assignments"]}
+    bcast = check_receipts(job_id, [e.entry.body for e in roots], assignment,
+                           {r.node_id: r.ed25519 for r in led.registrations()})
+    checks["broadcast_receipts"] = bcast.consistent
     seed = challenge_seed(job_id, scp.size, scp.root, [e.entry.body["root"] for e in roots])
     closed = int.from_bytes(seed[:8], "little") % n
     parties = [p for p in range(n) if p != closed]
-    verdict = Verdict(job_id, mode, lam, closed, len(opened_roots) == 1 and len(commitments) == n)
+    verdict = Verdict(job_id, mode, lam, closed, len(opened_roots) == 1 and len(commitments) == n and bcast.consistent)
     out = LedgerAudit(verdict, checks=checks)
     earlier = led.by_job(job_id, kind=E.CHALLENGE)
     if earlier:
@@ -141,9 +147,7 @@ def audit_on_ledger(led: Ledger, job_id: str, verifier: Identity | None, *, lam:
     if respond is not None:
         respond(out.challenge_index, parties)
     deadline = time.monotonic() + wait_s
-    while wait_s > 0 and time.monotonic() < deadline and len(
-            {e.entry.body["party"] for e in led.by_job(job_id, kind=E.OPENING)
-             if e.entry.body.get("meta", {}).get("role") != "dealer"}) < len(parties):
+    while wait_s > 0 and time.monotonic() < deadline and not _all_answered(led, job_id, parties):
         time.sleep(0.2)
     openings, conflicting = {}, set()
     for e in led.by_job(job_id, kind=E.OPENING):
@@ -159,7 +163,12 @@ def audit_on_ledger(led: Ledger, job_id: str, verifier: Identity | None, *, lam:
     manifest = read_manifest_blob(led, model_id)
     by_party = {c.party: c for c in commitments}
     for p in range(n):
-        if p == closed:
+        if p in bcast.equivocators:  # proven by the peers' receipts, opened or not
+            verdict.parties.append(PartyVerdict(p, "cheated", bcast.equivocators[p]))
+        elif p in bcast.disputes:  # a peer says p's receipt was bad: unproven, so not an accusation
+            verdict.parties.append(PartyVerdict(p, "unresponsive", "no valid broadcast receipt according to party "
+                                                + ", ".join(str(r) for r in bcast.disputes[p])))
+        elif p == closed:
             verdict.parties.append(PartyVerdict(p, "not opened", "closed by the challenge"))
         elif p not in by_party:
             verdict.parties.append(PartyVerdict(p, "unresponsive", "no job root"))
@@ -186,8 +195,16 @@ def audit_on_ledger(led: Ledger, job_id: str, verifier: Identity | None, *, lam:
             idx += [release_e[-1].index] if release_e else []
             idx += [out.challenge_index, out.verdict_index]
             idx += [e.index for e in led.query(kind=E.MODEL) if e.entry.body["model_id"] == model_id]
+            idx += [e.index for e in led.query(kind=E.REGISTER, author=assignment[p], limit=1)]
             out.evidence[p] = led.export_evidence(sorted(set(idx)))
     return out
+
+
+def _all_answered(led: Ledger, job_id: str, parties: list[int]) -> bool:
+    """Has every challenged party posted an opening (or refusal), and the dealer its release?"""
+    es = led.by_job(job_id, kind=E.OPENING)
+    nodes = {e.entry.body["party"] for e in es if e.entry.body.get("meta", {}).get("role") != "dealer"}
+    return nodes >= set(parties) and any(e.entry.body.get("meta", {}).get("role") == "dealer" for e in es)
 
 
 def judge_party(p: int, n: int, job_id: str, commitment: JobCommitment, raw: bytes, release: dict, manifest: dict,
@@ -282,8 +299,14 @@ def check_evidence(bundle: bytes, log_key: bytes | None = None) -> EvidenceCheck
                 return out
             commitments[e.body["party"]] = JobCommitment(e.body["party"], e.body["n_steps"], m["views_root"], m["opened_root"])
         node_party = {v: k for k, v in assignment.items()}
+        keys = {e.author: bytes(e.body["ed25519"]) for e in by_kind.get(E.REGISTER, [])}
+        bcast = check_receipts(job_id, [e.body for e in roots], assignment, keys)
         for node in verdict["accused"]:
             p = node_party[node]
+            if p in bcast.equivocators:
+                out.parties.append(PartyVerdict(p, "cheated", bcast.equivocators[p]))
+                out.accused.append(node)
+                continue
             if p not in openings:
                 out.reasons.append(f"{node}: no opening in the bundle")
                 continue

@@ -19,7 +19,8 @@ from mpc_core import prg
 from prover.keys import NodeKeys, registration_entry
 from prover.models import GPTConfig, random_model
 from prover.models.publish import MANIFEST_FILE, publish_model
-from prover.remote_client import release_for_challenge, run_remote_job
+from prover.dealer_service import release_for_challenge
+from prover.remote_client import run_remote_job
 from verifier.ledger_audit import audit_on_ledger
 
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=40, block_size=16)
@@ -71,7 +72,7 @@ def _start(d: dict, i: int, cheat: str | None = None) -> subprocess.Popen:
 
 def _job(d: dict, job_id: str) -> dict:
     return run_remote_job(d["url"], d["client"], [k.node_id for k in d["nodes"]], d["model_id"], PROMPT, STEPS,
-                          job_id, timeout_s=60, state_file=d["tmp"] / f"dealer-{job_id}.cbor")
+                          job_id, timeout_s=60, state_dir=d["tmp"])
 
 
 def _audit(d: dict, job_id: str, state_file: str):

@@ -51,14 +51,14 @@ def test_infer_on_ledger_nodes_matches_plaintext(tmp_path, capsys):
         prompt = "And Moses said"
         rc = main(["infer", "--ledger", url, "--nodes", ",".join(k.node_id for k in nodes), "--key",
                    str(tmp_path / "client.key"), "--model-id", model_id, "--prompt", prompt, "--max-new-tokens", "3",
-                   "--temperature", "0", "--job-id", "cli-job", "--dealer-state", str(tmp_path / "dealer.cbor"), "--json"])
+                   "--temperature", "0", "--job-id", "cli-job", "--dealer-state", str(tmp_path), "--json"])
         out = json.loads(capsys.readouterr().out)
         logs = "\n".join((tmp_path / f"node{i}.log").read_text(errors="replace")[-2000:] for i in range(3))
         assert rc == 0, logs
         ids = load_tokenizer(TINY_MODEL_DIR).encode(prompt)
         ref = model.generate(torch.tensor([ids]), 3, temperature=0)[0, len(ids):].tolist()
         assert out["tokens"] == ref and out["parties"] == 3
-        assert len(led.by_job("cli-job", kind=E.JOB_ROOT)) == 3 and (tmp_path / "dealer.cbor").is_file()
+        assert len(led.by_job("cli-job", kind=E.JOB_ROOT)) == 3 and (tmp_path / "dealer-cli-job.cbor").is_file()
     finally:
         for p in procs:
             p.terminate()

@@ -1,0 +1,308 @@
+"""The dealer role of a ledger job: `shardproof dealer serve`, or inside the client (specs/node-daemon.md).
+
+For each `job.open` that names it as dealer, the dealer
+
+1. draws a master seed, keeps it in a state file (mode 0600) and posts `dealer.commit`:
+   one seed commitment per party, before any party starts;
+2. joins the job's group as rank N (prover.wire) and sends party i its seed sealed on
+   a private channel (Noise K); the last party's message also carries a fresh
+   correction key;
+3. answers the last party's correction requests in op order, each answer encrypted
+   under the correction key with the request bound as associated data;
+4. records the request log in its state file, and
+5. when an auditor's `challenge` for the job follows from the first sealing checkpoint,
+   releases the challenged parties' seeds (and the corrections, when the last party is
+   challenged) in an `opening` entry; never for a challenge that does not.
+A job is served at most once, also across restarts.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+from ledger import Ledger
+from ledger import entries as E
+from mpc_core.dealer import Request, TrustedDealer, kind_spec
+from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_from_bytes
+from mpc_core.errors import MPCError
+from prover.channels import CORRECTION_KEY_BYTES, PURPOSE_DEALER, open_correction, seal, seal_correction
+from prover.ledger_view import challenge_is_derived
+from prover.local_files import safe_id, write_secret
+from prover.errors import ProverError
+from prover.keys import NodeKeys, lookup_peer
+from prover.opening import enc_tensor
+from prover.wire import dealer_rank, join_group, leave_group, recv_bytes, send_bytes
+
+log = logging.getLogger("shardproof.dealer")
+
+STATE_FORMAT = "shardproof/dealer-state/v1"
+MAX_REQUEST_BYTES = 1 << 16
+
+
+class DealerServiceError(ProverError):
+    """The dealer cannot serve a job (not its job, bad entries, a bad request from the last party)."""
+
+
+# --- the correction link (last party <-> dealer) ----------------------------------------------
+class SealedDealerLink:
+    """The last party's side: ask for request #k's corrections, receive them encrypted."""
+
+    def __init__(self, n_parties: int, job_id: str, key: bytes):
+        self.rank = dealer_rank(n_parties)
+        self.job_id = job_id
+        self.key = key
+
+    def fetch(self, req: Request, op_index: int) -> dict:
+        desc = req.describe()
+        send_bytes(canonical_cbor([op_index] + desc), self.rank)
+        payload = open_correction(self.key, self.job_id, op_index, desc, recv_bytes(self.rank))
+        out, pos = {}, 0
+        for comp in kind_spec(req).derived:
+            size = 8 * _numel(comp.shape)
+            if pos + size > len(payload):
+                raise DealerServiceError(f"correction #{op_index} is too short")
+            out[comp.name] = tensor_from_bytes(payload[pos:pos + size], tuple(comp.shape))
+            pos += size
+        if pos != len(payload):
+            raise DealerServiceError(f"correction #{op_index} has {len(payload) - pos} extra bytes")
+        return out
+
+    def close(self) -> None:
+        """Tell the dealer the program is done (an empty message)."""
+        try:
+            send_bytes(b"", self.rank)
+        except Exception:  # the dealer may be gone already; closing is best effort
+            pass
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+class _LoggingDealer:
+    """A TrustedDealer that records every request it answers, in op order."""
+
+    def __init__(self, dealer: TrustedDealer):
+        self.dealer = dealer
+        self.log: list[list] = []
+
+    def correction(self, req: Request, op_index: int):
+        if op_index != len(self.log):
+            raise DealerServiceError(f"request #{op_index} out of order (expected #{len(self.log)})")
+        corr = self.dealer.correction(req, op_index)
+        self.log.append(req.describe())
+        return corr
+
+
+def request_from(desc: list) -> Request:
+    """A Request from its descriptor [kind, params] (lists back to tuples)."""
+    def tup(p):
+        return tuple(tup(q) for q in p) if isinstance(p, list) else p
+    kind, params = desc
+    return Request(kind, tuple(tup(p) for p in params))
+
+
+def serve_corrections(dealer: _LoggingDealer, n_parties: int, job_id: str, key: bytes) -> int:
+    """Answer the last party's requests until it sends the empty message; returns the number served."""
+    last = n_parties - 1
+    while True:
+        msg = recv_bytes(last, MAX_REQUEST_BYTES)
+        if not msg:
+            return len(dealer.log)
+        try:
+            op_index, kind, params = decode_cbor(msg)
+            req = request_from([kind, params])
+            corr = dealer.correction(req, op_index)
+            payload = b"".join(tensor_bytes(corr[c.name].contiguous()) for c in kind_spec(req).derived)
+        except DealerServiceError:
+            raise
+        except (MPCError, ValueError, TypeError, KeyError) as exc:
+            raise DealerServiceError(f"bad correction request from party {last}: {type(exc).__name__}: {exc}") from exc
+        send_bytes(seal_correction(key, job_id, op_index, req.describe(), payload), last)
+
+
+# --- one job ------------------------------------------------------------------------------
+def _state_path(state_dir: Path, job_id: str) -> Path:
+    return Path(state_dir) / f"dealer-{safe_id(job_id, 'job id')}.cbor"
+
+
+def run_dealer_job(led: Ledger, keys: NodeKeys, job_id: str, state_dir: str | os.PathLike, timeout_s: float = 60.0,
+                   master_seed: bytes | None = None) -> Path:
+    """Serve `job_id` as its dealer (steps 1-4 of the module docstring); returns the state file."""
+    opens = led.by_job(job_id, kind=E.JOB_OPEN)
+    if not opens:
+        raise DealerServiceError(f"no job.open for {job_id!r}")
+    b = opens[0].entry.body
+    if b["dealer"] != keys.node_id:
+        raise DealerServiceError(f"job {job_id} names dealer {b['dealer']!r}, not {keys.node_id!r}")
+    assigns = [e for e in led.by_job(job_id, kind=E.JOB_ASSIGN) if e.entry.author == opens[0].entry.author]
+    if not assigns:
+        raise DealerServiceError(f"no job.assign by the job's author for {job_id!r}")
+    n = int(b["n_parties"])
+    nodes = {a["party"]: a["node"] for a in assigns[0].entry.body["assignments"]}
+    if sorted(nodes) != list(range(n)):
+        raise DealerServiceError(f"job {job_id}: the assignment does not cover parties 0..{n - 1}")
+    peers = [lookup_peer(led, nodes[p]) for p in range(n)]
+    if any(pk is None or pk.x25519 is None for pk in peers):
+        raise DealerServiceError(f"job {job_id}: a node has no registered X25519 key")
+    rendezvous = str((b.get("params") or {})["rendezvous"])
+    path = _state_path(Path(state_dir), job_id)
+    if path.exists() or led.by_job(job_id, kind=E.DEALER_COMMIT):
+        raise DealerServiceError(f"job {job_id} was served before (a dealer serves a job once)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    master = master_seed or os.urandom(32)
+    state = {"format": STATE_FORMAT, "job_id": job_id, "n_parties": n, "master_seed": master, "requests": [],
+             "status": "started"}
+    write_secret(path, canonical_cbor(state))  # the seed is on disk before it is committed to
+    dealer = _LoggingDealer(TrustedDealer(master, job_id.encode(), n))
+    led.append(E.make_entry(keys.identity, E.DEALER_COMMIT, {"job_id": job_id, "seeds": [
+        {"party": p, "commitment": c} for p, c in enumerate(dealer.dealer.seed_commitments())]}))
+    join_group(rendezvous, dealer_rank(n), n, timeout_s)
+    try:
+        key = os.urandom(CORRECTION_KEY_BYTES)
+        for p in range(n):
+            msg = {"seed": dealer.dealer.party_seed(p)}
+            if p == n - 1:
+                msg["corrections_key"] = key
+            send_bytes(seal(keys, peers[p].x25519, nodes[p], job_id, PURPOSE_DEALER, canonical_cbor(msg), 0), p)
+        served = serve_corrections(dealer, n, job_id, key)
+    finally:
+        leave_group()
+    state.update(requests=dealer.log, status="done")
+    write_secret(path, canonical_cbor(state))
+    log.info("job %s: served %d correction requests", job_id, served)
+    return path
+
+
+def dealer_process(ledger_url: str, key_bytes: bytes, job_id: str, state_dir: str, timeout_s: float,
+                   master_seed: bytes | None) -> None:
+    """Entry point of the dealer process a client starts when the dealer runs inside the client."""
+    import torch
+
+    torch.set_num_threads(1)
+    led = Ledger.open(ledger_url, create=False)
+    try:
+        run_dealer_job(led, NodeKeys.from_bytes(key_bytes), job_id, state_dir, timeout_s, master_seed)
+    finally:
+        led.close()
+
+
+# --- challenges ---------------------------------------------------------------------------
+def load_state(state_file: str | os.PathLike, job_id: str) -> dict:
+    state = decode_cbor(Path(state_file).read_bytes())
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or state.get("job_id") != job_id:
+        raise DealerServiceError(f"{state_file} is not the dealer state of job {job_id}")
+    return state
+
+
+def release_for_challenge(ledger: str | Ledger, dealer_keys: NodeKeys, state_file: str | os.PathLike, job_id: str) -> int:
+    """Post the dealer's seed release for `job_id`'s challenge; returns its ledger index.
+
+    Releases the seeds of the challenged parties only, and the last party's corrections when it
+    is challenged. Refuses (DealerServiceError) when there is no challenge or it does not follow
+    from the first sealing checkpoint (releasing then could break the audit privacy budget).
+    A release posted before (e.g. before a restart) is not posted again."""
+    led = Ledger.open(ledger, create=False) if isinstance(ledger, str) else ledger
+    state = load_state(state_file, job_id)
+    if state.get("status", "done") != "done":
+        raise DealerServiceError(f"job {job_id} did not finish on the dealer's side")
+    challenges = led.by_job(job_id, kind=E.CHALLENGE)
+    if not challenges:
+        raise DealerServiceError(f"no challenge for job {job_id} yet")
+    ch = challenges[0]
+    n = state["n_parties"]
+    if not challenge_is_derived(led, job_id, ch.entry.body, n):
+        raise DealerServiceError(f"challenge #{ch.index} does not follow from the sealing checkpoint")
+    mine = [e for e in led.by_job(job_id, kind=E.OPENING)
+            if e.entry.author == dealer_keys.node_id and e.entry.body.get("meta", {}).get("role") == "dealer"]
+    if mine:
+        return mine[0].index
+    parties = list(ch.entry.body["parties"])
+    dealer = TrustedDealer(bytes(state["master_seed"]), job_id.encode(), n)
+    release: dict = {"seeds": {str(p): dealer.party_seed(p) for p in parties}}
+    if n - 1 in parties:
+        out = []
+        for op_index, desc in enumerate(state["requests"]):
+            req = request_from(desc)
+            corr = dealer.correction(req, op_index)
+            out.append([req.describe(), {k: enc_tensor(v) for k, v in sorted(corr.items())}])
+        release["corrections"] = canonical_cbor(out)
+    data = led.put_blob(canonical_cbor(release))
+    return led.append(E.make_entry(dealer_keys.identity, E.OPENING, {
+        "job_id": job_id, "node": dealer_keys.node_id, "party": n - 1 if n - 1 in parties else parties[0],
+        "challenge": ch.index, "data": data, "meta": {"role": "dealer"}}))
+
+
+# --- the daemon ---------------------------------------------------------------------------
+class DealerDaemon:
+    """`shardproof dealer serve`: serves every job that names this dealer, and releases seeds on challenge."""
+
+    def __init__(self, ledger_url: str, keys: NodeKeys, data_dir: str | os.PathLike, poll_s: float = 0.2,
+                 timeout_s: float = 60.0):
+        self.led = Ledger.open(ledger_url, create=False)
+        self.keys = keys
+        self.data_dir = Path(data_dir)
+        self.poll_s = poll_s
+        self.timeout_s = timeout_s
+        self._cursor = 0
+        self.jobs_served = 0
+        self.released: set[str] = set()
+
+    def _served(self) -> dict[str, Path]:
+        d = self.data_dir / "dealer"
+        out = {}
+        for f in sorted(d.glob("dealer-*.cbor")) if d.exists() else []:
+            try:
+                st = decode_cbor(f.read_bytes())
+                if st.get("status") == "done":
+                    out[st["job_id"]] = f
+            except Exception:
+                log.warning("unreadable dealer state %s", f)
+        return out
+
+    def poll_once(self) -> bool:
+        """Serve newly opened jobs that name this dealer, then answer challenges. Returns whether a job ran."""
+        ran = False
+        for le in self.led.query(kind=E.JOB_OPEN, start=self._cursor):
+            if le.entry.body.get("dealer") != self.keys.node_id:
+                self._cursor = le.index + 1
+                continue
+            job_id = le.entry.body["job_id"]
+            try:
+                safe_id(job_id, "job id")
+                if _state_path(self.data_dir / "dealer", job_id).exists() or self.led.by_job(job_id, kind=E.DEALER_COMMIT):
+                    self._cursor = le.index + 1
+                    continue
+                if not self.led.by_job(job_id, kind=E.JOB_ASSIGN):
+                    return ran  # the client posts the assignment next; look again on the next poll
+                self._cursor = le.index + 1
+                run_dealer_job(self.led, self.keys, job_id, self.data_dir / "dealer", self.timeout_s)
+                self.jobs_served += 1
+                ran = True
+            except Exception as exc:  # a bad job must not take the dealer down
+                self._cursor = le.index + 1
+                log.error("job %r: cannot serve it: %s: %s", job_id, type(exc).__name__, exc)
+        for job_id, f in self._served().items():
+            if job_id in self.released or not self.led.by_job(job_id, kind=E.CHALLENGE):
+                continue
+            self.released.add(job_id)
+            try:
+                idx = release_for_challenge(self.led, self.keys, f, job_id)
+                log.info("job %s: released seeds for the challenge (entry #%d)", job_id, idx)
+            except Exception as exc:
+                log.error("job %s: no release: %s: %s", job_id, type(exc).__name__, exc)
+        return ran
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Serve until `stop` is set."""
+        stop = stop or threading.Event()
+        log.info("dealer %s serving", self.keys.node_id)
+        while not stop.is_set():
+            if not self.poll_once():
+                stop.wait(self.poll_s)
+        log.info("dealer %s stopped", self.keys.node_id)

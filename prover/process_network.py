@@ -1,0 +1,182 @@
+"""A deployment on loopback with one OS process per node and one for the dealer.
+
+The nodes are `prover serve` processes and the dealer a `shardproof dealer serve`
+process, each with its own key file and data directory; they see each other only
+through the ledger and the job's gloo group. The calling process plays the
+remaining roles: model owner (publishes the shares and copies each node its own),
+client (`run_remote_job`), log operator (signs checkpoints) and auditor. Used by
+`shardproof demo` and the multi-process integration tests.
+"""
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ledger import Identity, Ledger
+from ledger import entries as E
+from mpc_core import prg
+from prover.keys import NodeKeys, registration_entry
+from prover.models.gpt import GPT
+from prover.models.publish import MANIFEST_FILE, publish_model
+from prover.remote_client import run_remote_job
+
+REPO = Path(__file__).resolve().parents[1]
+ORIGIN = "shardproof/loopback"
+
+
+class ProcessNetwork:
+    """Owner, client, log operator and auditor in this process; dealer and N nodes as child processes."""
+
+    def __init__(self, url: str, workdir: str | Path, n_nodes: int = 3, seed: int = 0, timeout_s: float = 60.0,
+                 poll_s: float = 0.1):
+        self.url = url
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.n = n_nodes
+        self.timeout_s = timeout_s
+        self.poll_s = poll_s
+
+        def keys(name: str) -> NodeKeys:
+            return NodeKeys.generate(name, prg.master_from_int(seed, f"shardproof/loopback:{name}"))
+
+        self.log_identity = Identity("log", prg.master_from_int(seed, "shardproof/loopback:log"))
+        self.ledger = Ledger.open(url, origin=ORIGIN, log_identity=self.log_identity)
+        self.owner, self.client, self.dealer, self.verifier = keys("owner"), keys("client"), keys("dealer"), keys("verifier")
+        self.nodes = [keys(f"node-{i}") for i in range(n_nodes)]
+        known = {r.node_id for r in self.ledger.registrations()}
+        regs = [registration_entry(self.owner, ("owner",)), registration_entry(self.client, ("client",)),
+                registration_entry(self.dealer, ("dealer",), "127.0.0.1"),
+                registration_entry(self.verifier, ("verifier",))]
+        regs += [registration_entry(k, ("node",), "127.0.0.1") for k in self.nodes]
+        new = [r for r in regs if r.author not in known]
+        if new:
+            self.ledger.append_many(new)
+        for k in self.nodes + [self.dealer]:
+            if not self._key_file(k.node_id).exists():
+                k.save(self._key_file(k.node_id))
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    # --- paths --------------------------------------------------------------------------
+    def _key_file(self, name: str) -> Path:
+        return self.dir / f"{name}.key"
+
+    def data_dir(self, name: str) -> Path:
+        return self.dir / f"data-{name}"
+
+    def log_file(self, name: str) -> Path:
+        return self.dir / f"{name}.log"
+
+    # --- model owner --------------------------------------------------------------------
+    def publish(self, model: GPT, tokenizer_dir: str | Path | None = None, owner_seed: int = 1) -> str:
+        """Publish `model` as N shares (manifest on the ledger) and give node i its share; returns the model id."""
+        out = self.dir / "published"
+        manifest = publish_model(model, self.n, out, prg.master_from_int(owner_seed, "owner"), tokenizer_dir=tokenizer_dir)
+        model_id = manifest["model_id"][:64]
+        digest = self.ledger.put_blob((out / MANIFEST_FILE).read_bytes())
+        self.ledger.append(E.make_entry(self.owner.identity, E.MODEL, {
+            "model_id": model_id, "manifest": digest, "n_shares": self.n,
+            "commitments": bytes.fromhex(manifest["model_id"])}))
+        for i, k in enumerate(self.nodes):
+            dst = self.data_dir(k.node_id) / "models" / model_id
+            dst.mkdir(parents=True, exist_ok=True)
+            for f in out.iterdir():  # the manifest and tokenizer files, and this node's share only
+                if f.is_file():
+                    shutil.copy2(f, dst / f.name)
+                elif f.is_dir() and f.name == f"party{i}":
+                    shutil.copytree(f, dst / f.name, dirs_exist_ok=True)
+        return model_id
+
+    # --- processes ----------------------------------------------------------------------
+    def _spawn(self, name: str, cmd: list[str]) -> None:
+        with open(self.log_file(name), "ab") as log:
+            self.procs[name] = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+
+    def start_dealer(self) -> None:
+        name = self.dealer.node_id
+        self._spawn(name, [sys.executable, "-m", "cli.shardproof", "dealer", "serve", "--ledger", self.url,
+                           "--key", str(self._key_file(name)), "--data", str(self.data_dir(name)),
+                           "--poll", str(self.poll_s), "--timeout", str(self.timeout_s)])
+
+    def start_node(self, i: int, cheat: str | None = None) -> None:
+        name = self.nodes[i].node_id
+        cmd = [sys.executable, "-m", "cli.prover", "serve", "--ledger", self.url, "--key", str(self._key_file(name)),
+               "--data", str(self.data_dir(name)), "--poll", str(self.poll_s), "--timeout", str(self.timeout_s)]
+        if cheat:
+            cmd += ["--cheat", cheat]
+        self._spawn(name, cmd)
+
+    def start(self, cheats: dict[int, str] | None = None) -> None:
+        """Start the dealer and every node (node i with `cheats[i]`, if given)."""
+        self.start_dealer()
+        for i in range(self.n):
+            self.start_node(i, (cheats or {}).get(i))
+
+    def stop_process(self, name: str, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM one process and wait for it; returns its exit code (None if it had to be killed)."""
+        p = self.procs.pop(name, None)
+        if p is None:
+            return None
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                return p.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)
+                return None
+        return p.returncode
+
+    def restart_node(self, i: int, cheat: str | None = None) -> int | None:
+        """Stop node i cleanly and start it again (optionally as a cheater); returns the old exit code."""
+        rc = self.stop_process(self.nodes[i].node_id)
+        self.start_node(i, cheat)
+        return rc
+
+    def stop(self) -> dict[str, int | None]:
+        """Stop every process; returns their exit codes."""
+        return {name: self.stop_process(name) for name in list(self.procs)}
+
+    def __enter__(self) -> "ProcessNetwork":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        self.ledger.close()
+
+    def logs(self, tail: int = 3000) -> str:
+        """The tail of every process log (for failure messages)."""
+        out = []
+        for name in [self.dealer.node_id] + [k.node_id for k in self.nodes]:
+            f = self.log_file(name)
+            if f.exists():
+                out.append(f"--- {name}\n" + f.read_text(errors="replace")[-tail:])
+        return "\n".join(out)
+
+    # --- client, log operator, auditor ------------------------------------------------------
+    def run_job(self, model_id: str, prompt_ids: list[int], steps: int, job_id: str, **kw) -> dict:
+        """Run one job on the nodes with the dealer daemon; returns run_remote_job's result."""
+        return run_remote_job(self.url, self.client, [k.node_id for k in self.nodes], model_id, prompt_ids, steps,
+                              job_id, dealer=self.dealer.node_id, timeout_s=self.timeout_s, **kw)
+
+    def audit(self, job_id: str, lam: int = 40, mode: str = "freivalds", wait_s: float | None = None):
+        """Seal the job with a checkpoint, then audit it; the daemons answer the challenge themselves."""
+        from verifier.ledger_audit import audit_on_ledger
+
+        self.ledger.checkpoint()
+        return audit_on_ledger(self.ledger, job_id, self.verifier.identity, lam=lam, mode=mode,
+                               wait_s=self.timeout_s if wait_s is None else wait_s)
+
+    def wait_ready(self, timeout_s: float = 60.0) -> bool:
+        """True once every started process is alive after a short settling time (imports done or failed)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in self.procs.values()):
+                return False
+            if all(self.log_file(n).exists() and self.log_file(n).stat().st_size > 0 for n in self.procs):
+                return True
+            time.sleep(0.1)
+        return False
