@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import blake3
+import cbor2
 
-from mpc_core.domains import CHALLENGE
+from ledger import merkle
+from mpc_core.domains import CHALLENGE, OPENED_LEAF, STEP_COMMIT_LEAF
 from mpc_core.encoding import canonical_cbor
 from prover.commitments import JobCommitment, verify_records
 from verifier.replay import ReplayResult, replay_party
@@ -86,6 +88,44 @@ def closed_party(challenge: bytes, n_parties: int) -> int:
     return int.from_bytes(challenge[:8], "little") % n_parties
 
 
+def _plain_record(r, salt) -> bool:
+    """The record and salt hold only the types a step record has (so plain CBOR is the canonical encoding)."""
+    if type(r.index) is not int or type(r.kind) is not str or type(r.scope) is not str or type(salt) is not bytes:
+        return False
+    if not isinstance(r.shapes, dict) or not isinstance(r.digests, dict) or set(r.shapes) != set(r.digests):
+        return False
+    for n, d in r.digests.items():
+        sh = r.shapes[n]
+        if type(n) is not str or type(d) is not bytes or type(sh) is not list or any(type(x) is not int for x in sh):
+            return False
+    return True
+
+
+def records_match(records: list, salts: list, commitment: JobCommitment) -> bool:
+    """prover.commitments.verify_records with the same leaves (views: [STEP_COMMIT_LEAF, salt, body];
+    opened: [OPENED_LEAF, index, [[name, digest], ...]]) encoded without the generic canonical-CBOR type
+    walk once every field has been checked to have its plain type; anything else goes to verify_records.
+    Never raises."""
+    try:
+        if len(records) != commitment.steps or len(salts) != len(records):
+            return False
+        if any(r.index != k for k, r in enumerate(records)):
+            return False
+        if not all(_plain_record(r, s) for r, s in zip(records, salts)):
+            return verify_records(records, salts, commitment)
+        dumps = cbor2.dumps
+        views, opened = [], []
+        for r, salt in zip(records, salts):
+            names = sorted(r.digests)
+            body = [r.index, r.kind, r.scope, [[n, r.shapes[n], r.digests[n]] for n in names]]
+            views.append(dumps([STEP_COMMIT_LEAF, salt, body], canonical=True))
+            opened.append(dumps([OPENED_LEAF, r.index, [[n, r.digests[n]] for n in names if n.startswith("opened.")]],
+                                canonical=True))
+        return merkle.root_hash(views) == commitment.views_root and merkle.root_hash(opened) == commitment.opened_root
+    except Exception:
+        return False
+
+
 def audit(job_id: bytes, commitments: list[JobCommitment], *, n_parties: int,
           get_opening: Callable[[int], tuple], get_program: Callable[[int], Callable],
           get_seed: Callable[[int], bytes], get_corrections: Callable[[int], Callable | None],
@@ -115,7 +155,7 @@ def audit(job_id: bytes, commitments: list[JobCommitment], *, n_parties: int,
         except Exception as exc:  # a malformed opening is the node's fault
             v.parties.append(PartyVerdict(p, "cheated", f"malformed opening: {type(exc).__name__}: {exc}"))
             continue
-        if not verify_records(records, salts, by_party[p]):
+        if not records_match(records, salts, by_party[p]):
             v.parties.append(PartyVerdict(p, "cheated", "opened records do not match the committed roots"))
             continue
         result = replay_party(get_program(p), party=p, n_parties=n_parties, job=job_id, seed=get_seed(p),
@@ -132,20 +172,62 @@ def audit(job_id: bytes, commitments: list[JobCommitment], *, n_parties: int,
     return v
 
 
-def audit_local_job(job, *, mode: str = "freivalds", lam: int = DEFAULT_LAMBDA) -> Verdict:
-    """Audit a job run in this process (prover.job.run_job), honouring its parties' cheats at opening time."""
-    from prover.cheats import altered, bad_opening_step
-    from prover.job import opening, party_program
+def local_opening(state) -> tuple:
+    """What node `state.party` of an in-process job reveals when challenged: its records and salts, and its
+    public openings and matmul outputs read from its transcript once (the node's work, not the auditor's).
+    Honours a `refuse` or `bad-opening` cheat of that node."""
+    from prover.cheats import MATMUL_KINDS, altered, bad_opening_step
+
+    if state.cheat is not None and state.cheat.kind == "refuse":
+        raise Refused(f"party {state.party} declined")
+    t = state.transcript
+    records = list(t.records)
+    public: dict[int, dict] = {}
+    outs: dict[int, object] = {}
+    for r in records:
+        wants_public = any(n.startswith("opened.") for n in r.digests)
+        if not wants_public and r.kind not in MATMUL_KINDS:
+            continue
+        data = t.load(r.index)
+        if wants_public:
+            public[r.index] = {n: v for n, v in data.items() if n.startswith("opened.")}
+        if r.kind in MATMUL_KINDS and "out" in data:
+            outs[r.index] = data["out"]
+    if state.cheat is not None and state.cheat.kind == "bad-opening":
+        target = bad_opening_step(records, state.cheat)
+        outs[target] = altered(outs[target])
+    return records, list(state.salts), (lambda k: public.get(k, {})), outs.get
+
+
+def local_openings(job, parties=None) -> dict[int, object]:
+    """Every challenged node's answer (`local_opening`, or the Refused it raised), by party: the
+    nodes' side of an audit, so that a benchmark can time it apart from the auditor's replay."""
+    if parties is None:
+        challenge = derive_challenge(job.job_id, [job.parties[p].commitment for p in range(job.n_parties)])
+        closed = closed_party(challenge, job.n_parties)
+        parties = [p for p in range(job.n_parties) if p != closed]
+    out: dict[int, object] = {}
+    for p in parties:
+        try:
+            out[p] = local_opening(job.parties[p])
+        except Refused as exc:
+            out[p] = exc
+    return out
+
+
+def audit_local_job(job, *, mode: str = "freivalds", lam: int = DEFAULT_LAMBDA,
+                    openings: dict[int, object] | None = None) -> Verdict:
+    """Audit a job run in this process (prover.job.run_job), honouring its parties' cheats at opening time.
+
+    `openings` (from `local_openings`) are the nodes' answers prepared beforehand; without them each
+    challenged node answers when the audit asks."""
+    from prover.job import party_program
 
     def get_opening(p: int):
-        st = job.parties[p]
-        if st.cheat is not None and st.cheat.kind == "refuse":
-            raise Refused(f"party {p} declined")
-        records, salts, opened, outs = opening(st)
-        if st.cheat is not None and st.cheat.kind == "bad-opening":
-            target = bad_opening_step(records, st.cheat)
-            return records, salts, opened, lambda k: altered(outs(k)) if k == target else outs(k)
-        return records, salts, opened, outs
+        got = openings[p] if openings is not None and p in openings else local_opening(job.parties[p])
+        if isinstance(got, Exception):
+            raise got
+        return got
 
     commitments = [job.parties[p].commitment for p in range(job.n_parties)]
     return audit(job.job_id, commitments, n_parties=job.n_parties, get_opening=get_opening,
