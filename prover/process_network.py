@@ -59,6 +59,7 @@ class ProcessNetwork:
             if not self._key_file(k.node_id).exists():
                 k.save(self._key_file(k.node_id))
         self.procs: dict[str, subprocess.Popen] = {}
+        self._log_offset: dict[str, int] = {}
 
     # --- paths --------------------------------------------------------------------------
     def _key_file(self, name: str) -> Path:
@@ -92,8 +93,25 @@ class ProcessNetwork:
 
     # --- processes ----------------------------------------------------------------------
     def _spawn(self, name: str, cmd: list[str]) -> None:
-        with open(self.log_file(name), "ab") as log:
+        f = self.log_file(name)
+        self._log_offset[name] = f.stat().st_size if f.exists() else 0
+        with open(f, "ab") as log:
             self.procs[name] = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_serving(self, name: str, timeout_s: float = 60.0) -> bool:
+        """Wait until process `name` logs that it is serving (its signal handlers are installed by then)."""
+        deadline = time.monotonic() + timeout_s
+        f = self.log_file(name)
+        while time.monotonic() < deadline:
+            p = self.procs.get(name)
+            if p is None or p.poll() is not None:
+                return False
+            with open(f, "rb") as fh:
+                fh.seek(self._log_offset.get(name, 0))
+                if b" serving" in fh.read():
+                    return True
+            time.sleep(0.05)
+        return False
 
     def start_dealer(self) -> None:
         name = self.dealer.node_id
@@ -121,6 +139,9 @@ class ProcessNetwork:
         if p is None:
             return None
         if p.poll() is None:
+            self.procs[name] = p
+            self.wait_serving(name, timeout_s)  # a SIGTERM before the handler is installed would kill it
+            self.procs.pop(name)
             p.send_signal(signal.SIGTERM)
             try:
                 return p.wait(timeout=timeout_s)
@@ -171,12 +192,6 @@ class ProcessNetwork:
                                wait_s=self.timeout_s if wait_s is None else wait_s)
 
     def wait_ready(self, timeout_s: float = 60.0) -> bool:
-        """True once every started process is alive after a short settling time (imports done or failed)."""
+        """True once every started process is serving; False if one died or the time ran out."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if any(p.poll() is not None for p in self.procs.values()):
-                return False
-            if all(self.log_file(n).exists() and self.log_file(n).stat().st_size > 0 for n in self.procs):
-                return True
-            time.sleep(0.1)
-        return False
+        return all(self.wait_serving(n, max(0.0, deadline - time.monotonic())) for n in list(self.procs))

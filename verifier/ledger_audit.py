@@ -28,6 +28,7 @@ from mpc_core import Session, SharedTensor
 from mpc_core.dealer import Request
 from mpc_core.domains import CHALLENGE
 from mpc_core.encoding import canonical_cbor, decode_cbor
+from mpc_core.transcript import tensor_digest
 from prover.commitments import JobCommitment, verify_records
 from prover.local_network import combined_root, decode_release, read_manifest_blob
 from prover.models.gpt_mpc import SharedGPT
@@ -219,6 +220,9 @@ def judge_party(p: int, n: int, job_id: str, commitment: JobCommitment, raw: byt
         return PartyVerdict(p, "cheated", f"malformed opening: {type(exc).__name__}: {exc}")
     if not verify_records(op["records"], op["salts"], commitment):
         return PartyVerdict(p, "cheated", "opened records do not match the committed roots")
+    bad = _first_unfaithful_output(op["records"], op["outs"])
+    if bad is not None:  # checked in both modes: exact replay recomputes products and would never look
+        return PartyVerdict(p, "cheated", f"step {bad}: opened output does not match its commitment")
     corr = _corrections_fn(release["corrections"]) if p == n - 1 and release.get("corrections") else None
     program = party_program_from_opening(manifest, op["weights"], op["tokens"])
     result = replay_party(program, party=p, n_parties=n, job=job_id.encode(), seed=release["seeds"][p],
@@ -233,6 +237,21 @@ def judge_party(p: int, n: int, job_id: str, commitment: JobCommitment, raw: byt
         f = result.finding
         return PartyVerdict(p, "cheated", f"step {f.step}: {f.what} differs", result)
     return PartyVerdict(p, "cheated", f"opening could not be replayed: {result.error}", result)
+
+
+def _first_unfaithful_output(records, outs: dict) -> int | None:
+    """The first step whose opened product output does not open that step's committed `out` digest."""
+    by_index = {r.index: r for r in records}
+    for k in sorted(outs):
+        rec = by_index.get(k)
+        z = outs[k]
+        try:
+            ok = rec is not None and "out" in rec.digests and tensor_digest("out", z) == rec.digests["out"]
+        except Exception:
+            ok = False
+        if not ok:
+            return int(k) if isinstance(k, int) else -1
+    return None
 
 
 def _published_weights(manifest: dict, weights: dict[str, torch.Tensor], salts: dict[str, bytes], party: int) -> bool:

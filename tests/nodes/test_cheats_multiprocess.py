@@ -1,0 +1,90 @@
+"""Every cheat kind against real processes on loopback, with the ledger on SQLite and on PostgreSQL.
+
+A dealer daemon and three `prover serve` nodes run as separate processes; this process is the
+client, the log operator and the auditor. For each kind, node 1 is restarted with `--cheat`,
+jobs run until the challenge opens node 1's share index (equivocation is proven without an
+opening), and the audit must name node 1 and nobody else, with an evidence bundle that
+verifies offline. Honest jobs on the same deployment must audit clean.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+
+from ledger import entries as E
+from prover.cheats import KINDS
+from prover.models import GPTConfig, random_model
+from prover.process_network import ProcessNetwork
+from verifier.ledger_audit import check_evidence
+
+CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=40, block_size=16)
+PROMPT = [3, 1, 4]
+STEPS = 2
+CHEATER = 1
+CHEATS = {"matmul-random": "matmul-random@3", "matmul-2^63": "matmul-2^63@20", "trunc": "trunc@5",
+          "zeros": "zeros@8", "weights": "weights", "bad-opening": "bad-opening@4", "refuse": "refuse",
+          "equivocate": "equivocate@7"}
+HONEST_JOBS = 3
+_jobs = itertools.count()
+
+
+def test_every_cheat_kind_is_covered():
+    assert set(CHEATS) == set(KINDS)
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def network(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(f"procnet-{request.param}")
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp / 'ledger.db'}"
+    else:
+        url = request.getfixturevalue("pg_server").create_database(f"procnet{os.getpid()}")
+    net = ProcessNetwork(url, tmp, n_nodes=3, seed=11, timeout_s=90)
+    model_id = net.publish(random_model(CFG, seed=4))
+    net.start()
+    assert net.wait_ready(120), net.logs()
+    yield net, model_id
+    codes = net.stop()
+    net.ledger.close()
+    assert all(c == 0 for c in codes.values()), (codes, net.logs())
+
+
+def _job_id(label: str) -> str:
+    return f"{label}-{os.getpid()}-{next(_jobs)}"
+
+
+def test_honest_jobs_audit_clean(network):
+    net, model_id = network
+    for _ in range(HONEST_JOBS):
+        job_id = _job_id("honest")
+        net.run_job(model_id, PROMPT, STEPS, job_id)
+        res = net.audit(job_id)
+        assert res.verdict.clean and all(res.checks.values()), (res.verdict.as_dict(), res.checks, net.logs())
+        assert net.ledger.get(res.verdict_index).entry.body["outcome"] == "pass"
+
+
+@pytest.mark.parametrize("kind", list(CHEATS))
+def test_cheat_is_caught_and_attributed(network, kind):
+    net, model_id = network
+    assert net.restart_node(CHEATER, CHEATS[kind]) == 0, net.logs()
+    try:
+        for _attempt in range(8):
+            job_id = _job_id(kind.replace("^", ""))
+            net.run_job(model_id, PROMPT, STEPS, job_id)
+            res = net.audit(job_id)
+            if res.verdict.closed_party != CHEATER or kind == "equivocate":
+                break
+        v = res.verdict
+        assert v.cheaters == [CHEATER], (kind, v.as_dict(), net.logs())
+        assert v.unresponsive == [], (kind, v.as_dict())
+        body = net.ledger.get(res.verdict_index).entry.body
+        assert body["outcome"] == "fail" and body["accused"] == [net.nodes[CHEATER].node_id]
+        chk = check_evidence(res.evidence[CHEATER], net.ledger.log_key)
+        assert chk.ok and chk.accused == [net.nodes[CHEATER].node_id], (kind, chk.as_dict())
+        # The honest nodes' receipts are on the ledger with their job roots.
+        roots = net.ledger.by_job(job_id, kind=E.JOB_ROOT)
+        assert all(len(r.entry.body["meta"]["receipts"]) == 2 for r in roots if r.entry.body["party"] != CHEATER)
+    finally:
+        assert net.restart_node(CHEATER, None) == 0, net.logs()
