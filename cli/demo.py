@@ -1,15 +1,17 @@
-"""`shardproof demo`: private generation with the shipped model, then audits on a real ledger.
+"""`shardproof demo`: private generation on processes that trust no one, then audits on a real ledger.
 
-1. Three parties (local nodes) hold additive shares of the published model; the client
-   shares its prompt; only the client reconstructs logits. The text is compared with the
-   plaintext model's.
-2. The job's commitments go on an embedded SQLite ledger (registrations, model, job,
-   dealer seed commitments, BLS-signed job roots, a sealing checkpoint); an auditor
-   derives the challenge, the nodes open 2 of 3 share indices, the auditor replays them
+1. A SQLite ledger; a dealer (`shardproof dealer serve`) and 3 nodes (`prover serve`), each a
+   separate process on loopback with its own keys; this process is the model owner, the
+   client, the log operator and the auditor. The owner publishes additive shares of the
+   shipped model (each node gets only its own); the client shares its prompt on private
+   channels; only the client reconstructs logits. The text is compared with the plaintext
+   model's.
+2. The nodes commit to their transcripts (BLS-signed job roots, broadcast receipts), the log
+   seals them in a checkpoint, the auditor derives the challenge and posts it; the nodes open
+   2 of 3 share indices from disk, the dealer releases their seeds, the auditor replays them
    with Freivalds checks and posts a verdict: clean.
-3. The same job again with one node cheating (--cheat, default a single 2^63 error in a
-   matmul share): the verdict names it, and its evidence bundle verifies offline.
-The MPC runs in this process; `prover serve` daemons post the same entries over the network.
+3. Node 1 is restarted with --cheat (default: a single 2^63 error in a matmul share) and the
+   job runs again: the verdict names it, and its evidence bundle verifies offline.
 """
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from cli.common import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK
@@ -50,9 +51,9 @@ def run(args: argparse.Namespace) -> int:
     from cli.audit_report import render_verdict
     from prover.cheats import Cheat, CheatSpecError
     from prover.errors import ProverError
-    from prover.local_network import LocalNetwork
     from prover.models import TINY_MODEL_DIR, load_checkpoint, load_tokenizer
-    from verifier.ledger_audit import audit_on_ledger, check_evidence
+    from prover.process_network import ProcessNetwork
+    from verifier.ledger_audit import AuditIncomplete, check_evidence
 
     out = Console(stderr=args.json)
     if args.parties < 2:
@@ -72,67 +73,86 @@ def run(args: argparse.Namespace) -> int:
     d = Path(tmp.name)
     url = args.ledger or f"sqlite:///{d / 'ledger.db'}"
     out.print(Panel.fit(f"model: shipped tiny GPT ({model.num_params():,} parameters, {model.config.n_layer} layers)\n"
-                        f"parties: {args.parties} local nodes holding additive shares over Z_2^64 (16 fractional bits)\n"
+                        f"processes: a dealer and {args.parties} nodes on loopback, each with its own keys; "
+                        f"shares over Z_2^64 (16 fractional bits)\n"
                         f"ledger: {url}\nprompt: {args.prompt!r}", title="shardproof demo"))
-    net = LocalNetwork.create(url, args.parties, seed=0)
-    model_id = net.publish(model, d / "model", TINY_MODEL_DIR)
-    nodes = {p: n.node_id for p, n in enumerate(net.nodes)}
+    net = ProcessNetwork(url, d, n_nodes=args.parties, seed=0, timeout_s=120)
+    try:
+        with out.status("publishing the model shares and starting the dealer and the nodes ..."):
+            model_id = net.publish(model, TINY_MODEL_DIR)
+            net.start()
+            if not net.wait_ready(120):
+                out.print("[red]a process did not start[/]\n" + net.logs())
+                return EXIT_INCOMPLETE
+        nodes = {p: k.node_id for p, k in enumerate(net.nodes)}
 
-    def job_and_audit(job_id: str, cheats: dict, label: str):
-        t0 = time.perf_counter()
-        job = net.run(d / "model", model_id, ids, args.tokens, job_id=job_id, workdir=d / job_id, cheats=cheats)
-        job_seconds = time.perf_counter() - t0
-        res = audit_on_ledger(net.ledger, job_id, net.verifier, lam=args.lam,
-                              respond=lambda ci, ps: net.respond(job, job_id, ci, ps))
-        render_verdict(out, res.verdict, nodes, res.checks, title=label)
-        return job, res, job_seconds
+        def job_and_audit(job_id: str, label: str):
+            with out.status(f"{label}: running the private job on the nodes ..."):
+                job = net.run_job(model_id, ids, args.tokens, job_id)
+            with out.status(f"{label}: sealing, challenging, opening and replaying ..."):
+                res = net.audit(job_id, lam=args.lam)
+            render_verdict(out, res.verdict, nodes, res.checks, title=label)
+            return job, res
 
-    with out.status("running the private job (3 local nodes) and committing to the ledger ..."):
-        job, res, job_seconds = job_and_audit("demo-job-1", {}, "audit of the honest job")
-    ref = model.double().generate(torch.tensor([ids]), args.tokens, temperature=0)[0, len(ids):].tolist()
-    side = Table(title="greedy continuation")
-    side.add_column("MPC (client's view)")
-    side.add_column("plaintext reference")
-    side.add_row(tok.decode(job.tokens), tok.decode(ref))
-    out.print(side)
-    summary = {"job_id": "demo-job-1", "text": tok.decode(job.tokens), "identical_to_plaintext": job.tokens == ref,
-               "verdict": "clean" if res.verdict.clean else "not clean", "cheaters": [nodes[p] for p in res.verdict.cheaters],
-               "unresponsive": [nodes[p] for p in res.verdict.unresponsive], "lambda": args.lam,
-               "audit_seconds": res.verdict.seconds, "job_seconds": job_seconds}
-    ok = res.verdict.clean and job.tokens == ref
-    if cheat is not None:
-        caught = None
-        for attempt in range(4):
-            jid = f"demo-cheat-{attempt + 1}"
-            with out.status(f"running the job again with {nodes[args.cheater]} cheating ({cheat}) ..."):
-                cjob, cres, cseconds = job_and_audit(jid, {args.cheater: cheat},
-                                                     f"audit with {nodes[args.cheater]} cheating ({cheat})")
-            if cres.verdict.closed_party == args.cheater:
-                out.print(f"[yellow]the challenge left {nodes[args.cheater]}'s share index closed (probability "
-                          f"1/{args.parties} per job; replicas cover it): running another job[/]")
-                continue
-            caught = (jid, cres, cseconds)
-            break
-        if caught is None:
-            ok = False
-        else:
-            jid, cres, cseconds = caught
-            ev = {}
-            for p, bundle in cres.evidence.items():
-                path = d / f"evidence-{jid}-party{p}.cbor"
-                path.write_bytes(bundle)
-                chk = check_evidence(bundle, net.ledger.log_key)
-                ev[nodes[p]] = {"bytes": len(bundle), "verifies_offline": chk.ok}
-                out.print(Panel(f"evidence against {nodes[p]}: {len(bundle):,} bytes; checked offline "
-                                f"(ledger proofs, signatures, challenge derivation, replay): "
-                                f"{'[bold red]proves the cheating[/]' if chk.ok else '[yellow]does not verify[/]'}",
-                                title="evidence"))
-            named = [nodes[p] for p in cres.verdict.cheaters]
-            ok = ok and named == [nodes[args.cheater]] and all(e["verifies_offline"] for e in ev.values())
-            summary["cheat_run"] = {"job_id": jid, "cheat": str(cheat), "verdict": "cheating detected" if named else "clean",
-                                    "cheaters": named, "unresponsive": [nodes[p] for p in cres.verdict.unresponsive],
-                                    "audit_seconds": cres.verdict.seconds, "job_seconds": cseconds, "evidence": ev}
+        job, res = job_and_audit("demo-job-1", "audit of the honest job")
+        ref = model.double().generate(torch.tensor([ids]), args.tokens, temperature=0)[0, len(ids):].tolist()
+        side = Table(title="greedy continuation")
+        side.add_column("MPC (client's view)")
+        side.add_column("plaintext reference")
+        side.add_row(tok.decode(job["tokens"]), tok.decode(ref))
+        out.print(side)
+        summary = {"job_id": "demo-job-1", "text": tok.decode(job["tokens"]), "identical_to_plaintext": job["tokens"] == ref,
+                   "verdict": "clean" if res.verdict.clean else "not clean",
+                   "cheaters": [nodes[p] for p in res.verdict.cheaters],
+                   "unresponsive": [nodes[p] for p in res.verdict.unresponsive], "lambda": args.lam,
+                   "audit_seconds": res.verdict.seconds, "job_seconds": job["seconds"]}
+        ok = res.verdict.clean and job["tokens"] == ref
+        if cheat is not None:
+            ok = _cheat_run(out, net, cheat, args, nodes, job_and_audit, summary, d, check_evidence) and ok
+    except (ProverError, AuditIncomplete, OSError) as exc:
+        out.print(f"[red]the demo could not finish: {type(exc).__name__}: {exc}[/]\n" + net.logs())
+        return EXIT_INCOMPLETE
+    finally:
+        net.stop()
+        net.ledger.close()
     if args.json:
         print(json.dumps(summary))
     tmp.cleanup()
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def _cheat_run(out, net, cheat, args, nodes, job_and_audit, summary, d, check_evidence) -> bool:
+    """Restart one node with `cheat`, run jobs until its share index is opened, check the evidence."""
+    from rich.panel import Panel
+
+    with out.status(f"restarting {nodes[args.cheater]} with --cheat {cheat} ..."):
+        net.restart_node(args.cheater, str(cheat))
+        net.wait_serving(nodes[args.cheater], 120)
+    caught = None
+    for attempt in range(4):
+        jid = f"demo-cheat-{attempt + 1}"
+        job, res = job_and_audit(jid, f"audit with {nodes[args.cheater]} cheating ({cheat})")
+        if res.verdict.closed_party == args.cheater and not res.verdict.cheaters:
+            out.print(f"[yellow]the challenge left {nodes[args.cheater]}'s share index closed (probability "
+                      f"1/{args.parties} per job; replicas cover it): running another job[/]")
+            continue
+        caught = (jid, job, res)
+        break
+    if caught is None:
+        return False
+    jid, job, res = caught
+    ev = {}
+    for p, bundle in res.evidence.items():
+        path = d / f"evidence-{jid}-party{p}.cbor"
+        path.write_bytes(bundle)
+        chk = check_evidence(bundle, net.ledger.log_key)
+        ev[nodes[p]] = {"bytes": len(bundle), "verifies_offline": chk.ok}
+        out.print(Panel(f"evidence against {nodes[p]}: {len(bundle):,} bytes; checked offline "
+                        f"(ledger proofs, signatures, challenge derivation, replay or receipts): "
+                        f"{'[bold red]proves the cheating[/]' if chk.ok else '[yellow]does not verify[/]'}",
+                        title="evidence"))
+    named = [nodes[p] for p in res.verdict.cheaters]
+    summary["cheat_run"] = {"job_id": jid, "cheat": str(cheat), "verdict": "cheating detected" if named else "clean",
+                            "cheaters": named, "unresponsive": [nodes[p] for p in res.verdict.unresponsive],
+                            "audit_seconds": res.verdict.seconds, "job_seconds": job["seconds"], "evidence": ev}
+    return named == [nodes[args.cheater]] and all(e["verifies_offline"] for e in ev.values())

@@ -27,18 +27,19 @@ from ledger import entries as E
 from mpc_core.dealer import Request, TrustedDealer, kind_spec
 from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_from_bytes
 from mpc_core.errors import MPCError
-from prover.channels import CORRECTION_KEY_BYTES, PURPOSE_DEALER, open_correction, seal, seal_correction
+from prover.channels import CORRECTION_KEY_BYTES, PURPOSE_DEALER, TAG_BYTES, open_correction, seal, seal_correction
 from prover.ledger_view import challenge_is_derived
 from prover.local_files import safe_id, write_secret
 from prover.errors import ProverError
 from prover.keys import NodeKeys, lookup_peer
 from prover.opening import enc_tensor
-from prover.wire import dealer_rank, join_group, leave_group, recv_bytes, send_bytes
+from prover.wire import (dealer_rank, join_group, leave_group, recv_exact, recv_fixed, send_bytes, send_exact,
+                         send_fixed)
 
 log = logging.getLogger("shardproof.dealer")
 
 STATE_FORMAT = "shardproof/dealer-state/v1"
-MAX_REQUEST_BYTES = 1 << 16
+REQUEST_FRAME = 2048  # bytes of one correction request frame (a request descriptor is a few dozen bytes)
 
 
 class DealerServiceError(ProverError):
@@ -56,23 +57,22 @@ class SealedDealerLink:
 
     def fetch(self, req: Request, op_index: int) -> dict:
         desc = req.describe()
-        send_bytes(canonical_cbor([op_index] + desc), self.rank)
-        payload = open_correction(self.key, self.job_id, op_index, desc, recv_bytes(self.rank))
+        comps = kind_spec(req).derived
+        sizes = [8 * _numel(c.shape) for c in comps]
+        # One fixed-size request frame and one reply of known size: a round trip is two messages.
+        send_fixed(canonical_cbor([op_index] + desc), self.rank, REQUEST_FRAME)
+        sealed = recv_exact(self.rank, sum(sizes) + TAG_BYTES)
+        payload = open_correction(self.key, self.job_id, op_index, desc, sealed)
         out, pos = {}, 0
-        for comp in kind_spec(req).derived:
-            size = 8 * _numel(comp.shape)
-            if pos + size > len(payload):
-                raise DealerServiceError(f"correction #{op_index} is too short")
+        for comp, size in zip(comps, sizes):
             out[comp.name] = tensor_from_bytes(payload[pos:pos + size], tuple(comp.shape))
             pos += size
-        if pos != len(payload):
-            raise DealerServiceError(f"correction #{op_index} has {len(payload) - pos} extra bytes")
         return out
 
     def close(self) -> None:
-        """Tell the dealer the program is done (an empty message)."""
+        """Tell the dealer the program is done (an empty request frame)."""
         try:
-            send_bytes(b"", self.rank)
+            send_fixed(b"", self.rank, REQUEST_FRAME)
         except Exception:  # the dealer may be gone already; closing is best effort
             pass
 
@@ -111,7 +111,7 @@ def serve_corrections(dealer: _LoggingDealer, n_parties: int, job_id: str, key: 
     """Answer the last party's requests until it sends the empty message; returns the number served."""
     last = n_parties - 1
     while True:
-        msg = recv_bytes(last, MAX_REQUEST_BYTES)
+        msg = recv_fixed(last, REQUEST_FRAME)
         if not msg:
             return len(dealer.log)
         try:
@@ -123,7 +123,7 @@ def serve_corrections(dealer: _LoggingDealer, n_parties: int, job_id: str, key: 
             raise
         except (MPCError, ValueError, TypeError, KeyError) as exc:
             raise DealerServiceError(f"bad correction request from party {last}: {type(exc).__name__}: {exc}") from exc
-        send_bytes(seal_correction(key, job_id, op_index, req.describe(), payload), last)
+        send_exact(seal_correction(key, job_id, op_index, req.describe(), payload), last)
 
 
 # --- one job ------------------------------------------------------------------------------
@@ -300,6 +300,9 @@ class DealerDaemon:
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Serve until `stop` is set."""
+        import torch
+
+        torch.set_num_threads(1)  # one thread per role process: spinning thread pools starve the peers
         stop = stop or threading.Event()
         log.info("dealer %s serving", self.keys.node_id)
         while not stop.is_set():

@@ -48,12 +48,13 @@ def _onehot(ids: list[int], vocab: int) -> torch.Tensor:
 def run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str], model_id: str, prompt_ids: list[int],
                    steps: int, job_id: str, *, dealer: str | None = None, master_seed: bytes | None = None,
                    port: int | None = None, timeout_s: float = 60.0, state_dir: str | os.PathLike | None = None,
-                   temperature: float = 0.0, top_k: int | None = None, seed: int = 0) -> dict:
+                   temperature: float = 0.0, top_k: int | None = None, seed: int = 0, keep_logits: bool = False) -> dict:
     """Run one private-generation job on the registered nodes `node_ids` (party i = node_ids[i]).
 
     `dealer` names a registered dealer daemon; None runs the dealer inside the client (a child
     process with the client's keys, its state file under `state_dir`). Returns {tokens, job_id,
-    seconds, state_file (None with an external dealer)}."""
+    seconds, state_file (None with an external dealer)}, and with `keep_logits` the reconstructed
+    ring-encoded logits of every step (what only the client ever sees)."""
     safe_id(job_id, "job id")
     if steps < 1 or not prompt_ids:
         raise RemoteJobError("a job needs a prompt and at least one step")
@@ -98,6 +99,7 @@ def run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str], 
     gen = torch.Generator().manual_seed(int(seed))
     guard = ReplayGuard()
     tokens: list[int] = []
+    kept: list[torch.Tensor] = []
 
     def send_tokens(ids: list[int]) -> None:
         step = len(tokens)
@@ -114,6 +116,8 @@ def run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str], 
             if opened.counter != len(tokens):
                 raise RemoteJobError(f"logit share #{opened.counter} from party {p}, #{len(tokens)} was due")
             total += tensor_from_bytes(opened.payload, (1, vocab))
+        if keep_logits:
+            kept.append(total.clone())
         return decode(total, manifest["frac_bits"])
 
     t0 = time.perf_counter()
@@ -144,5 +148,8 @@ def run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str], 
     # The job counts as done once every party's job root is on the ledger (a checkpoint can then seal them).
     if not wait_for(lambda: len({e.entry.body["party"] for e in led.by_job(job_id, kind=E.JOB_ROOT)}) == n, timeout_s):
         raise RemoteJobError(f"job {job_id}: not every node posted its job root within {timeout_s} s")
-    return {"tokens": tokens, "job_id": job_id, "seconds": time.perf_counter() - t0,
-            "state_file": str(state_file) if state_file is not None else None}
+    out = {"tokens": tokens, "job_id": job_id, "seconds": time.perf_counter() - t0,
+           "state_file": str(state_file) if state_file is not None else None}
+    if keep_logits:
+        out["logits"] = kept
+    return out

@@ -67,6 +67,51 @@ def recv_bytes(src: int, max_len: int = MAX_WIRE_BYTES) -> bytes:
     return bytes(buf.numpy().tobytes())
 
 
+def send_fixed(data: bytes, dst: int, size: int) -> None:
+    """Send `data` as one message of exactly `size` bytes: a 4-byte little-endian length, the data, zero padding."""
+    if len(data) + 4 > size:
+        raise WireError(f"{len(data)} bytes do not fit a {size}-byte frame")
+    buf = bytearray(size)
+    buf[:4] = len(data).to_bytes(4, "little")
+    buf[4:4 + len(data)] = data
+    try:
+        dist.send(torch.frombuffer(buf, dtype=torch.uint8), dst=dst)
+    except Exception as exc:
+        raise _translate(exc, f"send to rank {dst}") from exc
+
+
+def recv_fixed(src: int, size: int) -> bytes:
+    """Receive one `send_fixed` frame of `size` bytes from rank `src`; returns the data."""
+    buf = torch.empty(size, dtype=torch.uint8)
+    try:
+        dist.recv(buf, src=src)
+    except Exception as exc:
+        raise _translate(exc, f"receive from rank {src}") from exc
+    raw = buf.numpy().tobytes()
+    n = int.from_bytes(raw[:4], "little")
+    if n + 4 > size:
+        raise WireError(f"rank {src} sent a frame claiming {n} bytes in {size}")
+    return raw[4:4 + n]
+
+
+def send_exact(data: bytes, dst: int) -> None:
+    """Send `data` as one message whose length the receiver already knows."""
+    try:
+        dist.send(torch.frombuffer(bytearray(data), dtype=torch.uint8), dst=dst)
+    except Exception as exc:
+        raise _translate(exc, f"send to rank {dst}") from exc
+
+
+def recv_exact(src: int, size: int) -> bytes:
+    """Receive one message of exactly `size` bytes (sent with `send_exact`)."""
+    buf = torch.empty(size, dtype=torch.uint8)
+    try:
+        dist.recv(buf, src=src)
+    except Exception as exc:
+        raise _translate(exc, f"receive from rank {src}") from exc
+    return buf.numpy().tobytes()
+
+
 def exchange_bytes(data: dict[int, bytes], peers: list[int]) -> dict[int, bytes]:
     """Send `data[j]` to every peer j and receive one byte string from each (no ordering deadlock)."""
     try:
