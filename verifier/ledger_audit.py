@@ -1,7 +1,8 @@
 """`verify audit <job-id>`: audit a job from the ledger alone (specs/audit.md).
 
-1. Read the job's entries; every one must be included under the latest signed checkpoint
-   (RFC 9162 inclusion proofs) and the nodes' job roots must pass one aggregate BLS check.
+1. Read the job's entries; every one must carry a valid Ed25519 signature by its registered
+   author and be included under the sealing signed checkpoint (RFC 9162 inclusion proofs),
+   and the nodes' job roots must pass one aggregate BLS check.
 2. Broadcast consistency: every node's opened_root (inside its signed job root) is equal, and
    the broadcast receipts the nodes publish show no sender that signed two different chains
    (verifier.broadcast: equivocation is proven by the receipts alone).
@@ -113,7 +114,10 @@ def audit_on_ledger(led: Ledger, job_id: str, verifier: Identity | None, *, lam:
         raise AuditIncomplete("no valid signed checkpoint seals the job roots yet")
     sealed = [e for es in ents.values() for e in es]
     checks["inclusion"] = _included(led, sealed, scp) and all(e.index < scp.size for e in roots)
-    bls = {r.node_id: r.bls for r in led.registrations()}
+    regs = led.registrations()
+    ed = {r.node_id: r.ed25519 for r in regs}
+    checks["entry_signatures"] = all(e.entry.author in ed and e.entry.verify_sig(ed[e.entry.author]) for e in sealed)
+    bls = {r.node_id: r.bls for r in regs}
     checks["job_roots_bls_aggregate"] = E.job_roots_aggregate_ok([e.entry for e in roots], bls)
     commitments = []
     for e in roots:
@@ -126,8 +130,7 @@ def audit_on_ledger(led: Ledger, job_id: str, verifier: Identity | None, *, lam:
     checks.setdefault("job_root_meta", True)
     opened_roots = {c.opened_root for c in commitments}
     assignment = {a["party"]: a["node"] for a in ents[E.JOB_ASSIGN][0].entry.body["assignments"]}
-    bcast = check_receipts(job_id, [e.entry.body for e in roots], assignment,
-                           {r.node_id: r.ed25519 for r in led.registrations()})
+    bcast = check_receipts(job_id, [e.entry.body for e in roots], assignment, ed)
     checks["broadcast_receipts"] = bcast.consistent
     seed = challenge_seed(job_id, scp.size, scp.root, [e.entry.body["root"] for e in roots])
     closed = int.from_bytes(seed[:8], "little") % n

@@ -9,6 +9,7 @@ verifies offline. Honest jobs on the same deployment must audit clean.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 
 import pytest
@@ -63,6 +64,34 @@ def test_honest_jobs_audit_clean(network):
         res = net.audit(job_id)
         assert res.verdict.clean and all(res.checks.values()), (res.verdict.as_dict(), res.checks, net.logs())
         assert net.ledger.get(res.verdict_index).entry.body["outcome"] == "pass"
+
+
+def test_verify_audit_cli_names_a_stopped_node_unresponsive_not_a_cheater(network, tmp_path, capsys):
+    from cli.verify import main
+
+    net, model_id = network
+    key = tmp_path / "auditor.key"
+    net.verifier.save(key)
+    victim = 2
+    try:
+        for _attempt in range(8):
+            job_id = _job_id("silent")
+            net.run_job(model_id, PROMPT, STEPS, job_id)
+            assert net.stop_process(net.nodes[victim].node_id) == 0, net.logs()
+            net.ledger.checkpoint()
+            rc = main(["audit", job_id, "--ledger", net.url, "--key", str(key), "--wait", "4", "--json",
+                       "--evidence-dir", str(tmp_path)])
+            out = json.loads(capsys.readouterr().out)
+            net.start_node(victim)
+            assert net.wait_serving(net.nodes[victim].node_id, 120), net.logs()
+            if out["closed_party"] != victim:
+                break
+        assert rc == 2 and out["unresponsive"] == [victim] and out["cheaters"] == [], out
+        v = net.ledger.by_job(job_id, kind=E.VERDICT)[0].entry.body
+        assert v["outcome"] == "incomplete" and v["accused"] == []
+    finally:
+        if net.nodes[victim].node_id not in net.procs:
+            net.start_node(victim)
 
 
 @pytest.mark.parametrize("kind", list(CHEATS))
