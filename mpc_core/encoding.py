@@ -18,6 +18,38 @@ from mpc_core.errors import EncodingError
 _ALLOWED_SCALARS = (int, bytes, str, bool, type(None))
 
 
+_PLAIN_SCALARS = frozenset((int, bytes, str, bool, type(None)))
+_KEY_TYPES = (str, int)
+
+
+def _encodable(obj: Any) -> bool:
+    """Whether `_check` would accept `obj` (the same rules, without building paths)."""
+    t = type(obj)
+    if t in _PLAIN_SCALARS:
+        return True
+    if t is list or t is tuple:
+        for item in obj:
+            if type(item) not in _PLAIN_SCALARS and not _encodable(item):
+                return False
+        return True
+    if t is dict:
+        for k, v in obj.items():
+            if type(k) is not str and type(k) is not int and not isinstance(k, _KEY_TYPES):
+                return False
+            if type(v) not in _PLAIN_SCALARS and not _encodable(v):
+                return False
+        return True
+    if isinstance(obj, _ALLOWED_SCALARS):
+        return True
+    if isinstance(obj, float):
+        return False
+    if isinstance(obj, (list, tuple)):
+        return all(_encodable(item) for item in obj)
+    if isinstance(obj, dict):
+        return all(isinstance(k, _KEY_TYPES) and _encodable(v) for k, v in obj.items())
+    return False
+
+
 def _check(obj: Any, path: str) -> None:
     if isinstance(obj, bool) or isinstance(obj, _ALLOWED_SCALARS):
         return
@@ -38,7 +70,8 @@ def _check(obj: Any, path: str) -> None:
 
 def canonical_cbor(obj: Any) -> bytes:
     """Encode `obj` (ints, bytes, str, bool, None, lists, str/int-keyed maps) as deterministic CBOR."""
-    _check(obj, "")
+    if not _encodable(obj):
+        _check(obj, "")  # raises, naming the path of the first offending value
     return cbor2.dumps(obj, canonical=True)
 
 

@@ -59,6 +59,8 @@ class Transcript:
     def __init__(self, party: int, store_dir: str | os.PathLike | None = None):
         self.party = party
         self.records: list[StepRecord] = []
+        self._index: dict[int, int] = {}  # step index -> position in self.records (see _find)
+        self._indexed: tuple[int, int] = (id(self.records), 0)  # (id, length) of the list _index describes
         self._chain = blake3.blake3(TRANSCRIPT_STEP + canonical_cbor(["chain", party])).digest()
         self._file = None
         self.path: Path | None = None
@@ -80,6 +82,9 @@ class Transcript:
                 rec.offsets[n] = self._file.seek(0, os.SEEK_END)
                 arr = np.ascontiguousarray(tensors[n].detach().cpu().numpy()).astype("<i8", copy=False)
                 self._file.write(memoryview(arr).cast("B"))
+        if self._indexed == (id(self.records), len(self.records)):
+            self._index.setdefault(index, len(self.records))
+            self._indexed = (id(self.records), len(self.records) + 1)
         self.records.append(rec)
         self._chain = blake3.blake3(self._chain + rec.digest()).digest()
         return rec
@@ -95,7 +100,7 @@ class Transcript:
         """The tensors of step `index`, read back from disk and checked against the record."""
         if self._file is None:
             raise TranscriptError("this transcript keeps digests only (no store_dir)")
-        rec = next((r for r in self.records if r.index == index), None)
+        rec = self._find(index)
         if rec is None:
             raise TranscriptError(f"party {self.party} has no step {index}")
         self._file.flush()
@@ -110,6 +115,20 @@ class Transcript:
                 raise TranscriptError(f"party {self.party} step {index}: stored {n} does not match its digest")
             out[n] = t
         return out
+
+    def _find(self, index: int) -> StepRecord | None:
+        """The first record with step index `index` (None if there is none), through a position map
+        that follows appends and a reassigned `records` list."""
+        recs = self.records
+        pos = self._index.get(index) if self._indexed == (id(recs), len(recs)) else None
+        if pos is not None and pos < len(recs) and recs[pos].index == index:
+            return recs[pos]
+        by_index: dict[int, int] = {}
+        for pos, r in enumerate(recs):
+            by_index.setdefault(r.index, pos)
+        self._index, self._indexed = by_index, (id(recs), len(recs))
+        pos = by_index.get(index)
+        return None if pos is None else recs[pos]
 
     def close(self) -> None:
         if self._file is not None:

@@ -70,3 +70,36 @@ def test_digest_only_transcripts_refuse_to_load():
     s = _run()
     with pytest.raises(TranscriptError, match="digests only"):
         s.transcripts[0].load(0)
+
+
+def test_load_follows_appends_and_a_reassigned_record_list(tmp_path):
+    s = _run(tmp_path)
+    t = s.transcripts[2]
+    recs = list(t.records)
+    assert set(t.load(recs[4].index)) == set(recs[4].digests)
+    t.records = recs[:6]  # what a daemon does after reopening a job
+    assert set(t.load(recs[5].index)) == set(recs[5].digests)
+    with pytest.raises(TranscriptError, match="no step"):
+        t.load(recs[6].index)
+    t.records = list(reversed(recs))
+    assert set(t.load(recs[6].index)) == set(recs[6].digests)
+    t.records.append(recs[0])  # an in-place append is seen too
+    assert set(t.load(recs[0].index)) == set(recs[0].digests)
+
+
+def test_canonical_cbor_rejects_with_the_same_errors():
+    from mpc_core.encoding import EncodingError, _check, canonical_cbor
+
+    class Sub(int):
+        pass
+
+    good = [1, b"x", "s", True, None, [1, [2, (3,)]], {"a": [1, {2: b""}]}, Sub(3), {Sub(1): 2}]
+    for obj in good:
+        assert canonical_cbor(obj)
+    bad = [1.5, [1, [2, 0.5]], {"a": {"b": [1, 2.0]}}, {(1,): 2}, {"k": object()}, [b"", {1: {1.0: 2}}], object()]
+    for obj in bad:
+        with pytest.raises(EncodingError) as got:
+            canonical_cbor(obj)
+        with pytest.raises(EncodingError) as ref:
+            _check(obj, "")
+        assert str(got.value) == str(ref.value)
