@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import signal
 import sys
+import threading
 from typing import Callable, Sequence
 
 # Exit codes mean something (see README "Exit codes").
@@ -44,3 +47,26 @@ def not_yet(name: str, issue: str) -> Callable[[argparse._SubParsersAction, str]
         p.set_defaults(func=func)
 
     return register
+
+
+def run_until_signalled(serve: Callable[[threading.Event], None], logger: str) -> int:
+    """Run a daemon loop `serve(stop)` until SIGTERM or SIGINT sets `stop`; a clean stop exits 0."""
+    stop = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        logging.getLogger(logger).info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    serve(stop)
+    return EXIT_OK
+
+
+def add_daemon_arguments(p: argparse.ArgumentParser, key_help: str, data_help: str) -> None:
+    """The options every daemon takes: --ledger, --key, --data, --poll, --timeout."""
+    p.add_argument("--ledger", required=True, help="ledger URL: sqlite:///path, postgresql://..., or a file path")
+    p.add_argument("--key", required=True, help=key_help)
+    p.add_argument("--data", required=True, help=data_help)
+    p.add_argument("--poll", type=float, default=0.2, help="ledger poll interval in seconds (default 0.2)")
+    p.add_argument("--timeout", type=float, default=60.0, help="peer timeout in seconds (default 60)")

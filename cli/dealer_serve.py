@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 
-from cli.common import EXIT_INCOMPLETE, EXIT_OK
+from cli.common import EXIT_INCOMPLETE, add_daemon_arguments, run_until_signalled
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -23,11 +21,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     verbs = p.add_subparsers(dest="verb", metavar="VERB")
     s = verbs.add_parser("serve", help="run the dealer daemon", description=__doc__,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("--ledger", required=True, help="ledger URL: sqlite:///path, postgresql://..., or a file path")
-    s.add_argument("--key", required=True, help="key file written by `prover keygen` (registered with role dealer)")
-    s.add_argument("--data", required=True, help="state directory")
-    s.add_argument("--poll", type=float, default=0.2, help="ledger poll interval in seconds (default 0.2)")
-    s.add_argument("--timeout", type=float, default=60.0, help="peer timeout in seconds (default 60)")
+    add_daemon_arguments(s, "key file written by `prover keygen` (registered with role dealer)", "state directory")
     s.set_defaults(func=run)
 
 
@@ -52,13 +46,4 @@ def run(args: argparse.Namespace) -> int:
         daemon = DealerDaemon(args.ledger, keys, args.data, poll_s=args.poll, timeout_s=args.timeout)
     except (LedgerError, OSError) as exc:
         return bad(f"cannot open the ledger: {exc}")
-    stop = threading.Event()
-
-    def on_signal(signum, _frame) -> None:
-        logging.getLogger("shardproof.dealer").info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    daemon.run(stop)
-    return EXIT_OK
+    return run_until_signalled(lambda stop: daemon.run(stop), "shardproof.dealer")

@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 
-from cli.common import EXIT_INCOMPLETE, EXIT_OK
+from cli.common import EXIT_INCOMPLETE, add_daemon_arguments, run_until_signalled
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="run a node: serve assigned jobs and answer challenges from the ledger")
-    p.add_argument("--ledger", required=True, help="ledger URL: sqlite:///path, postgresql://..., or a file path")
-    p.add_argument("--key", required=True, help="key file written by `prover keygen`")
-    p.add_argument("--data", required=True, help="data directory (models/<model_id>/ and per-job state)")
+    add_daemon_arguments(p, "key file written by `prover keygen`",
+                         "data directory (models/<model_id>/ and per-job state)")
     p.add_argument("--cheat", default=None, help="deliberate deviation for tests: KIND[@STEP] (prover/cheats.py)")
     p.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs, once each was challenged")
-    p.add_argument("--poll", type=float, default=0.2, help="ledger poll interval in seconds (default 0.2)")
-    p.add_argument("--timeout", type=float, default=60.0, help="peer timeout in seconds (default 60)")
     p.set_defaults(func=run)
 
 
@@ -56,13 +51,4 @@ def run(args: argparse.Namespace) -> int:
         daemon = NodeDaemon(args.ledger, keys, args.data, cheat=cheat, poll_s=args.poll, timeout_s=args.timeout)
     except (LedgerError, OSError) as exc:
         return bad(f"cannot open the ledger: {exc}")
-    stop = threading.Event()
-
-    def on_signal(signum, _frame) -> None:
-        logging.getLogger("shardproof.daemon").info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    daemon.run(stop, max_jobs=args.max_jobs)
-    return EXIT_OK
+    return run_until_signalled(lambda stop: daemon.run(stop, max_jobs=args.max_jobs), "shardproof.daemon")

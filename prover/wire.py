@@ -67,33 +67,6 @@ def recv_bytes(src: int, max_len: int = MAX_WIRE_BYTES) -> bytes:
     return bytes(buf.numpy().tobytes())
 
 
-def send_fixed(data: bytes, dst: int, size: int) -> None:
-    """Send `data` as one message of exactly `size` bytes: a 4-byte little-endian length, the data, zero padding."""
-    if len(data) + 4 > size:
-        raise WireError(f"{len(data)} bytes do not fit a {size}-byte frame")
-    buf = bytearray(size)
-    buf[:4] = len(data).to_bytes(4, "little")
-    buf[4:4 + len(data)] = data
-    try:
-        dist.send(torch.frombuffer(buf, dtype=torch.uint8), dst=dst)
-    except Exception as exc:
-        raise _translate(exc, f"send to rank {dst}") from exc
-
-
-def recv_fixed(src: int, size: int) -> bytes:
-    """Receive one `send_fixed` frame of `size` bytes from rank `src`; returns the data."""
-    buf = torch.empty(size, dtype=torch.uint8)
-    try:
-        dist.recv(buf, src=src)
-    except Exception as exc:
-        raise _translate(exc, f"receive from rank {src}") from exc
-    raw = buf.numpy().tobytes()
-    n = int.from_bytes(raw[:4], "little")
-    if n + 4 > size:
-        raise WireError(f"rank {src} sent a frame claiming {n} bytes in {size}")
-    return raw[4:4 + n]
-
-
 def send_exact(data: bytes, dst: int) -> None:
     """Send `data` as one message whose length the receiver already knows."""
     try:
@@ -110,6 +83,22 @@ def recv_exact(src: int, size: int) -> bytes:
     except Exception as exc:
         raise _translate(exc, f"receive from rank {src}") from exc
     return buf.numpy().tobytes()
+
+
+def send_fixed(data: bytes, dst: int, size: int) -> None:
+    """Send `data` as one message of exactly `size` bytes: a 4-byte little-endian length, the data, zero padding."""
+    if len(data) + 4 > size:
+        raise WireError(f"{len(data)} bytes do not fit a {size}-byte frame")
+    send_exact(len(data).to_bytes(4, "little") + data + bytes(size - 4 - len(data)), dst)
+
+
+def recv_fixed(src: int, size: int) -> bytes:
+    """Receive one `send_fixed` frame of `size` bytes from rank `src`; returns the data."""
+    raw = recv_exact(src, size)
+    n = int.from_bytes(raw[:4], "little")
+    if n + 4 > size:
+        raise WireError(f"rank {src} sent a frame claiming {n} bytes in {size}")
+    return raw[4:4 + n]
 
 
 def exchange_bytes(data: dict[int, bytes], peers: list[int]) -> dict[int, bytes]:

@@ -133,3 +133,17 @@ def test_serve_bad_input_exits_2(tmp_path):
     assert main(["serve", "--ledger", f"sqlite:///{tmp_path / 'none.db'}", "--key", str(key),
                  "--data", str(tmp_path)]) == 2
     assert main(["serve", "--ledger", url, "--key", str(key), "--data", str(tmp_path), "--max-jobs", "0"]) == 2
+
+
+def test_dealer_serve_bad_input_exits_2(tmp_path):
+    from cli.shardproof import main
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    Ledger.open(url, origin="test.shardproof/daemon", log_identity=Identity("log", b"L" * 32)).close()
+    key = tmp_path / "dealer.key"
+    _keys("dealer-x").save(key)
+    assert main(["dealer", "serve", "--ledger", url, "--key", str(tmp_path / "missing.key"), "--data", str(tmp_path)]) == 2
+    assert main(["dealer", "serve", "--ledger", f"sqlite:///{tmp_path / 'none.db'}", "--key", str(key),
+                 "--data", str(tmp_path)]) == 2
+    assert main(["dealer", "serve", "--ledger", url, "--key", str(key), "--data", str(tmp_path), "--poll", "0"]) == 2
+    assert main(["dealer"]) == 2
