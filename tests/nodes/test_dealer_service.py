@@ -1,0 +1,98 @@
+"""The dealer role in isolation: sealed corrections, request order, which jobs it serves, when it releases."""
+from __future__ import annotations
+
+import pytest
+
+from ledger import Identity, Ledger
+from ledger import entries as E
+from mpc_core import prg
+from mpc_core.dealer import Request, TrustedDealer
+from mpc_core.encoding import canonical_cbor
+from prover.channels import open_correction, seal_correction
+from prover.dealer_service import (DealerServiceError, _LoggingDealer, release_for_challenge, request_from,
+                                   run_dealer_job)
+from prover.errors import ChannelAuthError, ChannelKeyError
+from prover.keys import NodeKeys, registration_entry
+
+KEY = bytes(range(32))
+DESC = ["beaver", [[2, 3], [2, 3]]]
+
+
+def test_correction_round_trip_and_every_binding():
+    sealed = seal_correction(KEY, "job-1", 7, DESC, b"payload bytes")
+    assert open_correction(KEY, "job-1", 7, DESC, sealed) == b"payload bytes"
+    for key, job, op, desc, ct in ((bytes(32), "job-1", 7, DESC, sealed), (KEY, "job-2", 7, DESC, sealed),
+                                   (KEY, "job-1", 8, DESC, sealed), (KEY, "job-1", 7, ["beaver", [[2, 3], [2, 4]]], sealed),
+                                   (KEY, "job-1", 7, DESC, sealed[:-1] + bytes([sealed[-1] ^ 1])),
+                                   (KEY, "job-1", 7, DESC, b"")):
+        with pytest.raises(ChannelAuthError):
+            open_correction(key, job, op, desc, ct)
+    with pytest.raises(ChannelKeyError):
+        seal_correction(b"short", "job-1", 0, DESC, b"x")
+    with pytest.raises(ChannelKeyError):
+        open_correction(b"short", "job-1", 0, DESC, sealed)
+
+
+def test_dealer_answers_requests_only_in_op_order():
+    d = _LoggingDealer(TrustedDealer(b"m" * 32, b"job", 3))
+    req = request_from(DESC)
+    assert isinstance(req, Request) and req.describe() == DESC
+    d.correction(req, 0)
+    with pytest.raises(DealerServiceError):
+        d.correction(req, 2)
+    d.correction(req, 1)
+    assert d.log == [DESC, DESC]
+
+
+def _keys(name: str) -> NodeKeys:
+    return NodeKeys.generate(name, prg.master_from_int(3, f"test-dealer:{name}"))
+
+
+@pytest.fixture
+def ledger_with_job(tmp_path):
+    led = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}", origin="test", log_identity=Identity("log", b"L" * 32))
+    client, dealer, other = _keys("client"), _keys("dealer"), _keys("other-dealer")
+    nodes = [_keys(f"node-{i}") for i in range(3)]
+    led.append_many([registration_entry(k, ("node",)) for k in [client, dealer, other] + nodes])
+    led.append_many([
+        E.make_entry(client.identity, E.JOB_OPEN, {"job_id": "j1", "model_id": "m", "n_parties": 3, "replicas": 1,
+                                                   "stages": 1, "dealer": other.node_id, "client": client.node_id,
+                                                   "params": {"prompt_len": 1, "steps": 1, "rendezvous": "127.0.0.1:1"}}),
+        E.make_entry(client.identity, E.JOB_ASSIGN, {"job_id": "j1", "assignments": [
+            {"node": k.node_id, "party": p, "replica": 0, "stage": 0} for p, k in enumerate(nodes)]})])
+    yield led, dealer, other, tmp_path
+    led.close()
+
+
+def test_dealer_refuses_jobs_it_is_not_named_in_or_served_before(ledger_with_job):
+    led, dealer, other, tmp = ledger_with_job
+    with pytest.raises(DealerServiceError, match="names dealer"):
+        run_dealer_job(led, dealer, "j1", tmp / "state", timeout_s=1)
+    with pytest.raises(DealerServiceError, match="no job.open"):
+        run_dealer_job(led, other, "nope", tmp / "state", timeout_s=1)
+    led.append(E.make_entry(other.identity, E.DEALER_COMMIT, {"job_id": "j1", "seeds": [
+        {"party": p, "commitment": bytes(32)} for p in range(3)]}))
+    with pytest.raises(DealerServiceError, match="served before"):
+        run_dealer_job(led, other, "j1", tmp / "state", timeout_s=1)
+    assert led.by_job("j1", kind=E.DEALER_COMMIT)[0].entry.author == other.node_id  # nothing was added
+
+
+def test_release_needs_a_derived_challenge(ledger_with_job):
+    from prover.local_files import write_secret
+
+    led, dealer, other, tmp = ledger_with_job
+    state = tmp / "dealer-j1.cbor"
+    write_secret(state, canonical_cbor({"format": "shardproof/dealer-state/v1", "job_id": "j1", "n_parties": 3,
+                                        "master_seed": b"m" * 32, "requests": [], "status": "done"}))
+    with pytest.raises(DealerServiceError, match="no challenge"):
+        release_for_challenge(led, other, state, "j1")
+    led.checkpoint()
+    led.append(E.make_entry(dealer.identity, E.CHALLENGE, {"job_id": "j1", "checkpoint_size": 1,
+                                                           "checkpoint_root": bytes(32), "seed": bytes(32),
+                                                           "parties": [0, 1, 2]}))
+    before = led.size()
+    with pytest.raises(DealerServiceError, match="does not follow"):
+        release_for_challenge(led, other, state, "j1")
+    assert led.size() == before  # no seed was released
+    with pytest.raises(DealerServiceError, match="not the dealer state"):
+        release_for_challenge(led, other, state, "j2")
