@@ -122,3 +122,47 @@ def test_cheat_is_caught_and_attributed(network, kind):
         assert all(len(r.entry.body["meta"]["receipts"]) == 2 for r in roots if r.entry.body["party"] != CHEATER)
     finally:
         assert net.restart_node(CHEATER, None) == 0, net.logs()
+
+
+def test_a_node_killed_mid_job_fails_that_job_only(network):
+    """SIGKILL one node while a job runs: the client gets an error, not a hang; the other daemons and the
+    dealer mark the job failed and keep serving, and the next job (with the node restarted) audits clean."""
+    import threading
+    import time
+
+    from prover.remote_client import RemoteJobError
+
+    net, model_id = network
+    victim = 2
+    job_id = _job_id("killed")
+    outcome: dict = {}
+
+    def client() -> None:
+        try:
+            outcome["result"] = net.run_job(model_id, PROMPT, 6, job_id)
+        except RemoteJobError as exc:
+            outcome["error"] = exc
+
+    t = threading.Thread(target=client)
+    t.start()
+    status = net.data_dir(net.nodes[victim].node_id) / "jobs" / job_id / "status"
+    deadline = time.monotonic() + 60
+    while not status.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    net.procs[net.nodes[victim].node_id].kill()
+    net.procs.pop(net.nodes[victim].node_id).wait(10)
+    t.join(240)
+    assert not t.is_alive(), "the client hung after a node died"
+    assert "error" in outcome, outcome
+    from prover.ledger_view import wait_for
+
+    for i in (0, 1):
+        st = net.data_dir(net.nodes[i].node_id) / "jobs" / job_id / "status"
+        assert wait_for(lambda: st.read_text() == "failed", 120), (st.read_text(), net.logs())
+    net.start_node(victim)
+    assert net.wait_serving(net.nodes[victim].node_id, 120), net.logs()
+    job_id = _job_id("after-kill")
+    net.run_job(model_id, PROMPT, STEPS, job_id)
+    res = net.audit(job_id)
+    assert res.verdict.clean, (res.verdict.as_dict(), net.logs())
