@@ -7,8 +7,8 @@
    privacy budget: never all N) and keys the Freivalds columns.
 3. Openings: each opened party reveals its step records and salts (which must reproduce its
    committed `views_root`), the public openings, its matmul outputs and its inputs.
-4. Replay (verifier.replay) with the dealer's seed for that party: the first step whose recomputed
-   digest differs from the committed one names the cheater. A node that refuses a valid challenge
+4. Replay (verifier.replay) with the dealer's seeds, the opened parties together in one session: the
+   first step whose recomputed digest differs from a party's committed one names that party a cheater. A node that refuses a valid challenge
    is a cheater; one that does not answer is unresponsive.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ledger import merkle
 from mpc_core.domains import CHALLENGE, OPENED_LEAF, STEP_COMMIT_LEAF
 from mpc_core.encoding import canonical_cbor
 from prover.commitments import JobCommitment, verify_records
-from verifier.replay import ReplayResult, replay_party
+from verifier.replay import ReplayResult, replay_parties
 
 DEFAULT_LAMBDA = 40  # worst-case miss probability 2^-40 per cheating matmul (see specs/audit.md)
 
@@ -129,47 +129,99 @@ def records_match(records: list, salts: list, commitment: JobCommitment) -> bool
 def audit(job_id: bytes, commitments: list[JobCommitment], *, n_parties: int,
           get_opening: Callable[[int], tuple], get_program: Callable[[int], Callable],
           get_seed: Callable[[int], bytes], get_corrections: Callable[[int], Callable | None],
-          mode: str = "freivalds", lam: int = DEFAULT_LAMBDA, frac_bits: int = 16) -> Verdict:
-    """Audit one job; never raises on what nodes supply."""
+          mode: str = "freivalds", lam: int = DEFAULT_LAMBDA, frac_bits: int = 16,
+          get_joint_program: Callable[[tuple[int, ...]], Callable] | None = None) -> Verdict:
+    """Audit one job; never raises on what nodes supply.
+
+    With `get_joint_program(parties)` (the program of several parties on one session, inputs stacked on the
+    party axis), every opened party whose records match its commitment is replayed in one joint replay
+    (verifier.replay.replay_parties); without it, each on its own."""
     t0 = time.perf_counter()
     roots = {c.opened_root for c in commitments}
     challenge = derive_challenge(job_id, commitments)
     closed = closed_party(challenge, n_parties)
     v = Verdict(job_id.decode(errors="replace"), mode, lam, closed, len(roots) == 1)
     by_party = {c.party: c for c in commitments}
+    verdicts: dict[int, PartyVerdict] = {}
+    ready: dict[int, tuple] = {}
     for p in range(n_parties):
         if p == closed:
-            v.parties.append(PartyVerdict(p, "not opened", "closed by the challenge"))
+            verdicts[p] = PartyVerdict(p, "not opened", "closed by the challenge")
             continue
         if p not in by_party:
-            v.parties.append(PartyVerdict(p, "unresponsive", "no job commitment"))
+            verdicts[p] = PartyVerdict(p, "unresponsive", "no job commitment")
             continue
         try:
             records, salts, opened, outs = get_opening(p)
         except Refused as exc:
-            v.parties.append(PartyVerdict(p, "cheated", f"refused to open a valid challenge: {exc}"))
+            verdicts[p] = PartyVerdict(p, "cheated", f"refused to open a valid challenge: {exc}")
             continue
         except Unresponsive as exc:
-            v.parties.append(PartyVerdict(p, "unresponsive", str(exc)))
+            verdicts[p] = PartyVerdict(p, "unresponsive", str(exc))
             continue
         except Exception as exc:  # a malformed opening is the node's fault
-            v.parties.append(PartyVerdict(p, "cheated", f"malformed opening: {type(exc).__name__}: {exc}"))
+            verdicts[p] = PartyVerdict(p, "cheated", f"malformed opening: {type(exc).__name__}: {exc}")
             continue
         if not records_match(records, salts, by_party[p]):
-            v.parties.append(PartyVerdict(p, "cheated", "opened records do not match the committed roots"))
+            verdicts[p] = PartyVerdict(p, "cheated", "opened records do not match the committed roots")
             continue
-        result = replay_party(get_program(p), party=p, n_parties=n_parties, job=job_id, seed=get_seed(p),
-                              records=records, opened=opened, outs=outs, corrections=get_corrections(p),
-                              mode=mode, lam=lam, challenge_seed=challenge, frac_bits=frac_bits)
-        if result.ok:
-            v.parties.append(PartyVerdict(p, "clean", "every step matches", result))
-        elif result.finding is not None:
-            f = result.finding
-            v.parties.append(PartyVerdict(p, "cheated", f"step {f.step}: {f.what} differs", result))
-        else:
-            v.parties.append(PartyVerdict(p, "cheated", f"opening could not be replayed: {result.error}", result))
+        ready[p] = (records, opened, outs)
+    parties = tuple(ready)
+
+    def program_for(ps: tuple[int, ...]) -> Callable:
+        if len(ps) == 1:
+            return get_program(ps[0])
+        if get_joint_program is None:
+            raise ValueError("no joint program")
+        return get_joint_program(ps)
+
+    kw = dict(n_parties=n_parties, job=job_id, seeds={p: get_seed(p) for p in parties},
+              records={p: ready[p][0] for p in parties}, opened={p: ready[p][1] for p in parties},
+              outs={p: ready[p][2] for p in parties},
+              corrections=get_corrections(n_parties - 1) if n_parties - 1 in ready else None,
+              mode=mode, lam=lam, challenge_seed=challenge, frac_bits=frac_bits)
+    if get_joint_program is not None:
+        results = replay_parties(program_for, parties=parties, **kw)
+    else:
+        results = [replay_parties(program_for, parties=(p,), **kw)[0] for p in parties]
+    for p, result in zip(parties, results):
+        verdicts[p] = replay_verdict(p, result)
+    v.parties = [verdicts[p] for p in range(n_parties)]
     v.seconds = time.perf_counter() - t0
     return v
+
+
+def replay_verdict(p: int, result: ReplayResult) -> PartyVerdict:
+    """The verdict on party `p` from its replay."""
+    if result.ok:
+        return PartyVerdict(p, "clean", "every step matches", result)
+    if result.finding is not None:
+        f = result.finding
+        return PartyVerdict(p, "cheated", f"step {f.step}: {f.what} differs", result)
+    return PartyVerdict(p, "cheated", f"opening could not be replayed: {result.error}", result)
+
+
+def joint_party_program(model_dir, parties: tuple[int, ...], token_shares: list[list]) -> Callable:
+    """The program the parties `parties` ran (prover.job.party_program), on one session holding them all:
+    their published weight shares and one-hot input shares stacked on the party axis, in that order."""
+    import torch
+
+    from mpc_core import SharedTensor
+    from prover.models.gpt_mpc import SharedGPT
+    from prover.models.publish import load_party_share, manifest_config, read_manifest
+
+    if len(token_shares) != len(parties) or len({len(t) for t in token_shares}) > 1:
+        raise ValueError("the parties' input shares do not line up")
+
+    def program(s) -> None:
+        manifest = read_manifest(model_dir)
+        shares = [load_party_share(model_dir, p, manifest) for p in parties]  # checked against the manifest
+        weights = {n: SharedTensor.from_shares(s, torch.stack([sh[n] for sh in shares]))
+                   for n in sorted(manifest["tensors"])}
+        model = SharedGPT(s, manifest_config(manifest), weights)
+        for onehots in zip(*token_shares):
+            model.forward(torch.stack(list(onehots)), all_logits=False)
+    return program
 
 
 def local_opening(state) -> tuple:
@@ -233,4 +285,6 @@ def audit_local_job(job, *, mode: str = "freivalds", lam: int = DEFAULT_LAMBDA,
     return audit(job.job_id, commitments, n_parties=job.n_parties, get_opening=get_opening,
                  get_program=lambda p: party_program(job.model_dir, p, job.parties[p].token_shares),
                  get_seed=job.seed, get_corrections=job.corrections, mode=mode, lam=lam,
-                 frac_bits=job.session.frac_bits)
+                 frac_bits=job.session.frac_bits,
+                 get_joint_program=lambda ps: joint_party_program(job.model_dir, ps,
+                                                                  [job.parties[p].token_shares for p in ps]))

@@ -37,7 +37,7 @@ from prover.models.publish import commit_tensor, manifest_config
 from prover.opening import dec_tensor, decode_opening
 from verifier.audit import DEFAULT_LAMBDA, PartyVerdict, Verdict
 from verifier.broadcast import check_receipts
-from verifier.replay import replay_party
+from verifier.replay import replay_parties
 
 
 class AuditIncomplete(Exception):
@@ -78,6 +78,26 @@ def party_program_from_opening(manifest: dict, weights: dict[str, torch.Tensor],
         model = SharedGPT(s, manifest_config(manifest), ws)
         for onehot in tokens:
             model.forward(onehot.unsqueeze(0), all_logits=False)
+    return program
+
+
+def joint_program_from_openings(manifest: dict, weights: list[dict[str, torch.Tensor]],
+                                tokens: list[list[torch.Tensor]]) -> Callable:
+    """`party_program_from_opening` for several parties on one session: their opened weight shares and
+    one-hot input shares stacked on the party axis (in the order given)."""
+    if len(weights) != len(tokens) or len({len(t) for t in tokens}) > 1:
+        raise ValueError("the parties' opened inputs do not line up")
+
+    def stack(ts: list) -> torch.Tensor:
+        if any(not isinstance(t, torch.Tensor) or t.dtype != torch.int64 or t.shape != ts[0].shape for t in ts):
+            raise ValueError("the parties' opened tensors differ in type or shape")
+        return torch.stack(ts)
+
+    def program(s: Session) -> None:
+        ws = {n: SharedTensor.from_shares(s, stack([w[n] for w in weights])) for n in sorted(manifest["tensors"])}
+        model = SharedGPT(s, manifest_config(manifest), ws)
+        for onehots in zip(*tokens):
+            model.forward(stack(list(onehots)), all_logits=False)
     return program
 
 
@@ -182,9 +202,13 @@ def audit_on_ledger(led: Ledger, job_id: str, verifier: Identity | None, *, lam:
             verdict.parties.append(PartyVerdict(p, "cheated", "posted two different openings for one challenge"))
         elif p not in release["seeds"]:
             verdict.parties.append(PartyVerdict(p, "unresponsive", "the dealer did not release this party's seed"))
+        elif p == n - 1 and not release.get("corrections"):
+            verdict.parties.append(PartyVerdict(p, "unresponsive", "the dealer did not release its corrections"))
         else:
-            verdict.parties.append(judge_party(p, n, job_id, by_party[p], led.get_blob(openings[p].entry.body["data"]),
-                                               release, manifest, seed, lam, mode))
+            verdict.parties.append(p)  # judged below, with the other opened parties
+    judge_parties(verdict.parties, n, job_id, by_party, {p: led.get_blob(openings[p].entry.body["data"])
+                                                           for p in verdict.parties if isinstance(p, int)},
+                  release, manifest, seed, lam, mode)
     verdict.seconds = time.perf_counter() - t0
     if post and verifier is not None:
         accused = [assignment[p] for p in verdict.cheaters]
@@ -211,9 +235,9 @@ def _all_answered(led: Ledger, job_id: str, parties: list[int]) -> bool:
     return nodes >= set(parties) and any(e.entry.body.get("meta", {}).get("role") == "dealer" for e in es)
 
 
-def judge_party(p: int, n: int, job_id: str, commitment: JobCommitment, raw: bytes, release: dict, manifest: dict,
-                seed: bytes, lam: int, mode: str) -> PartyVerdict:
-    """Judge one opened party from its opening blob; never raises on what the node supplied."""
+def _read_opening(p: int, commitment: JobCommitment, raw: bytes) -> PartyVerdict | dict:
+    """A party's decoded opening once its records open its commitment and its product outputs open
+    their steps' digests, else the verdict it earned. Never raises."""
     try:
         obj = decode_cbor(raw)
         if isinstance(obj, dict) and "refused" in obj:
@@ -226,12 +250,10 @@ def judge_party(p: int, n: int, job_id: str, commitment: JobCommitment, raw: byt
     bad = _first_unfaithful_output(op["records"], op["outs"])
     if bad is not None:  # checked in both modes: exact replay recomputes products and would never look
         return PartyVerdict(p, "cheated", f"step {bad}: opened output does not match its commitment")
-    corr = _corrections_fn(release["corrections"]) if p == n - 1 and release.get("corrections") else None
-    program = party_program_from_opening(manifest, op["weights"], op["tokens"])
-    result = replay_party(program, party=p, n_parties=n, job=job_id.encode(), seed=release["seeds"][p],
-                          records=op["records"], opened=lambda k: op["public"].get(k, {}),
-                          outs=lambda k: op["outs"].get(k), corrections=corr, mode=mode, lam=lam,
-                          challenge_seed=seed, frac_bits=manifest["frac_bits"])
+    return op
+
+
+def _replayed_verdict(p: int, result, manifest: dict, op: dict) -> PartyVerdict:
     if result.ok and _published_weights(manifest, op["weights"], op["weight_salts"], p):
         return PartyVerdict(p, "clean", "every step matches", result)
     if result.ok:
@@ -240,6 +262,49 @@ def judge_party(p: int, n: int, job_id: str, commitment: JobCommitment, raw: byt
         f = result.finding
         return PartyVerdict(p, "cheated", f"step {f.step}: {f.what} differs", result)
     return PartyVerdict(p, "cheated", f"opening could not be replayed: {result.error}", result)
+
+
+def judge_parties(slots: list, n: int, job_id: str, commitments: dict[int, JobCommitment], raws: dict[int, bytes],
+                  release: dict, manifest: dict, seed: bytes, lam: int, mode: str) -> None:
+    """Judge the opened parties standing as ints in `slots` (replaced by their verdicts): every one whose
+    opening decodes and opens its commitments is replayed with the others in one joint replay; the rest
+    keep the verdict of the check they failed. Never raises on what the nodes supplied."""
+    ops: dict[int, dict] = {}
+    for k, p in enumerate(slots):
+        if isinstance(p, int):
+            got = _read_opening(p, commitments[p], raws[p])
+            if isinstance(got, PartyVerdict):
+                slots[k] = got
+            else:
+                ops[p] = got
+    parties = tuple(ops)
+    if not parties:
+        return
+    corr = _corrections_fn(release["corrections"]) if n - 1 in ops and release.get("corrections") else None
+
+    def program_for(ps: tuple[int, ...]) -> Callable:
+        if len(ps) == 1:
+            return party_program_from_opening(manifest, ops[ps[0]]["weights"], ops[ps[0]]["tokens"])
+        return joint_program_from_openings(manifest, [ops[p]["weights"] for p in ps], [ops[p]["tokens"] for p in ps])
+
+    results = replay_parties(program_for, parties=parties, n_parties=n, job=job_id.encode(),
+                             seeds={p: release["seeds"][p] for p in parties},
+                             records={p: ops[p]["records"] for p in parties},
+                             opened={p: (lambda k, op=ops[p]: op["public"].get(k, {})) for p in parties},
+                             outs={p: (lambda k, op=ops[p]: op["outs"].get(k)) for p in parties},
+                             corrections=corr, mode=mode, lam=lam, challenge_seed=seed, frac_bits=manifest["frac_bits"])
+    by_party = {p: _replayed_verdict(p, r, manifest, ops[p]) for p, r in zip(parties, results)}
+    for k, p in enumerate(slots):
+        if isinstance(p, int):
+            slots[k] = by_party[p]
+
+
+def judge_party(p: int, n: int, job_id: str, commitment: JobCommitment, raw: bytes, release: dict, manifest: dict,
+                seed: bytes, lam: int, mode: str) -> PartyVerdict:
+    """Judge one opened party from its opening blob; never raises on what the node supplied."""
+    slots: list = [p]
+    judge_parties(slots, n, job_id, {p: commitment}, {p: raw}, release, manifest, seed, lam, mode)
+    return slots[0]
 
 
 def _first_unfaithful_output(records, outs: dict) -> int | None:

@@ -1,11 +1,15 @@
-"""Replay one party's computation and compare it, step by step, with what it committed.
+"""Replay opened parties' computations and compare them, step by step, with what they committed.
 
-The auditor re-executes the party's program with the same protocol code, on a
-`ReplaySession` that holds only that party: its dealer material comes from its
-seed (and, for the last party, the dealer's revealed corrections), and every
-opening returns the public value the parties committed instead of talking to
-peers. Each step's recomputed digests (inputs, message sent, public values,
-output) must equal the committed record; the first difference names the step.
+The auditor re-executes the parties' program with the same protocol code, on a
+`ReplaySession` that holds the opened parties on its party axis (one row each,
+as a job holds its local parties; `replay_party` is the one-party case): each
+party's dealer material comes from its seed (and, for the last party, the
+dealer's revealed corrections), and every opening returns the public value the
+parties committed instead of talking to peers. Each step's recomputed digests
+(inputs, message sent, public values, output) must equal the party's committed
+record; the first difference names the step, for that party only. Parties share
+public values only where their committed openings are equal; a party whose
+openings differ is replayed on its own (specs/audit.md, section 4).
 
 Matrix products (`mode="freivalds"`): the replay takes the committed output from
 the opening (its digest must match the record) and goes on at once; the product
@@ -20,16 +24,16 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import blake3
 import cbor2
-import numpy as np
 import torch
 
 from mpc_core.communicator import Communicator
-from mpc_core.dealer import Request, SeededDealerClient
+from mpc_core.dealer import Dealer, Request, expand_party, kind_spec
+from mpc_core.errors import DealerError
 from mpc_core.domains import TRANSCRIPT_TENSOR
 from mpc_core.session import Session
 from mpc_core.transcript import StepRecord, tensor_digest
@@ -87,6 +91,7 @@ class ReplayResult:
     error: str | None = None  # the replay could not run (malformed opening): not a verdict of cheating
     matmul_recomputed: int = 0  # of matmul_checks, those recomputed because that was cheaper than Freivalds
     freivalds_batches: int = 0
+    joint: int = 1  # parties replayed together in the replay that judged this one (`seconds` is that replay's)
 
     def as_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "finding"}
@@ -101,11 +106,63 @@ class _Diverged(Exception):
 
 
 class _NoPeers(Communicator):
-    def __init__(self, party: int, n_parties: int):
-        self.n_parties, self.local_parties = n_parties, (party,)
+    def __init__(self, parties: tuple[int, ...], n_parties: int):
+        self.n_parties, self.local_parties = n_parties, tuple(parties)
 
     def all_gather(self, local: torch.Tensor) -> torch.Tensor:  # pragma: no cover - replay never exchanges
         raise RuntimeError("a replay never talks to peers")
+
+
+class _ReplayDealer(Dealer):
+    """The replayed parties' material, stacked on the party axis: each party's from its own seed, the
+    last party's derived components from the dealer's revealed corrections (as SeededDealerClient)."""
+
+    def __init__(self, parties: tuple[int, ...], n_parties: int, job: bytes, seeds: list[bytes],
+                 corrections: Callable[[Request, int], dict[str, torch.Tensor]] | None):
+        for p in parties:
+            if not 0 <= p < n_parties:
+                raise DealerError(f"party {p} outside 0..{n_parties - 1}")
+        if n_parties - 1 in parties and corrections is None:
+            raise DealerError("the last party needs a correction channel to the dealer")
+        if len(seeds) != len(parties) or len(set(parties)) != len(parties):
+            raise DealerError("one seed per replayed party, and each party once")
+        self.n_parties, self.local_parties, self.job = n_parties, tuple(parties), bytes(job)
+        self._seeds, self._fetch = list(seeds), corrections
+        self._fixed_cache: dict = {}
+        self._stacked: dict = {}
+
+    def get(self, req: Request, op_index: int) -> dict[str, torch.Tensor]:
+        spec = kind_spec(req)
+        per = []
+        for p, seed in zip(self.local_parties, self._seeds):
+            m = expand_party(req, op_index, self.job, p, self.n_parties, seed, self._fixed_cache)
+            if p == self.n_parties - 1:
+                corr = self._fetch(req, op_index)
+                for c in spec.derived:
+                    if c.name not in corr or tuple(corr[c.name].shape) != c.shape:
+                        raise DealerError(f"dealer correction for {req.kind} #{op_index} lacks {c.name} of shape {c.shape}")
+                    m[c.name] = corr[c.name]
+            per.append(m)
+        if len(per) == 1:
+            return {k: v.unsqueeze(0) for k, v in per[0].items()}
+        if any(v.dtype != torch.int64 for m in per for v in m.values()):
+            raise DealerError(f"dealer material for {req.kind} #{op_index} is not int64")
+        fixed = {c.name: c for c in spec.randoms if c.fixed_key is not None}
+        out = {}
+        for k in per[0]:
+            c = fixed.get(k)
+            if c is None:
+                out[k] = torch.stack([m[k] for m in per])
+                continue
+            ck = (c.fixed_key, k, c.shape)
+            stacked = self._stacked.get(ck)
+            if stacked is None:  # one copy of a weight-sized mask: per-party cache entries become views
+                stacked = torch.stack([self._fixed_cache[(p, c.fixed_key, k, c.shape)] for p in self.local_parties])
+                for row, p in enumerate(self.local_parties):
+                    self._fixed_cache[(p, c.fixed_key, k, c.shape)] = stacked[row]
+                self._stacked[ck] = stacked
+            out[k] = c.apply_narrow(stacked, offset=1)
+        return out
 
 
 # --- digests --------------------------------------------------------------------------------
@@ -176,48 +233,142 @@ def _costs(checks: list[_Pending], lam: int) -> tuple[float, float]:
     return exact, frei + sum(shared.values())
 
 
-class ReplaySession(Session):
-    """A one-party session that replays against committed records and public openings."""
+class _Stop(Exception):
+    """No replayed party is left to check: the program need not run further."""
 
-    def __init__(self, party: int, n_parties: int, job: bytes, seed: bytes, records: list[StepRecord],
-                 opened: Callable[[int], dict[str, torch.Tensor]], outs: Callable[[int], torch.Tensor | None],
+
+@dataclass
+class _Row:
+    """One replayed party's state in a (possibly joint) replay."""
+
+    party: int
+    records: list[StepRecord]
+    opened: Callable[[int], dict[str, torch.Tensor]]
+    outs: Callable[[int], torch.Tensor | None]
+    active: bool = True
+    detached: bool = False  # its public openings differ from the other parties': replayed on its own
+    finding: Finding | None = None
+    error: str | None = None
+    steps: int = 0
+    matmul_checks: int = 0
+    matmul_recomputed: int = 0
+    freivalds_batches: int = 0
+    pending: list[_Pending] = field(default_factory=list)
+    pending_bytes: int = 0
+
+
+def _row_bytes(name: str, t: torch.Tensor, rows: list[int]) -> dict[int, bytes]:
+    """step_digest(name, t[i]) for each i in `rows`, for a party-axis tensor t."""
+    if t.dtype != torch.int64:
+        return {i: step_digest(name, t[i]) for i in rows}  # raises the same error
+    shape = tuple(t.shape[1:])
+    head = _HEADS.get((name, shape))
+    if head is None:
+        head = blake3.blake3(TRANSCRIPT_TENSOR)
+        head.update(cbor2.dumps([name, list(shape)], canonical=True))
+        if len(_HEADS) < 65536:
+            _HEADS[(name, shape)] = head
+    arr = t.detach().cpu().contiguous().numpy().astype("<i8", copy=False).reshape(t.shape[0], -1)
+    out = {}
+    for i in rows:
+        h = head.copy()
+        h.update(memoryview(arr[i]).cast("B"))
+        out[i] = h.digest()
+    return out
+
+
+class ReplaySession(Session):
+    """A session that replays the opened parties `parties` together (one row each on the party axis)
+    against their committed records and public openings.
+
+    Rows never mix: each party has its own material (from its seed), records, openings and outputs,
+    and is checked on its own row; public values are shared only between parties whose committed
+    openings are equal (a party whose openings differ is detached and replayed on its own). The first
+    difference of a party ends the checks of that party; the program stops once no party is left."""
+
+    def __init__(self, parties, n_parties: int, job: bytes, seeds, records, opened, outs,
                  corrections: Callable[[Request, int], dict[str, torch.Tensor]] | None = None,
                  mode: str = "freivalds", lam: int = 40, challenge_seed: bytes = bytes(32), frac_bits: int = 16):
-        dealer = SeededDealerClient(party, n_parties, job, seed, corrections)
-        super().__init__(_NoPeers(party, n_parties), dealer, job=job, frac_bits=frac_bits, record=False)
+        parties = tuple(parties)
+        dealer = _ReplayDealer(parties, n_parties, job, list(seeds), corrections)
+        super().__init__(_NoPeers(parties, n_parties), dealer, job=job, frac_bits=frac_bits, record=False)
         if mode not in ("exact", "freivalds"):
             raise ValueError(f"unknown replay mode {mode!r}")
-        self.party, self.records, self._opened, self._outs = party, records, opened, outs
+        self.rows = [_Row(p, r, o, z) for p, r, o, z in zip(parties, records, opened, outs)]
+        if len(self.rows) != len(parties):
+            raise ValueError("one list of records, openings and outputs per replayed party")
         self.mode, self.lam, self.challenge_seed = mode, lam, challenge_seed
-        self.matmul_checks = 0
-        self.matmul_recomputed = 0
-        self.freivalds_batches = 0
-        self._verified: dict[str, torch.Tensor] = {}  # this step's tensors whose digest already matched
-        self._pending: list[_Pending] = []
-        self._pending_bytes = 0
+        self._verified: dict[str, torch.Tensor] = {}  # this step's tensors whose digests already matched
 
-    def _current(self, what: str) -> StepRecord:
+    # --- per-party bookkeeping ----------------------------------------------------------------
+    def _live(self) -> list[tuple[int, _Row]]:
+        live = [(i, r) for i, r in enumerate(self.rows) if r.active]
+        if not live:
+            raise _Stop()
+        return live
+
+    def _diverge(self, row: _Row, finding: Finding) -> None:
+        row.active, row.finding, row.steps = False, finding, self._step_index
+
+    def _fail(self, row: _Row, exc: Exception) -> None:
+        row.active, row.error, row.steps = False, f"{type(exc).__name__}: {exc}", self._step_index
+
+    def _current(self, row: _Row, what: str) -> StepRecord | None:
         k = self._step_index
-        if k >= len(self.records):
-            raise _Diverged(Finding(k, "?", self.scope_path, "missing step", f"{len(self.records)} steps committed",
-                                    f"the program needs step {k} ({what})"))
-        return self.records[k]
+        if k >= len(row.records):
+            self._diverge(row, Finding(k, "?", self.scope_path, "missing step", f"{len(row.records)} steps committed",
+                                       f"the program needs step {k} ({what})"))
+            return None
+        return row.records[k]
 
+    def _slice(self, x: torch.Tensor, i: int, ndim: int) -> torch.Tensor:
+        """Row i of a party-axis operand (kept as a 1-row party axis); public operands as they are.
+        A party-axis operand has the output's ndim and k rows first (the protocol code broadcasts public
+        operands over the party axis, which they never occupy with more than one row)."""
+        k = len(self.rows)
+        if k == 1 or x.dim() != ndim or x.shape[0] != k:
+            return x
+        return x[i:i + 1]
+
+    # --- the protocol hooks -------------------------------------------------------------------
     def open_many(self, sents: list[torch.Tensor], xor: bool = False) -> list[torch.Tensor]:
-        rec = self._current("an opening")
-        names = sorted(n for n in rec.digests if n.startswith("opened."))
-        if len(names) != len(sents):
-            raise _Diverged(Finding(rec.index, rec.kind, rec.scope, "openings",
-                                    f"{len(names)} values", f"{len(sents)} values"))
-        public = self._opened(rec.index)
-        out = []
-        for name, sent in zip(names, sents):
-            v = public.get(name)
-            if v is None or list(v.shape) != list(sent.shape[1:]) or step_digest(name, v) != rec.digests[name]:
-                raise _Diverged(Finding(rec.index, rec.kind, rec.scope, name, rec.digests[name].hex(),
-                                        "opening missing or not matching its commitment" if v is not None else "missing"))
+        groups: dict[tuple, list] = {}
+        for _, row in self._live():
+            try:
+                rec = self._current(row, "an opening")
+                if rec is None:
+                    continue
+                names = sorted(n for n in rec.digests if n.startswith("opened."))
+                if len(names) != len(sents):
+                    self._diverge(row, Finding(rec.index, rec.kind, rec.scope, "openings",
+                                               f"{len(names)} values", f"{len(sents)} values"))
+                    continue
+                public = row.opened(rec.index)
+                vals = []
+                for name, sent in zip(names, sents):
+                    v = public.get(name)
+                    if v is None or list(v.shape) != list(sent.shape[1:]) or step_digest(name, v) != rec.digests[name]:
+                        self._diverge(row, Finding(rec.index, rec.kind, rec.scope, name, rec.digests[name].hex(),
+                                                   "opening missing or not matching its commitment" if v is not None
+                                                   else "missing"))
+                        break
+                    vals.append(v)
+                else:
+                    key = tuple((n, rec.digests[n]) for n in names)
+                    groups.setdefault(key, [vals]).append(row)
+            except Exception as exc:  # malformed openings: this party's replay cannot go on
+                self._fail(row, exc)
+        if not groups:
+            raise _Stop()
+        # Parties whose committed openings are equal share them; any other party is replayed alone.
+        best = max(groups, key=lambda key: len(groups[key]))
+        for key, g in groups.items():
+            if key != best:
+                for row in g[1:]:
+                    row.active, row.detached = False, True
+        out = groups[best][0]
+        for (name, _), v in zip(best, out):
             self._verified[name] = v
-            out.append(v)
         # the round is accounted as in a real run (for cost comparisons)
         self.counters.rounds += 1
         return out
@@ -227,33 +378,55 @@ class ReplaySession(Session):
             return exact()
         if terms is None:
             return None  # offline preprocessing folded into the checked result below
-        rec = self._current("a product")
-        z = self._outs(rec.index)
-        if z is None or list(z.shape) != rec.shapes.get("out") or step_digest("out", z) != rec.digests.get("out"):
-            raise _Diverged(Finding(rec.index, rec.kind, rec.scope, "out", rec.digests.get("out", b"").hex(),
-                                    "opened output missing or not matching its commitment"))
+        opened: dict[int, tuple[torch.Tensor, StepRecord]] = {}
+        for i, row in self._live():
+            try:
+                rec = self._current(row, "a product")
+                if rec is None:
+                    continue
+                z = row.outs(rec.index)
+                if z is None or list(z.shape) != rec.shapes.get("out") or step_digest("out", z) != rec.digests.get("out"):
+                    self._diverge(row, Finding(rec.index, rec.kind, rec.scope, "out", rec.digests.get("out", b"").hex(),
+                                               "opened output missing or not matching its commitment"))
+                    continue
+                opened[i] = (z, rec)
+            except Exception as exc:
+                self._fail(row, exc)
+        if not opened:
+            raise _Stop()
+        if len(self.rows) == 1:
+            z = opened[0][0].unsqueeze(0)
+        else:  # a party no longer checked gets zeros: its row feeds nothing that is checked
+            like = next(iter(opened.values()))[0]
+            z = torch.stack([opened[i][0] if i in opened else torch.zeros_like(like) for i in range(len(self.rows))])
         self._verified["out"] = z
-        z = z.unsqueeze(0)
-        self.matmul_checks += 1
-        kept = []
-        for t in (as_term(t) for t in terms()):
-            if t.b is not None and not bool(t.a.any()):
-                continue  # a zero left operand (party 0's extra term, for other parties) adds exactly 0
-            kept.append(t)
-            self._pending_bytes += 8 * t.a.numel()
-        self._pending.append(_Pending(rec.index, rec.kind, rec.scope, rec.digests["out"].hex(), z, kept))
-        self._pending_bytes += 8 * z.numel()
-        if self._pending_bytes > PENDING_BYTES_LIMIT:
-            found = self.check_pending()
-            if found is not None:
-                raise _Diverged(found)
+        ts = [as_term(t) for t in terms()]
+        for i, (_, rec) in opened.items():
+            row = self.rows[i]
+            zi = self._slice(z, i, z.dim())
+            row.matmul_checks += 1
+            kept = []
+            for t in ts:
+                a = self._slice(t.a, i, z.dim())
+                b = self._slice(t.b, i, z.dim()) if t.b is not None else None
+                if b is not None and not bool(a.any()):
+                    continue  # a zero left operand (party 0's extra term, for other parties) adds exactly 0
+                kept.append(Term(a, b))
+                row.pending_bytes += 8 * a.numel()
+            row.pending.append(_Pending(rec.index, rec.kind, rec.scope, rec.digests["out"].hex(), zi, kept))
+            row.pending_bytes += 8 * zi.numel()
+            if row.pending_bytes > PENDING_BYTES_LIMIT:
+                found = self.check_pending(row)
+                if found is not None:
+                    self._diverge(row, found)
+        self._live()
         return z
 
-    def check_pending(self, before: int | None = None) -> Finding | None:
-        """Run the deferred product checks (those of steps < `before`, if given) and drop them all;
+    def check_pending(self, row: _Row, before: int | None = None) -> Finding | None:
+        """Run the party's deferred product checks (those of steps < `before`, if given) and drop them all;
         the failing check with the smallest step index, if any."""
-        todo = [c for c in self._pending if before is None or c.index < before]
-        self._pending, self._pending_bytes = [], 0
+        todo = [c for c in row.pending if before is None or c.index < before]
+        row.pending, row.pending_bytes = [], 0
         if not todo:
             return None
         groups: dict[tuple, list[_Pending]] = {}
@@ -265,17 +438,17 @@ class ReplaySession(Session):
             (exact_l if e_cost <= f_cost else frei_l).extend(cs)
         failures: list[Finding] = []
         for c in exact_l:
-            self.matmul_recomputed += 1
+            row.matmul_recomputed += 1
             res = exact_check(c.z, c.terms)
             if not res.ok:
                 failures.append(Finding(c.index, c.kind, c.scope, "out", c.committed,
                                         step_digest("out", (c.z - res.residual)[0]).hex(),
                                         "recomputed product differs from the opened output"))
         if frei_l:
-            label = f"replay:{self.freivalds_batches}"
-            self.freivalds_batches += 1
+            label = f"replay:{row.freivalds_batches}"
+            row.freivalds_batches += 1
             batch = freivalds_batch([(c.z, c.terms) for c in frei_l], self.lam, seed=self.challenge_seed,
-                                    context=FreivaldsContext(self.job, label, self.party), mode="stack")
+                                    context=FreivaldsContext(self.job, label, row.party), mode="stack")
             for c, res in zip(frei_l, batch.results):
                 if not res.ok:
                     failures.append(Finding(c.index, c.kind, c.scope, "freivalds", c.committed,
@@ -285,30 +458,146 @@ class ReplaySession(Session):
         return min(failures, key=lambda f: f.step) if failures else None
 
     def record(self, kind: str, local: dict[str, torch.Tensor], public: dict[str, torch.Tensor] | None = None) -> int:
-        rec = self._current(kind)
+        recs: dict[int, StepRecord] = {}
+        for i, row in self._live():
+            rec = self._current(row, kind)
+            if rec is not None:
+                recs[i] = rec
         index = self._step_index
         self._step_index += 1
         self.counters.steps += 1
         verified, self._verified = self._verified, {}
-        if rec.kind != kind:
-            raise _Diverged(Finding(index, rec.kind, rec.scope, "kind", rec.kind, kind))
-        tensors = {n: t[0] for n, t in local.items()}
-        if public:
-            tensors.update(public)
-        if set(tensors) != set(rec.digests):
-            raise _Diverged(Finding(index, kind, rec.scope, "fields", ",".join(sorted(rec.digests)), ",".join(sorted(tensors))))
+        public = public or {}
+        names = set(local) | set(public)
+
+        def shape(n: str) -> tuple:
+            return tuple(public[n].shape) if n in public else tuple(local[n].shape[1:])
+
+        for i, rec in list(recs.items()):
+            try:
+                if rec.kind != kind:
+                    self._diverge(self.rows[i], Finding(index, rec.kind, rec.scope, "kind", rec.kind, kind))
+                elif names != set(rec.digests):
+                    self._diverge(self.rows[i], Finding(index, kind, rec.scope, "fields", ",".join(sorted(rec.digests)),
+                                                        ",".join(sorted(names))))
+                else:
+                    continue
+            except Exception as exc:
+                self._fail(self.rows[i], exc)
+            del recs[i]
         implied = IMPLIED_INPUTS.get(kind, {})
-        for name in sorted(tensors):
-            t = tensors[name]
+        for name in sorted(names):
+            if not recs:
+                break
+            t = public[name] if name in public else local[name]
             if name in verified and _same(verified[name], t):
-                continue  # this very tensor matched this record's digest when it was opened
+                continue  # this very tensor matched these records' digest when it was opened
             sent = implied.get(name)
-            if sent is not None and sent in tensors and tuple(tensors[sent].shape) == tuple(t.shape):
+            if sent is not None and sent in names and shape(sent) == shape(name):
                 continue  # checked through its message (IMPLIED_INPUTS)
-            got = step_digest(name, t)
-            if got != rec.digests[name]:
-                raise _Diverged(Finding(index, kind, rec.scope, name, rec.digests[name].hex(), got.hex()))
+            try:
+                if name in public:
+                    d = step_digest(name, t)
+                    got = {i: d for i in recs}
+                else:
+                    got = _row_bytes(name, t, list(recs))
+            except Exception as exc:  # pragma: no cover - the replay's own tensors
+                for i in recs:
+                    self._fail(self.rows[i], exc)
+                recs.clear()
+                break
+            for i in list(recs):
+                rec = recs[i]
+                try:
+                    if got[i] != rec.digests[name]:
+                        self._diverge(self.rows[i], Finding(index, kind, rec.scope, name, rec.digests[name].hex(),
+                                                            got[i].hex()))
+                        del recs[i]
+                except Exception as exc:
+                    self._fail(self.rows[i], exc)
+                    del recs[i]
+        self._live()
         return index
+
+
+def _replay_group(program_for: Callable[[tuple[int, ...]], Callable[[Session], Any]], parties: tuple[int, ...],
+                  inputs: dict[int, tuple], n_parties: int, job: bytes,
+                  corrections: Callable[[Request, int], dict[str, torch.Tensor]] | None, mode: str, lam: int,
+                  challenge_seed: bytes, frac_bits: int) -> tuple[dict[int, ReplayResult], list[int]]:
+    """Replay `parties` together: their results, and the parties to replay again on their own
+    (detached, or all of them when the joint replay itself failed)."""
+    t0 = time.perf_counter()
+    k = len(parties)
+    try:
+        program = program_for(parties)
+        s = ReplaySession(parties, n_parties, job, [inputs[p][0] for p in parties], [inputs[p][1] for p in parties],
+                          [inputs[p][2] for p in parties], [inputs[p][3] for p in parties], corrections, mode, lam,
+                          challenge_seed, frac_bits)
+    except Exception as exc:
+        if k > 1:
+            return {}, list(parties)
+        return {parties[0]: ReplayResult(parties[0], False, 0, 0, mode, lam, time.perf_counter() - t0, None,
+                                         f"{type(exc).__name__}: {exc}")}, []
+    try:
+        program(s)
+        for row in s.rows:
+            if row.active:
+                row.steps = s._step_index
+                if s._step_index != len(row.records):
+                    row.finding = Finding(s._step_index, "?", "", "extra steps", f"{len(row.records)} steps committed",
+                                          f"the program has {s._step_index} steps")
+    except _Stop:
+        pass
+    except Exception as exc:  # malformed openings must give a verdict, never a crash
+        if k > 1:  # not attributable to one row: every party is replayed on its own
+            return {}, list(parties)
+        row = s.rows[0]
+        if row.active:
+            s._fail(row, exc)
+    results, again = {}, []
+    for row in s.rows:
+        if row.detached:
+            again.append(row.party)
+            continue
+        finding, error = row.finding, row.error
+        try:
+            # Deferred product checks of the steps before the party's first difference: a failure among
+            # them is the earlier difference. After an error, every pending check (all before it) runs.
+            earlier = s.check_pending(row, before=finding.step if finding is not None else None)
+        except Exception as exc:  # pragma: no cover - pending checks were formed by the replay itself
+            earlier, error = None, error or f"{type(exc).__name__}: {exc}"
+        if earlier is not None:
+            finding, error = earlier, None
+        results[row.party] = ReplayResult(row.party, finding is None and error is None, row.steps, row.matmul_checks,
+                                          mode, lam, 0.0, finding, error, row.matmul_recomputed,
+                                          row.freivalds_batches, k)
+    seconds = time.perf_counter() - t0
+    for r in results.values():
+        r.seconds = seconds
+    return results, again
+
+
+def replay_parties(program_for: Callable[[tuple[int, ...]], Callable[[Session], Any]], *, parties, n_parties: int,
+                   job: bytes, seeds: dict[int, bytes], records: dict[int, list[StepRecord]],
+                   opened: dict[int, Callable[[int], dict[str, torch.Tensor]]],
+                   outs: dict[int, Callable[[int], torch.Tensor | None]],
+                   corrections: Callable[[Request, int], dict[str, torch.Tensor]] | None = None,
+                   mode: str = "freivalds", lam: int = 40, challenge_seed: bytes = bytes(32),
+                   frac_bits: int = 16) -> list[ReplayResult]:
+    """Replay several opened parties in one session, one result per party in the order of `parties`.
+
+    `program_for(parties)` is the program of those parties on a session holding them all (their inputs
+    stacked on the party axis, in that order); it is also asked for single parties. `corrections` are
+    the dealer's for the last party. Each party is judged as `replay_party` would judge it alone; a
+    party whose openings differ from the others', or a joint replay that fails as a whole, is replayed
+    on its own. Never raises on attacker-controlled data."""
+    parties = tuple(parties)
+    inputs = {p: (seeds[p], records[p], opened[p], outs[p]) for p in parties}
+    args = (n_parties, job, corrections, mode, lam, challenge_seed, frac_bits)
+    results, again = _replay_group(program_for, parties, inputs, *args) if parties else ({}, [])
+    for p in again:
+        results.update(_replay_group(program_for, (p,), inputs, *args)[0])
+    return [results[p] for p in parties]
 
 
 def replay_party(program: Callable[[Session], Any], *, party: int, n_parties: int, job: bytes, seed: bytes,
@@ -318,26 +607,7 @@ def replay_party(program: Callable[[Session], Any], *, party: int, n_parties: in
                  mode: str = "freivalds", lam: int = 40, challenge_seed: bytes = bytes(32),
                  frac_bits: int = 16) -> ReplayResult:
     """Replay `program` as party `party`; never raises on attacker-controlled data."""
-    t0 = time.perf_counter()
-    s = ReplaySession(party, n_parties, job, seed, records, opened, outs, corrections, mode, lam, challenge_seed,
-                      frac_bits)
-    finding, error = None, None
-    try:
-        program(s)
-        if s._step_index != len(records):
-            finding = Finding(s._step_index, "?", "", "extra steps", f"{len(records)} steps committed",
-                              f"the program has {s._step_index} steps")
-    except _Diverged as d:
-        finding = d.finding
-    except Exception as exc:  # malformed openings must give a verdict, never a crash
-        error = f"{type(exc).__name__}: {exc}"
-    try:
-        # Deferred product checks of the steps before the first difference: a failure among them
-        # is the earlier difference. After an error, every pending check (all before it) runs.
-        earlier = s.check_pending(before=finding.step if finding is not None else None)
-    except Exception as exc:  # pragma: no cover - pending checks were formed by the replay itself
-        earlier, error = None, error or f"{type(exc).__name__}: {exc}"
-    if earlier is not None:
-        finding, error = earlier, None
-    return ReplayResult(party, finding is None and error is None, s._step_index, s.matmul_checks, mode, lam,
-                        time.perf_counter() - t0, finding, error, s.matmul_recomputed, s.freivalds_batches)
+    return replay_parties(lambda ps: program, parties=(party,), n_parties=n_parties, job=job, seeds={party: seed},
+                          records={party: records}, opened={party: opened}, outs={party: outs},
+                          corrections=corrections, mode=mode, lam=lam, challenge_seed=challenge_seed,
+                          frac_bits=frac_bits)[0]
