@@ -48,7 +48,8 @@ from prover.ledger_view import challenge_is_derived
 from prover.local_files import safe_id, write_secret
 from prover.local_network import combined_root
 from prover.models.gpt_mpc import SharedGPT
-from prover.models.publish import load_party_share, manifest_config, read_manifest
+from prover.model_delivery import fetch_share
+from prover.models.publish import MANIFEST_FILE, load_party_share, manifest_config, read_manifest
 from prover.opening import dec_tensor, enc_tensor, node_opening
 from prover.wire import client_rank, dealer_rank, exchange_bytes, join_group, leave_group, recv_bytes, send_bytes
 
@@ -227,6 +228,9 @@ class NodeDaemon:
     def run_job(self, info: JobInfo) -> None:
         """Run this node's party of `info`'s job, persist its state and post its job root."""
         model_dir = self.data_dir / "models" / info.model_id
+        if not (model_dir / MANIFEST_FILE).exists():
+            party = fetch_share(self.led, self.keys, info.model_id, model_dir)  # the owner's sealed delivery
+            log.info("model %s: fetched and checked the share of party %d", info.model_id, party)
         manifest = read_manifest(model_dir)
         if manifest["n_parties"] != info.n_parties:
             raise DaemonError(f"model has {manifest['n_parties']} shares, job has {info.n_parties} parties")

@@ -3,13 +3,12 @@
 The nodes are `prover serve` processes and the dealer a `shardproof dealer serve`
 process, each with its own key file and data directory; they see each other only
 through the ledger and the job's gloo group. The calling process plays the
-remaining roles: model owner (publishes the shares and copies each node its own),
+remaining roles: model owner (publishes the shares, each sealed for its node),
 client (`run_remote_job`), log operator (signs checkpoints) and auditor. Used by
 `shardproof demo` and the multi-process integration tests.
 """
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,11 +16,11 @@ import time
 from pathlib import Path
 
 from ledger import Identity, Ledger
-from ledger import entries as E
 from mpc_core import prg
 from prover.keys import NodeKeys, registration_entry
 from prover.models.gpt import GPT
-from prover.models.publish import MANIFEST_FILE, publish_model
+from prover.model_delivery import publish_and_deliver
+from prover.models.publish import publish_model
 from prover.remote_client import run_remote_job
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,23 +72,11 @@ class ProcessNetwork:
 
     # --- model owner --------------------------------------------------------------------
     def publish(self, model: GPT, tokenizer_dir: str | Path | None = None, owner_seed: int = 1) -> str:
-        """Publish `model` as N shares (manifest on the ledger) and give node i its share; returns the model id."""
+        """Publish `model` as N shares: the manifest on the ledger, node i's share sealed for node i
+        (prover.model_delivery; a node fetches it when its first job needs it). Returns the model id."""
         out = self.dir / "published"
-        manifest = publish_model(model, self.n, out, prg.master_from_int(owner_seed, "owner"), tokenizer_dir=tokenizer_dir)
-        model_id = manifest["model_id"][:64]
-        digest = self.ledger.put_blob((out / MANIFEST_FILE).read_bytes())
-        self.ledger.append(E.make_entry(self.owner.identity, E.MODEL, {
-            "model_id": model_id, "manifest": digest, "n_shares": self.n,
-            "commitments": bytes.fromhex(manifest["model_id"])}))
-        for i, k in enumerate(self.nodes):
-            dst = self.data_dir(k.node_id) / "models" / model_id
-            dst.mkdir(parents=True, exist_ok=True)
-            for f in out.iterdir():  # the manifest and tokenizer files, and this node's share only
-                if f.is_file():
-                    shutil.copy2(f, dst / f.name)
-                elif f.is_dir() and f.name == f"party{i}":
-                    shutil.copytree(f, dst / f.name, dirs_exist_ok=True)
-        return model_id
+        publish_model(model, self.n, out, prg.master_from_int(owner_seed, "owner"), tokenizer_dir=tokenizer_dir)
+        return publish_and_deliver(self.ledger, self.owner, out, [k.node_id for k in self.nodes])
 
     # --- processes ----------------------------------------------------------------------
     def _spawn(self, name: str, cmd: list[str]) -> None:
