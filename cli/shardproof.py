@@ -1,4 +1,4 @@
-"""`shardproof`: clients, dealers and model owners (infer, dealer serve, demo)."""
+"""`shardproof`: clients, dealers and model owners (infer, dealer serve, publish, demo)."""
 from __future__ import annotations
 
 import sys
@@ -10,6 +10,7 @@ COMMANDS = {
     "demo": "cli.demo",
     "dealer": "cli.dealer_serve",
     "infer": "cli.infer",
+    "publish": "cli.publish",
 }
 
 

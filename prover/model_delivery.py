@@ -42,11 +42,12 @@ def publish_and_deliver(led: Ledger, owner: NodeKeys, published_dir: str | os.Pa
     model_id = manifest["model_id"]
     if len(node_ids) != manifest["n_parties"]:
         raise DeliveryError(f"{len(node_ids)} nodes for a {manifest['n_parties']}-party publication")
-    deliveries = []
-    for p, nid in enumerate(node_ids):
-        peer = lookup_peer(led, nid)
+    peers = [lookup_peer(led, nid) for nid in node_ids]
+    for nid, peer in zip(node_ids, peers):
         if peer is None or peer.x25519 is None:
             raise DeliveryError(f"node {nid!r} is not registered with an X25519 key")
+    deliveries = []
+    for p, (nid, peer) in enumerate(zip(node_ids, peers)):
         files = {f.name: f.read_bytes() for f in sorted((src / f"party{p}").iterdir()) if f.is_file()}
         data = canonical_cbor({"format": PACK_FORMAT, "model_id": model_id, "party": p, "files": files})
         chunks = [led.put_blob(seal(owner, peer.x25519, nid, model_id, PURPOSE_WEIGHTS, data[i:i + CHUNK_BYTES], k))

@@ -1,0 +1,40 @@
+"""`shardproof publish`: the owner's command posts the manifest and sealed deliveries; bad input exits 2."""
+from __future__ import annotations
+
+import json
+
+from cli.shardproof import main
+from ledger import Identity, Ledger
+from ledger import entries as E
+from mpc_core import prg
+from prover.keys import NodeKeys, registration_entry
+from prover.model_delivery import fetch_share
+from prover.models.publish import load_party_share
+
+
+def _keys(name: str) -> NodeKeys:
+    return NodeKeys.generate(name, prg.master_from_int(4, f"test-publish:{name}"))
+
+
+def test_publish_delivers_each_node_its_share(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    led = Ledger.open(url, origin="test", log_identity=Identity("log", b"L" * 32))
+    owner, nodes = _keys("owner"), [_keys(f"node-{i}") for i in range(3)]
+    led.append_many([registration_entry(k) for k in [owner] + nodes])
+    owner.save(tmp_path / "owner.key")
+    ids = ",".join(k.node_id for k in nodes)
+    rc = main(["publish", "--ledger", url, "--key", str(tmp_path / "owner.key"), "--nodes", ids,
+               "--out", str(tmp_path / "pub"), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["n_parties"] == 3 and set(out["delivered_bytes"]) == {k.node_id for k in nodes}
+    for i, k in enumerate(nodes):
+        assert fetch_share(led, k, out["model_id"], tmp_path / f"n{i}") == i
+        load_party_share(tmp_path / f"n{i}", i)
+    size = led.size()
+    assert main(["publish", "--ledger", url, "--key", str(tmp_path / "owner.key"), "--nodes", ids + ",ghost",
+                 "--out", str(tmp_path / "pub2")]) == 2
+    assert main(["publish", "--ledger", url, "--key", str(tmp_path / "missing.key"), "--nodes", ids]) == 2
+    assert main(["publish", "--ledger", url, "--key", str(tmp_path / "owner.key"), "--nodes", "one"]) == 2
+    assert led.size() == size  # nothing was posted by the failed runs
+    assert len(led.query(kind=E.MODEL)) == 1
+    led.close()
