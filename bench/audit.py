@@ -4,7 +4,8 @@ For each model, one private-generation job runs with every party in this process
 (transcripts spilled to disk, as nodes do); then the auditor replays the N-1 opened
 parties, with Freivalds (default lambda) and with --exact. Reported: job seconds
 (all N parties, dealer included), audit seconds, their ratio, and both per party
-(job / N vs audit / (N-1)), plus the steps and matrix products checked.
+(job / N vs audit / (N-1)), plus the steps and matrix products checked. The opened
+parties are replayed together in one session ("joint": how many; specs/audit.md, section 4).
 
 The nodes' answers to the challenge (reading their spilled transcripts back) are
 the nodes' work, not the auditor's: they are prepared first and timed apart
@@ -72,6 +73,7 @@ def run(model_name: str, tokens: int, lams: list[int], parties: int) -> list[dic
                 "matmul_checks": sum(p.replay.matmul_checks for p in opened),
                 "matmuls_recomputed": sum(p.replay.matmul_recomputed for p in opened),
                 "matmuls_freivalds": sum(p.replay.matmul_checks - p.replay.matmul_recomputed for p in opened),
+                "joint": max((p.replay.joint for p in opened), default=0),
                 "clean": v.clean,
             })
     return rows
@@ -90,10 +92,10 @@ def main(argv=None) -> int:
         rows += run(m, args.tokens, args.lambdas, args.parties)
     print_table("audit cost vs job compute (same run)",
                 ["model", "N", "mode", "lambda", "job cpu s", "audit cpu s", "audit/job", "per party", "open cpu s",
-                 "audit+open/job", "steps", "matmuls", "Freivalds", "clean"],
+                 "audit+open/job", "steps", "matmuls", "Freivalds", "joint", "clean"],
                 [[r["model"], r["parties"], r["mode"], r["lambda"], r["job_cpu_s"], r["audit_cpu_s"], r["ratio_cpu"],
                   r["ratio_per_party"], r["open_cpu_s"], r["ratio_cpu_with_open"], r["steps_checked"],
-                  r["matmul_checks"], r["matmuls_freivalds"], r["clean"]] for r in rows])
+                  r["matmul_checks"], r["matmuls_freivalds"], r["joint"], r["clean"]] for r in rows])
     write_json(args.json, {"bench": "audit", "machine": machine(), "rows": rows})
     return 0
 
