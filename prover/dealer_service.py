@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 from ledger import Ledger
@@ -250,6 +251,7 @@ class DealerDaemon:
         self.poll_s = poll_s
         self.timeout_s = timeout_s
         self._cursor = 0
+        self._pending: dict[str, float] = {}  # job -> when its job.open was first seen
         self.jobs_served = 0
         self.released: set[str] = set()
 
@@ -266,26 +268,30 @@ class DealerDaemon:
         return out
 
     def poll_once(self) -> bool:
-        """Serve newly opened jobs that name this dealer, then answer challenges. Returns whether a job ran."""
+        """Serve newly opened jobs that name this dealer (once their assignment is on the ledger, within the
+        timeout), then answer challenges. Returns whether a job ran."""
         ran = False
         for le in self.led.query(kind=E.JOB_OPEN, start=self._cursor):
-            if le.entry.body.get("dealer") != self.keys.node_id:
-                self._cursor = le.index + 1
-                continue
-            job_id = le.entry.body["job_id"]
+            self._cursor = le.index + 1
+            if le.entry.body.get("dealer") == self.keys.node_id:
+                self._pending.setdefault(le.entry.body["job_id"], time.monotonic())
+        for job_id, seen in list(self._pending.items()):
             try:
                 safe_id(job_id, "job id")
                 if _state_path(self.data_dir / "dealer", job_id).exists() or self.led.by_job(job_id, kind=E.DEALER_COMMIT):
-                    self._cursor = le.index + 1
+                    del self._pending[job_id]
                     continue
                 if not self.led.by_job(job_id, kind=E.JOB_ASSIGN):
-                    return ran  # the client posts the assignment next; look again on the next poll
-                self._cursor = le.index + 1
+                    if time.monotonic() - seen > self.timeout_s:
+                        del self._pending[job_id]
+                        log.warning("job %r: no assignment within %.0f s; not serving it", job_id, self.timeout_s)
+                    continue  # the client posts the assignment with the job; look again on the next poll
+                del self._pending[job_id]
                 run_dealer_job(self.led, self.keys, job_id, self.data_dir / "dealer", self.timeout_s)
                 self.jobs_served += 1
                 ran = True
             except Exception as exc:  # a bad job must not take the dealer down
-                self._cursor = le.index + 1
+                self._pending.pop(job_id, None)
                 log.error("job %r: cannot serve it: %s: %s", job_id, type(exc).__name__, exc)
         for job_id, f in self._served().items():
             if job_id in self.released or not self.led.by_job(job_id, kind=E.CHALLENGE):

@@ -96,3 +96,27 @@ def test_release_needs_a_derived_challenge(ledger_with_job):
     assert led.size() == before  # no seed was released
     with pytest.raises(DealerServiceError, match="not the dealer state"):
         release_for_challenge(led, other, state, "j2")
+
+
+def test_a_job_without_assignment_does_not_block_the_dealer(ledger_with_job):
+    from prover.dealer_service import DealerDaemon
+    from prover.local_files import write_secret
+
+    led, dealer, other, tmp = ledger_with_job
+    client = _keys("client")
+    led.append(E.make_entry(other.identity, E.DEALER_COMMIT, {"job_id": "j1", "seeds": [
+        {"party": p, "commitment": bytes(32)} for p in range(3)]}))  # j1 counts as served
+    led.append(E.make_entry(client.identity, E.JOB_OPEN, {
+        "job_id": "lonely", "model_id": "m", "n_parties": 3, "replicas": 1, "stages": 1, "dealer": other.node_id,
+        "client": client.node_id, "params": {"prompt_len": 1, "steps": 1, "rendezvous": "127.0.0.1:1"}}))
+    (tmp / "d" / "dealer").mkdir(parents=True)
+    write_secret(tmp / "d" / "dealer" / "dealer-old.cbor", canonical_cbor({
+        "format": "shardproof/dealer-state/v1", "job_id": "old", "n_parties": 3, "master_seed": b"m" * 32,
+        "requests": [], "status": "done"}))
+    led.append(E.make_entry(dealer.identity, E.CHALLENGE, {"job_id": "old", "checkpoint_size": 1,
+                                                           "checkpoint_root": bytes(32), "seed": bytes(32),
+                                                           "parties": [0, 1]}))
+    d = DealerDaemon(f"sqlite:///{tmp / 'l.db'}", other, tmp / "d", timeout_s=30)
+    assert d.poll_once() is False
+    assert "lonely" in d._pending and "old" in d.released  # the challenge was looked at (and refused: not derived)
+    assert not led.by_job("old", kind=E.OPENING) and not led.by_job("lonely", kind=E.DEALER_COMMIT)
