@@ -45,6 +45,7 @@ CHALLENGE = "challenge"
 OPENING = "opening"
 VERDICT = "verdict"
 CHECKPOINT = "checkpoint"
+REFRESH = "model.refresh"  # the owner's commitments to one job's refreshed weight shares
 
 
 # --- a small schema language -----------------------------------------------
@@ -258,6 +259,12 @@ SCHEMAS: dict[str, dict[str, _Spec]] = {
         "reason": _req(Str(4096, min_len=0)),
         "evidence": _opt(List(Blob())),
         "soundness_bits": _opt(Int(0, 4096)),
+        **_META,
+    },
+    REFRESH: {
+        **_JOB,
+        "model_id": _req(Str()),
+        "commitments": _req(Blob()),  # canonical CBOR {tensor name: [commitment of party i's refreshed share]}
         **_META,
     },
     CHECKPOINT: {

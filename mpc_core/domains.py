@@ -39,6 +39,8 @@ CHALLENGE = b"shardproof/audit/challenge/v1"  # Fiat-Shamir challenge seed from 
 BROADCAST_CHAIN = b"shardproof/audit/broadcast-chain/v1"  # hash chain over the messages one party sent one peer
 BROADCAST_RECEIPT = b"shardproof/audit/broadcast-receipt/v1"  # Ed25519 statement: "I sent you exactly this chain"
 DEALER_CORRECTION_AD = b"shardproof/channel/dealer-correction/v1"  # AD prefix of a sealed correction message
+WEIGHT_REFRESH = "shardproof/weights/refresh/v1"  # PRG purpose (ASCII): pairwise per-job weight-share refresh
+WEIGHT_REFRESH_SALT = b"shardproof/weights/refresh-salt/v1"  # per-job commitment salt from a node's salt key
 
 # --- verifier -------------------------------------------------------------
 FREIVALDS_R = b"shardproof/verifier/freivalds-r/v1"  # PRG purpose (ASCII) of a Freivalds challenge matrix R

@@ -48,9 +48,11 @@ from prover.ledger_view import challenge_is_derived
 from prover.local_files import safe_id, write_secret
 from prover.local_network import combined_root
 from prover.models.gpt_mpc import SharedGPT
-from prover.model_delivery import fetch_share
-from prover.models.publish import MANIFEST_FILE, load_party_share, manifest_config, read_manifest
+from prover.model_delivery import REFRESH_SCHEME, fetch_share
+from prover.models.publish import MANIFEST_FILE, commit_tensor, load_party_share, manifest_config, read_manifest
 from prover.opening import dec_tensor, enc_tensor, node_opening
+from prover.owner_service import job_refresh
+from prover.weight_refresh import job_salts, read_keys, refreshed
 from prover.wire import client_rank, dealer_rank, exchange_bytes, join_group, leave_group, recv_bytes, send_bytes
 
 log = logging.getLogger("shardproof.daemon")
@@ -98,6 +100,7 @@ class JobInfo:
     steps: int
     rendezvous: str
     seed_commitment: bytes
+    refresh: bool = False  # use the job's refreshed weight shares (prover.weight_refresh)
 
 
 class NodeDaemon:
@@ -221,8 +224,13 @@ class NodeDaemon:
         n = int(b["n_parties"])
         if not 0 <= party < n:
             raise DaemonError(f"party {party} outside 0..{n - 1}")
-        return JobInfo(job_id, safe_id(b["model_id"], "model id"), n, party, b.get("client") or dealer, dealer,
-                       int(params["prompt_len"]), int(params["steps"]), str(params["rendezvous"]), seeds[party])
+        model_id = safe_id(b["model_id"], "model id")
+        pubs = [e for e in self.led.query(kind=E.MODEL) if e.entry.body["model_id"] == model_id]
+        refresh = bool(pubs) and (pubs[0].entry.body.get("meta") or {}).get("refresh") == REFRESH_SCHEME
+        if refresh and job_refresh(self.led, job_id, model_id) is None:
+            raise _NotYet("no model.refresh by the model's owner yet")
+        return JobInfo(job_id, model_id, n, party, b.get("client") or dealer, dealer, int(params["prompt_len"]),
+                       int(params["steps"]), str(params["rendezvous"]), seeds[party], refresh)
 
     # --- one job -------------------------------------------------------------------------
     def run_job(self, info: JobInfo) -> None:
@@ -264,7 +272,8 @@ class NodeDaemon:
             if self.cheat is not None:
                 install(session, p, self.cheat)
             try:
-                model = SharedGPT(session, manifest_config(manifest), self._weights(session, model_dir, manifest, p))
+                model = SharedGPT(session, manifest_config(manifest),
+                                  self._weights(session, model_dir, manifest, p, info.job_id if info.refresh else None))
                 V = model.config.vocab_size
                 for i in range(info.steps):
                     T = info.prompt_len if i == 0 else 1
@@ -293,7 +302,7 @@ class NodeDaemon:
         transcript.close()
         write_secret(jdir / "secret.bin", secret)
         write_secret(jdir / "state.cbor", canonical_cbor({
-            "job_id": info.job_id, "party": p, "n_parties": n, "model_id": info.model_id,
+            "job_id": info.job_id, "party": p, "n_parties": n, "model_id": info.model_id, "refresh": info.refresh,
             "records": _records_to_cbor(transcript.records), "tokens": [enc_tensor(t) for t in token_shares]}))
         root = combined_root(commitment.views_root, commitment.opened_root)
         sig = self.keys.bls_sign(E.job_root_message(info.job_id, self.node_id, p, 0, root, commitment.steps))
@@ -343,8 +352,22 @@ class NodeDaemon:
                 log.warning("job %s: party %d's broadcast receipt does not match what it sent here", info.job_id, j)
         return heard, disputes
 
-    def _weights(self, session: Session, model_dir: Path, manifest: dict, party: int) -> dict[str, SharedTensor]:
+    def _weights(self, session: Session, model_dir: Path, manifest: dict, party: int,
+                 refresh_job: str | None) -> dict[str, SharedTensor]:
         share = load_party_share(model_dir, party, manifest)  # checked against the owner's commitments
+        if refresh_job is not None:  # this job's fresh sharing W_i^t (prover.weight_refresh)
+            keys = read_keys(model_dir / f"party{party}", party, manifest["n_parties"])
+            share = refreshed(share, keys, refresh_job)
+            # The owner's commitments must open to what this node computed; else an honest node would be
+            # accused for the owner's mistake: refuse the job instead.
+            entry = job_refresh(self.led, refresh_job, manifest["model_id"])
+            table = decode_cbor(self.led.get_blob(entry.entry.body["commitments"])) if entry is not None else {}
+            salts = job_salts(keys, refresh_job, share)
+            for name, t in share.items():
+                row = table.get(name) if isinstance(table, dict) else None
+                if (not isinstance(row, list) or len(row) != manifest["n_parties"]
+                        or bytes(row[party]) != commit_tensor(name, t, salts[name], manifest["frac_bits"])):
+                    raise DaemonError(f"the owner's refresh commitment of {name} does not match this node's share")
         if self.cheat is not None and self.cheat.kind == "weights":  # a stale share: one unit off in one weight
             name = sorted(n for n in share if n.endswith("c_fc.weight"))[0]
             share[name] = share[name].clone()
@@ -390,6 +413,7 @@ class NodeDaemon:
         try:
             _, salts = commit(transcript.records, secret, job_id.encode(), p)
             model_dir = self.data_dir / "models" / safe_id(state["model_id"], "model id")
-            return node_opening(transcript, salts, model_dir, p, [dec_tensor(t) for t in state["tokens"]], self.cheat)
+            return node_opening(transcript, salts, model_dir, p, [dec_tensor(t) for t in state["tokens"]], self.cheat,
+                                refresh_job=job_id if state.get("refresh") else None)
         finally:
             transcript.close()

@@ -26,6 +26,7 @@ from prover.local_files import safe_id
 from prover.models.publish import MANIFEST_FILE, load_party_share, read_manifest
 
 CHUNK_BYTES = 32 << 20
+REFRESH_SCHEME = "pairwise/v1"  # jobs of this model use per-job refreshed shares (prover.weight_refresh)
 PACK_FORMAT = "shardproof/share-delivery/v1"
 
 
@@ -56,7 +57,7 @@ def publish_and_deliver(led: Ledger, owner: NodeKeys, published_dir: str | os.Pa
     digest = led.put_blob((src / MANIFEST_FILE).read_bytes())
     led.append(E.make_entry(owner.identity, E.MODEL, {
         "model_id": model_id, "manifest": digest, "n_shares": manifest["n_parties"],
-        "commitments": bytes.fromhex(model_id), "meta": {"deliveries": deliveries}}))
+        "commitments": bytes.fromhex(model_id), "meta": {"deliveries": deliveries, "refresh": REFRESH_SCHEME}}))
     return model_id
 
 

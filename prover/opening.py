@@ -75,9 +75,13 @@ def decode_opening(data: bytes) -> dict:
     }
 
 
-def node_opening(transcript, salts: list[bytes], model_dir, party: int, tokens: list[torch.Tensor], cheat=None) -> bytes:
-    """What node `party` reveals for a challenge: its transcript, step salts, published weight share
-    with the owner's salts, and input shares (a `bad-opening` cheat alters one matmul output)."""
+def node_opening(transcript, salts: list[bytes], model_dir, party: int, tokens: list[torch.Tensor], cheat=None,
+                 refresh_job: str | None = None) -> bytes:
+    """What node `party` reveals for a challenge: its transcript, step salts, its weight share with the
+    salts of its commitment, and input shares (a `bad-opening` cheat alters one matmul output).
+
+    With `refresh_job` the weight share is the job's refreshed share W_i^t with its per-job salts
+    (prover.weight_refresh), never the published W_i."""
     import json
     from pathlib import Path
 
@@ -88,6 +92,14 @@ def node_opening(transcript, salts: list[bytes], model_dir, party: int, tokens: 
     if cheat is not None and cheat.kind == "bad-opening":
         target, honest = bad_opening_step(transcript.records, cheat), transcript.load
         load = lambda k: {**honest(k), "out": altered(honest(k)["out"])} if k == target else honest(k)  # noqa: E731
+    share = load_party_share(model_dir, party)
+    if refresh_job is not None:
+        from prover.models.publish import read_manifest
+        from prover.weight_refresh import job_salts, read_keys, refreshed
+
+        keys = read_keys(Path(model_dir) / f"party{party}", party, read_manifest(model_dir)["n_parties"])
+        return encode_opening(transcript.records, salts, load, refreshed(share, keys, refresh_job), tokens,
+                              job_salts(keys, refresh_job, share))
     wsalts = json.loads((Path(model_dir) / f"party{party}" / SALTS_FILE).read_text())
-    return encode_opening(transcript.records, salts, load, load_party_share(model_dir, party), tokens,
+    return encode_opening(transcript.records, salts, load, share, tokens,
                           {k: bytes.fromhex(v) for k, v in wsalts.items()})

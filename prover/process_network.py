@@ -3,7 +3,8 @@
 The nodes are `prover serve` processes and the dealer a `shardproof dealer serve`
 process, each with its own key file and data directory; they see each other only
 through the ledger and the job's gloo group. The calling process plays the
-remaining roles: model owner (publishes the shares, each sealed for its node),
+remaining roles: model owner (publishes the shares, each sealed for its node, and
+posts every job's refresh commitments from a thread),
 client (`run_remote_job`), log operator (signs checkpoints) and auditor. Used by
 `shardproof demo` and the multi-process integration tests.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from prover.keys import NodeKeys, registration_entry
 from prover.models.gpt import GPT
 from prover.model_delivery import publish_and_deliver
 from prover.models.publish import publish_model
+from prover.owner_service import OwnerService
 from prover.remote_client import run_remote_job
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +62,8 @@ class ProcessNetwork:
                 k.save(self._key_file(k.node_id))
         self.procs: dict[str, subprocess.Popen] = {}
         self._log_offset: dict[str, int] = {}
+        self.published: dict[str, Path] = {}  # model id -> the owner's publication directory
+        self._owner_thread: threading.Thread | None = None
 
     # --- paths --------------------------------------------------------------------------
     def _key_file(self, name: str) -> Path:
@@ -74,9 +79,33 @@ class ProcessNetwork:
     def publish(self, model: GPT, tokenizer_dir: str | Path | None = None, owner_seed: int = 1) -> str:
         """Publish `model` as N shares: the manifest on the ledger, node i's share sealed for node i
         (prover.model_delivery; a node fetches it when its first job needs it). Returns the model id."""
-        out = self.dir / "published"
+        out = self.dir / f"published-{len(self.published)}"
         publish_model(model, self.n, out, prg.master_from_int(owner_seed, "owner"), tokenizer_dir=tokenizer_dir)
-        return publish_and_deliver(self.ledger, self.owner, out, [k.node_id for k in self.nodes])
+        model_id = publish_and_deliver(self.ledger, self.owner, out, [k.node_id for k in self.nodes])
+        self.published[model_id] = out
+        return model_id
+
+    def start_owner(self) -> None:
+        """The owner online, in a thread of this process: per-job refresh commitments (prover.owner_service)."""
+        if self._owner_thread is not None:
+            return
+        self._owner_stop = threading.Event()
+        led = Ledger.open(self.url, create=False)
+        service = OwnerService(led, self.owner, self.published, poll_s=self.poll_s)
+
+        def loop() -> None:
+            try:
+                service.run(self._owner_stop)
+            finally:
+                led.close()
+        self._owner_thread = threading.Thread(target=loop, name="owner", daemon=True)
+        self._owner_thread.start()
+
+    def stop_owner(self) -> None:
+        if self._owner_thread is not None:
+            self._owner_stop.set()
+            self._owner_thread.join(30)
+            self._owner_thread = None
 
     # --- processes ----------------------------------------------------------------------
     def _spawn(self, name: str, cmd: list[str]) -> None:
@@ -115,7 +144,8 @@ class ProcessNetwork:
         self._spawn(name, cmd)
 
     def start(self, cheats: dict[int, str] | None = None) -> None:
-        """Start the dealer and every node (node i with `cheats[i]`, if given)."""
+        """Start the owner's refresh service, the dealer and every node (node i with `cheats[i]`, if given)."""
+        self.start_owner()
         self.start_dealer()
         for i in range(self.n):
             self.start_node(i, (cheats or {}).get(i))
@@ -145,8 +175,10 @@ class ProcessNetwork:
         return rc
 
     def stop(self) -> dict[str, int | None]:
-        """Stop every process; returns their exit codes."""
-        return {name: self.stop_process(name) for name in list(self.procs)}
+        """Stop every process (and the owner's thread); returns the processes' exit codes."""
+        codes = {name: self.stop_process(name) for name in list(self.procs)}
+        self.stop_owner()
+        return codes
 
     def __enter__(self) -> "ProcessNetwork":
         return self

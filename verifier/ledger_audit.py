@@ -35,6 +35,7 @@ from prover.local_network import combined_root, decode_release, read_manifest_bl
 from prover.models.gpt_mpc import SharedGPT
 from prover.models.publish import commit_tensor, manifest_config
 from prover.opening import dec_tensor, decode_opening
+from prover.owner_service import job_refresh, refreshed_manifest
 from verifier.audit import DEFAULT_LAMBDA, PartyVerdict, Verdict
 from verifier.broadcast import check_receipts
 from verifier.replay import replay_parties
@@ -185,6 +186,16 @@ def audit_on_ledger(led: Ledger, job_id: str, verifier: Identity | None, *, lam:
     release = decode_release(led.get_blob(release_e[-1].entry.body["data"])) if release_e else {"seeds": {}}
     model_id = job_open["model_id"]
     manifest = read_manifest_blob(led, model_id)
+    refresh_e = job_refresh(led, job_id, model_id)
+    pub_meta = next((e.entry.body.get("meta") or {} for e in led.query(kind=E.MODEL)
+                     if e.entry.body["model_id"] == model_id), {})
+    if refresh_e is not None:  # this job's fresh sharing: openings are checked against the owner's per-job commitments
+        try:
+            manifest = refreshed_manifest(manifest, led.get_blob(refresh_e.entry.body["commitments"]))
+        except Exception as exc:
+            raise AuditIncomplete(f"the owner's refresh commitments for {job_id} are malformed: {exc}") from None
+    elif pub_meta.get("refresh"):
+        raise AuditIncomplete(f"model {model_id} refreshes its shares per job, and job {job_id} has no refresh entry")
     by_party = {c.party: c for c in commitments}
     for p in range(n):
         if p in bcast.equivocators:  # proven by the peers' receipts, opened or not
@@ -223,6 +234,7 @@ def audit_on_ledger(led: Ledger, job_id: str, verifier: Identity | None, *, lam:
             idx += [release_e[-1].index] if release_e else []
             idx += [out.challenge_index, out.verdict_index]
             idx += [e.index for e in led.query(kind=E.MODEL) if e.entry.body["model_id"] == model_id]
+            idx += [refresh_e.index] if refresh_e is not None else []
             idx += [e.index for e in led.query(kind=E.REGISTER, author=assignment[p], limit=1)]
             out.evidence[p] = led.export_evidence(sorted(set(idx)))
     return out
@@ -375,6 +387,9 @@ def check_evidence(bundle: bytes, log_key: bytes | None = None) -> EvidenceCheck
         model = next(e for e in by_kind[E.MODEL] if e.body["model_id"] == job["model_id"])
         import json
         manifest = json.loads(rep.blobs[model.body["manifest"]])
+        refreshes = [e for e in by_kind.get(E.REFRESH, []) if e.author == model.author and e.body["job_id"] == job_id]
+        if refreshes:
+            manifest = refreshed_manifest(manifest, rep.blobs[refreshes[0].body["commitments"]])
         release_e = [e for e in by_kind.get(E.OPENING, []) if e.body.get("meta", {}).get("role") == "dealer"]
         release = decode_release(rep.blobs[release_e[-1].body["data"]]) if release_e else {"seeds": {}}
         openings = {e.body["party"]: e for e in by_kind.get(E.OPENING, []) if e.body.get("meta", {}).get("role") != "dealer"}

@@ -84,11 +84,15 @@ def publish_model(model: GPT, n_parties: int, out_dir: str | Path, owner_seed: b
                 "n_parties": n_parties, "tensors": tensors}
     manifest["config"] = json.loads(json.dumps(manifest["config"]))
     manifest["model_id"] = manifest_id(_hashable(manifest))
+    from prover.weight_refresh import deal_keys, write_keys
+
+    refresh_keys = deal_keys(owner_seed, n_parties)
     for p in range(n_parties):
         d = out / f"party{p}"
         d.mkdir(exist_ok=True)
         save_file(per_party[p], str(d / SHARE_FILE), metadata={"format": FORMAT, "party": str(p)})
         (d / SALTS_FILE).write_text(json.dumps(salts[p], indent=1, sort_keys=True))
+        write_keys(d, refresh_keys[p])  # secret, like the share: per-job re-randomisation (prover.weight_refresh)
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     if tokenizer_dir is not None and (Path(tokenizer_dir) / TOKENIZER_FILE).exists():
         shutil.copyfile(Path(tokenizer_dir) / TOKENIZER_FILE, out / TOKENIZER_FILE)

@@ -13,10 +13,13 @@ import json
 import os
 
 import pytest
+import torch
 
 from ledger import entries as E
 from prover.cheats import KINDS
 from prover.models import GPTConfig, random_model
+from prover.models.publish import load_party_share
+from prover.opening import decode_opening
 from prover.process_network import ProcessNetwork
 from verifier.ledger_audit import check_evidence
 
@@ -28,6 +31,7 @@ CHEATS = {"matmul-random": "matmul-random@3", "matmul-2^63": "matmul-2^63@20", "
           "zeros": "zeros@8", "weights": "weights", "bad-opening": "bad-opening@4", "refuse": "refuse",
           "equivocate": "equivocate@7"}
 HONEST_JOBS = 50
+WEIGHT = "transformer.h.0.mlp.c_fc.weight"
 _jobs = itertools.count()
 
 
@@ -56,10 +60,18 @@ def _job_id(label: str) -> str:
     return f"{label}-{os.getpid()}-{next(_jobs)}"
 
 
+def _record_opened_weights(net, job_id: str, opened: dict) -> None:
+    for e in net.ledger.by_job(job_id, kind=E.OPENING):
+        if e.entry.body.get("meta", {}).get("role") != "dealer":
+            op = decode_opening(net.ledger.get_blob(e.entry.body["data"]))
+            opened.setdefault(e.entry.body["party"], []).append(op["weights"][WEIGHT])
+
+
 def test_fifty_honest_jobs_audit_clean(network):
     """50 honest jobs (one forward pass each, fresh seeds and challenges): no accusation, no incomplete audit."""
     net, model_id = network
     closed = set()
+    opened: dict[int, list] = {}
     for k in range(HONEST_JOBS):
         job_id = _job_id("honest")
         out = net.run_job(model_id, [k % CFG.vocab_size, 1, 4], 1, job_id)
@@ -68,7 +80,17 @@ def test_fifty_honest_jobs_audit_clean(network):
         assert net.ledger.get(res.verdict_index).entry.body["outcome"] == "pass"
         assert len(out["tokens"]) == 1
         closed.add(res.verdict.closed_party)
+        if k < 6:
+            _record_opened_weights(net, job_id, opened)
     assert closed == {0, 1, 2}  # every share index was opened in some job
+    # Per-job refresh: what an audit opens is that job's fresh share, never the published one, and the
+    # openings of all these audits together do not add up to the weights.
+    pub = net.published[model_id]
+    w = sum(load_party_share(pub, p)[WEIGHT] for p in range(3))
+    for p, seen in opened.items():
+        assert all(not torch.equal(t, load_party_share(pub, p)[WEIGHT]) for t in seen)
+        assert len({tuple(t.reshape(-1)[:8].tolist()) for t in seen}) == len(seen)
+    assert not any(torch.equal(a + b + c, w) for a in opened[0] for b in opened[1] for c in opened[2])
 
 
 def test_verify_audit_cli_names_a_stopped_node_unresponsive_not_a_cheater(network, tmp_path, capsys):

@@ -38,3 +38,41 @@ def test_publish_delivers_each_node_its_share(tmp_path, capsys):
     assert led.size() == size  # nothing was posted by the failed runs
     assert len(led.query(kind=E.MODEL)) == 1
     led.close()
+
+
+def test_owner_serve_posts_refreshes_and_rejects_bad_input(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from ledger import entries as E
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    led = Ledger.open(url, origin="test", log_identity=Identity("log", b"L" * 32))
+    owner, client, nodes = _keys("owner"), _keys("client"), [_keys(f"node-{i}") for i in range(2)]
+    led.append_many([registration_entry(k) for k in [owner, client] + nodes])
+    owner.save(tmp_path / "owner.key")
+    assert main(["publish", "--ledger", url, "--key", str(tmp_path / "owner.key"), "--nodes",
+                 ",".join(k.node_id for k in nodes), "--out", str(tmp_path / "pub")]) == 0
+    model_id = led.query(kind=E.MODEL)[0].entry.body["model_id"]
+    assert main(["owner", "serve", "--ledger", url, "--key", str(tmp_path / "owner.key"),
+                 "--published", str(tmp_path / "missing")]) == 2
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "cli.shardproof", "owner", "serve", "--ledger", url, "--key",
+                             str(tmp_path / "owner.key"), "--published", str(tmp_path / "pub"), "--poll", "0.1"],
+                            cwd=repo, stderr=subprocess.PIPE)
+    try:
+        led.append(E.make_entry(client.identity, E.JOB_OPEN, {
+            "job_id": "j", "model_id": model_id, "n_parties": 2, "replicas": 1, "stages": 1,
+            "dealer": client.node_id, "client": client.node_id}))
+        deadline = time.monotonic() + 60
+        while not led.by_job("j", kind=E.REFRESH) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        refresh = led.by_job("j", kind=E.REFRESH)
+        assert refresh and refresh[0].entry.author == owner.node_id
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, proc.stderr.read().decode()[-2000:]
+        led.close()
