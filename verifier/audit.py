@@ -19,10 +19,12 @@ from typing import Callable
 
 import blake3
 import cbor2
+import torch
 
 from ledger import merkle
 from mpc_core.domains import CHALLENGE, OPENED_LEAF, STEP_COMMIT_LEAF
 from mpc_core.encoding import canonical_cbor
+from mpc_core.transcript import tensor_digest
 from prover.commitments import JobCommitment, verify_records
 from verifier.replay import ReplayResult, replay_parties
 
@@ -126,6 +128,24 @@ def records_match(records: list, salts: list, commitment: JobCommitment) -> bool
         return False
 
 
+def first_unfaithful_output(records: list, outs: Callable[[int], torch.Tensor | None]) -> int | None:
+    """The first matrix-product step whose opened output does not open that step's committed `out` digest
+    (None if all do). An exact replay recomputes products and would otherwise never look at them. Never raises."""
+    from prover.cheats import MATMUL_KINDS
+
+    for r in records:
+        if r.kind not in MATMUL_KINDS or "out" not in r.digests:
+            continue
+        try:
+            z = outs(r.index)
+            ok = z is not None and tensor_digest("out", z) == r.digests["out"]
+        except Exception:
+            ok = False
+        if not ok:
+            return r.index
+    return None
+
+
 def audit(job_id: bytes, commitments: list[JobCommitment], *, n_parties: int,
           get_opening: Callable[[int], tuple], get_program: Callable[[int], Callable],
           get_seed: Callable[[int], bytes], get_corrections: Callable[[int], Callable | None],
@@ -164,6 +184,10 @@ def audit(job_id: bytes, commitments: list[JobCommitment], *, n_parties: int,
             continue
         if not records_match(records, salts, by_party[p]):
             verdicts[p] = PartyVerdict(p, "cheated", "opened records do not match the committed roots")
+            continue
+        bad = first_unfaithful_output(records, outs) if mode == "exact" else None  # Freivalds mode checks them itself
+        if bad is not None:
+            verdicts[p] = PartyVerdict(p, "cheated", f"step {bad}: opened output does not match its commitment")
             continue
         ready[p] = (records, opened, outs)
     parties = tuple(ready)

@@ -29,14 +29,13 @@ from mpc_core import Session, SharedTensor
 from mpc_core.dealer import Request
 from mpc_core.domains import CHALLENGE
 from mpc_core.encoding import canonical_cbor, decode_cbor
-from mpc_core.transcript import tensor_digest
 from prover.commitments import JobCommitment, verify_records
 from prover.local_network import combined_root, decode_release, read_manifest_blob
 from prover.models.gpt_mpc import SharedGPT
 from prover.models.publish import commit_tensor, manifest_config
 from prover.opening import dec_tensor, decode_opening
 from prover.owner_service import job_refresh, refreshed_manifest
-from verifier.audit import DEFAULT_LAMBDA, PartyVerdict, Verdict
+from verifier.audit import DEFAULT_LAMBDA, PartyVerdict, Verdict, first_unfaithful_output
 from verifier.broadcast import check_receipts
 from verifier.replay import replay_parties
 
@@ -259,7 +258,7 @@ def _read_opening(p: int, commitment: JobCommitment, raw: bytes) -> PartyVerdict
         return PartyVerdict(p, "cheated", f"malformed opening: {type(exc).__name__}: {exc}")
     if not verify_records(op["records"], op["salts"], commitment):
         return PartyVerdict(p, "cheated", "opened records do not match the committed roots")
-    bad = _first_unfaithful_output(op["records"], op["outs"])
+    bad = first_unfaithful_output(op["records"], op["outs"].get)
     if bad is not None:  # checked in both modes: exact replay recomputes products and would never look
         return PartyVerdict(p, "cheated", f"step {bad}: opened output does not match its commitment")
     return op
@@ -317,21 +316,6 @@ def judge_party(p: int, n: int, job_id: str, commitment: JobCommitment, raw: byt
     slots: list = [p]
     judge_parties(slots, n, job_id, {p: commitment}, {p: raw}, release, manifest, seed, lam, mode)
     return slots[0]
-
-
-def _first_unfaithful_output(records, outs: dict) -> int | None:
-    """The first step whose opened product output does not open that step's committed `out` digest."""
-    by_index = {r.index: r for r in records}
-    for k in sorted(outs):
-        rec = by_index.get(k)
-        z = outs[k]
-        try:
-            ok = rec is not None and "out" in rec.digests and tensor_digest("out", z) == rec.digests["out"]
-        except Exception:
-            ok = False
-        if not ok:
-            return int(k) if isinstance(k, int) else -1
-    return None
 
 
 def _published_weights(manifest: dict, weights: dict[str, torch.Tensor], salts: dict[str, bytes], party: int) -> bool:

@@ -57,6 +57,19 @@ def test_every_cheat_kind_is_caught_and_attributed(model_dir, tmp_path, kind):
             assert "refused" in bad.reason
 
 
+@pytest.mark.parametrize("kind", ["bad-opening", "weights", "refuse", "trunc"])
+def test_exact_mode_names_the_cheater_too(model_dir, tmp_path, kind):
+    """--exact recomputes products; an opened output that does not match its commitment is still a cheat."""
+    for seed in range(12):
+        job = _job(model_dir, tmp_path, 300 + seed, {1: Cheat(kind, 40 if kind != "trunc" else 60)})
+        if closed_party(derive_challenge(job.job_id, [job.parties[p].commitment for p in range(3)]), 3) != 1:
+            break
+    v = audit_local_job(job, mode="exact")
+    assert v.cheaters == [1], v.as_dict()
+    if kind == "bad-opening":
+        assert "opened output does not match its commitment" in v.parties[1].reason
+
+
 def test_exact_mode_catches_a_single_2_pow_63_error(model_dir, tmp_path):
     job = _job(model_dir, tmp_path, 7, {0: Cheat("matmul-2^63", 40)})
     challenge = derive_challenge(job.job_id, [job.parties[p].commitment for p in range(3)])
