@@ -255,6 +255,7 @@ class NodeDaemon:
         t0 = time.perf_counter()
         group = join_group(info.rendezvous, p, n, self.timeout_s)
         t_join = time.perf_counter()
+        log.info("job %s: joined the group as party %d", info.job_id, p)
         dealer, client = dealer_rank(n), client_rank(n)
         bcast = BroadcastLog(p, n)
         try:

@@ -122,7 +122,10 @@ def run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str], 
 
     t0 = time.perf_counter()
     try:
-        join_group(f"127.0.0.1:{port}", client_rank(n), n, timeout_s)
+        try:
+            join_group(f"127.0.0.1:{port}", client_rank(n), n, timeout_s)
+        except Exception as exc:  # a party or the dealer never joined, or died while the group formed
+            raise RemoteJobError(f"job {job_id}: the job's group did not form: {type(exc).__name__}: {exc}") from exc
         try:
             send_tokens(list(prompt_ids))
             while True:

@@ -167,11 +167,13 @@ def test_a_node_killed_mid_job_fails_that_job_only(network):
 
     t = threading.Thread(target=client)
     t.start()
-    status = net.data_dir(net.nodes[victim].node_id) / "jobs" / job_id / "status"
-    deadline = time.monotonic() + 60
-    while not status.exists() and time.monotonic() < deadline:
+    joined = f"job {job_id}: joined the group as party {victim}"
+    log = net.log_file(net.nodes[victim].node_id)
+    deadline = time.monotonic() + 120
+    while joined not in log.read_text(errors="replace") and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(1.0)
+    assert joined in log.read_text(errors="replace"), net.logs()
+    time.sleep(0.5)  # well inside the job: 6 forward passes take seconds
     net.procs[net.nodes[victim].node_id].kill()
     net.procs.pop(net.nodes[victim].node_id).wait(10)
     t.join(240)
