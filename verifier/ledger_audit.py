@@ -35,7 +35,7 @@ from prover.models.gpt_mpc import SharedGPT
 from prover.models.publish import commit_tensor, manifest_config
 from prover.opening import dec_tensor, decode_opening
 from prover.owner_service import job_refresh, refreshed_manifest
-from verifier.audit import DEFAULT_LAMBDA, PartyVerdict, Verdict, first_unfaithful_output
+from verifier.audit import DEFAULT_LAMBDA, PartyVerdict, Verdict, first_unfaithful_output, replay_verdict
 from verifier.broadcast import check_receipts
 from verifier.replay import replay_parties
 
@@ -265,14 +265,10 @@ def _read_opening(p: int, commitment: JobCommitment, raw: bytes) -> PartyVerdict
 
 
 def _replayed_verdict(p: int, result, manifest: dict, op: dict) -> PartyVerdict:
-    if result.ok and _published_weights(manifest, op["weights"], op["weight_salts"], p):
-        return PartyVerdict(p, "clean", "every step matches", result)
-    if result.ok:
+    pv = replay_verdict(p, result)
+    if pv.status == "clean" and not _published_weights(manifest, op["weights"], op["weight_salts"], p):
         return PartyVerdict(p, "cheated", "weight share differs from the published commitment", result)
-    if result.finding is not None:
-        f = result.finding
-        return PartyVerdict(p, "cheated", f"step {f.step}: {f.what} differs", result)
-    return PartyVerdict(p, "cheated", f"opening could not be replayed: {result.error}", result)
+    return pv
 
 
 def judge_parties(slots: list, n: int, job_id: str, commitments: dict[int, JobCommitment], raws: dict[int, bytes],

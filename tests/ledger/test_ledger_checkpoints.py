@@ -7,7 +7,6 @@ import time
 import pytest
 
 from ledger import entries as E
-from ledger import merkle
 from ledger.checkpoints import Checkpoint, Witness, add_cosignature, sign_checkpoint
 from ledger.errors import (
     BadCheckpointSignature,

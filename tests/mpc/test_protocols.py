@@ -1,5 +1,4 @@
 """Protocol-level properties: truncation, comparison exactness, masked weights, linear ops, counters."""
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st

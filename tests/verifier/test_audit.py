@@ -1,23 +1,13 @@
 """End-to-end audits of in-process jobs: honest jobs stay clean, every cheat kind is caught and attributed."""
 import pytest
-import torch
 
-from mpc_core.prg import master_from_int
 from prover.cheats import KINDS, NETWORK_ONLY, Cheat, CheatSpecError
 from prover.job import run_job
-from prover.models import GPTConfig, random_model
-from prover.models.publish import publish_model
+from prover.models import GPTConfig
 from verifier.audit import Unresponsive, audit, audit_local_job, closed_party, derive_challenge
 
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=40, block_size=16)
 PROMPT = [3, 1, 4]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("published")
-    publish_model(random_model(CFG, seed=2), 3, d, master_from_int(7))
-    return d
 
 
 def _job(model_dir, tmp_path, seed, cheats=None, tokens=3):

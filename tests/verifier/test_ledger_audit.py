@@ -1,6 +1,5 @@
 """Audits from the ledger (SQLite and PostgreSQL): challenge, openings, verdict entries, offline evidence, CLI."""
 import itertools
-import json
 import os
 
 import pytest
@@ -124,8 +123,6 @@ def _post_opening(net, job_id, party, ci, blob):
 
 @pytest.mark.parametrize("garbage", [b"\xff\x00garbage", b"\xa1\x61x\x01", None])
 def test_garbage_openings_give_a_verdict_not_a_crash(tmp_path, garbage):
-    from mpc_core.encoding import canonical_cbor
-
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     net = LocalNetwork.create(url, 3, seed=0)
     model_id = net.publish(random_model(CFG, seed=4), tmp_path / "model")

@@ -12,20 +12,12 @@ from prover.commitments import verify_records
 from prover.job import run_job
 from prover.models import GPTConfig, random_model
 from prover.models.gpt_mpc import SharedGPT, share_tokens
-from prover.models.publish import publish_model
 from verifier import replay as R
 from verifier.audit import audit_local_job, closed_party, derive_challenge, local_openings, records_match
 from verifier.freivalds import Term
 
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=40, block_size=16)
 PROMPT = [3, 1, 4]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("published")
-    publish_model(random_model(CFG, seed=2), 3, d, master_from_int(7))
-    return d
 
 
 def _opened_job(model_dir, tmp_path, cheater, cheat, tokens=3):
