@@ -169,19 +169,23 @@ class _ReplayDealer(Dealer):
 _HEADS: dict[tuple[str, tuple[int, ...]], Any] = {}
 
 
-def step_digest(name: str, t: torch.Tensor) -> bytes:
-    """The same bytes as mpc_core.transcript.tensor_digest(name, t), with the per-(name, shape)
-    header hashed once and kept."""
-    if t.dtype != torch.int64 or not isinstance(name, str):
-        return tensor_digest(name, t)  # raises the same error
-    shape = tuple(t.shape)
+def _head(name: str, shape: tuple[int, ...]):
+    """The BLAKE3 state after a tensor digest's header for (name, shape), computed once and kept."""
     head = _HEADS.get((name, shape))
     if head is None:
         head = blake3.blake3(TRANSCRIPT_TENSOR)
         head.update(cbor2.dumps([name, list(shape)], canonical=True))
         if len(_HEADS) < 65536:
             _HEADS[(name, shape)] = head
-    h = head.copy()
+    return head
+
+
+def step_digest(name: str, t: torch.Tensor) -> bytes:
+    """The same bytes as mpc_core.transcript.tensor_digest(name, t), with the per-(name, shape)
+    header hashed once and kept."""
+    if t.dtype != torch.int64 or not isinstance(name, str):
+        return tensor_digest(name, t)  # raises the same error
+    h = _head(name, tuple(t.shape)).copy()
     arr = t.detach().cpu().contiguous().numpy().astype("<i8", copy=False)
     h.update(memoryview(arr).cast("B"))
     return h.digest()
@@ -261,13 +265,7 @@ def _row_bytes(name: str, t: torch.Tensor, rows: list[int]) -> dict[int, bytes]:
     """step_digest(name, t[i]) for each i in `rows`, for a party-axis tensor t."""
     if t.dtype != torch.int64:
         return {i: step_digest(name, t[i]) for i in rows}  # raises the same error
-    shape = tuple(t.shape[1:])
-    head = _HEADS.get((name, shape))
-    if head is None:
-        head = blake3.blake3(TRANSCRIPT_TENSOR)
-        head.update(cbor2.dumps([name, list(shape)], canonical=True))
-        if len(_HEADS) < 65536:
-            _HEADS[(name, shape)] = head
+    head = _head(name, tuple(t.shape[1:]))
     arr = t.detach().cpu().contiguous().numpy().astype("<i8", copy=False).reshape(t.shape[0], -1)
     out = {}
     for i in rows:
