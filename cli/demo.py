@@ -129,7 +129,7 @@ def _cheat_run(out, net, cheat, args, nodes, job_and_audit, summary, d, check_ev
         net.restart_node(args.cheater, str(cheat))
         net.wait_serving(nodes[args.cheater], 120)
     caught = None
-    for attempt in range(4):
+    for attempt in range(6):
         jid = f"demo-cheat-{attempt + 1}"
         job, res = job_and_audit(jid, f"audit with {nodes[args.cheater]} cheating ({cheat})")
         if res.verdict.closed_party == args.cheater and not res.verdict.cheaters:

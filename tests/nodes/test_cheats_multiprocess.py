@@ -101,7 +101,7 @@ def test_verify_audit_cli_names_a_stopped_node_unresponsive_not_a_cheater(networ
     net.verifier.save(key)
     victim = 2
     try:
-        for _attempt in range(8):
+        for _attempt in range(12):
             job_id = _job_id("silent")
             net.run_job(model_id, PROMPT, STEPS, job_id)
             assert net.stop_process(net.nodes[victim].node_id) == 0, net.logs()
@@ -126,7 +126,7 @@ def test_cheat_is_caught_and_attributed(network, kind):
     net, model_id = network
     assert net.restart_node(CHEATER, CHEATS[kind]) == 0, net.logs()
     try:
-        for _attempt in range(8):
+        for _attempt in range(12):
             job_id = _job_id(kind.replace("^", ""))
             net.run_job(model_id, PROMPT, STEPS, job_id)
             res = net.audit(job_id)

@@ -101,7 +101,7 @@ def test_daemons_run_jobs_answer_challenges_and_name_a_cheater(deployment):
         assert res.verdict.clean and all(res.checks.values()), (res.verdict.as_dict(), res.checks, _logs(d))
         assert d["led"].get(res.verdict_index).entry.body["outcome"] == "pass"
         assert len(d["led"].by_job("honest-1", kind=E.JOB_ROOT)) == N  # no job was run twice
-        for attempt in range(6):
+        for attempt in range(12):
             job_id = f"cheat-{attempt}"
             out = _job(d, job_id)
             res = _audit(d, job_id, out["state_file"])

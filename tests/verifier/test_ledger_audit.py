@@ -53,7 +53,7 @@ def test_honest_job_clean_verdict_on_the_ledger(network, tmp_path):
 def test_cheater_named_on_the_ledger_with_evidence_that_verifies_offline(network, tmp_path, kind):
     net, model_id, _ = network
     cheater = 1
-    for attempt in range(8):
+    for attempt in range(16):
         _, res = _run(net, model_id, tmp_path, f"cheat-{kind}-{attempt}", {cheater: Cheat.parse(kind)})
         if res.verdict.closed_party != cheater:
             break
@@ -76,7 +76,7 @@ def test_cli_audit_and_evidence(tmp_path):
     net = LocalNetwork.create(url, 3, seed=0)
     model_id = net.publish(random_model(CFG, seed=4), tmp_path / "model")
     _, clean = _run(net, model_id, tmp_path, "cli-clean")
-    for attempt in range(8):
+    for attempt in range(16):
         _, res = _run(net, model_id, tmp_path, f"cli-cheat-{attempt}", {0: Cheat.parse("zeros@20")})
         if res.verdict.closed_party != 0:
             break
