@@ -40,10 +40,10 @@ def cpu() -> float:
 
 def run(model_name: str, tokens: int, lams: list[int], parties: int) -> list[dict]:
     from mpc_core.prg import master_from_int
-    from prover.job import run_job
-    from prover.models import TINY_MODEL_DIR, GPTConfig, load_checkpoint, random_model
-    from prover.models.publish import publish_model
-    from verifier.audit import audit_local_job, local_openings
+    from sim.local_job import run_job
+    from models import TINY_MODEL_DIR, GPTConfig, load_checkpoint, random_model
+    from models.publish import publish_model
+    from sim.local_audit import audit_local_job, local_openings
 
     model = load_checkpoint(TINY_MODEL_DIR) if model_name == "tiny" else random_model(GPTConfig(**GPT2_SMALL), seed=0)
     rows = []

@@ -23,8 +23,8 @@ from common import machine, print_table, write_json
 import torch
 
 from prover.generation import PrivateGenerator
-from prover.models import TINY_MODEL_DIR, load_checkpoint, load_tokenizer
-from prover.process_network import ProcessNetwork
+from models import TINY_MODEL_DIR, load_checkpoint, load_tokenizer
+from sim.process_network import ProcessNetwork
 
 PROMPT = "And the LORD said unto Moses,"
 

@@ -29,7 +29,7 @@ GPT2_SMALL = dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, block_siz
 
 
 def load(model_name: str):
-    from prover.models import TINY_MODEL_DIR, GPTConfig, load_checkpoint, load_tokenizer, random_model
+    from models import TINY_MODEL_DIR, GPTConfig, load_checkpoint, load_tokenizer, random_model
 
     if model_name == "tiny":
         model, tok = load_checkpoint(TINY_MODEL_DIR), load_tokenizer(TINY_MODEL_DIR)
@@ -101,7 +101,7 @@ def agreement(model_name: str, parties: int, n_prompts: int, tokens: int, positi
     # teacher forcing: held-out token windows (each within one context), logits at every position
     stream = [t for ids in prompts for t in ids]
     if model_name == "tiny":
-        from prover.models import TINY_MODEL_DIR, load_tokenizer
+        from models import TINY_MODEL_DIR, load_tokenizer
         stream = load_tokenizer(TINY_MODEL_DIR).encode((ROOT / "tools/data/kjv_genesis_2kings.txt").read_text()[-20000:])
     width = min(100, model.config.block_size)
     gen = PrivateGenerator(model, parties, seed=1)

@@ -49,10 +49,10 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from cli.audit_report import render_verdict
-    from prover.cheats import Cheat, CheatSpecError
+    from sim.adversary import Cheat, CheatSpecError
     from prover.errors import ProverError
-    from prover.models import TINY_MODEL_DIR, load_checkpoint, load_tokenizer
-    from prover.process_network import ProcessNetwork
+    from models import TINY_MODEL_DIR, load_checkpoint, load_tokenizer
+    from sim.process_network import ProcessNetwork
     from verifier.ledger_audit import AuditIncomplete, check_evidence
 
     out = Console(stderr=args.json)

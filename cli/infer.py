@@ -51,11 +51,11 @@ def run_mpc_inference(request: InferenceRequest, model_dir: Path, processes: boo
 
     The client secret-shares the prompt as one-hot rows, the parties return logit
     shares, and the client reconstructs and samples locally with
-    `prover.models.sample_next_token` (same temperature / top_k / seeded generator as
+    `models.sample_next_token` (same temperature / top_k / seeded generator as
     the plaintext path). In-process by default; with `processes`, the model is
     published to share files and each party runs in its own process over gloo.
     """
-    from prover.models import load_checkpoint
+    from models import load_checkpoint
 
     model = load_checkpoint(model_dir)
     if processes:
@@ -63,7 +63,7 @@ def run_mpc_inference(request: InferenceRequest, model_dir: Path, processes: boo
 
         from mpc_core.prg import master_from_int
         from prover.distributed_generation import generate_multiprocess
-        from prover.models.publish import publish_model
+        from models.publish import publish_model
 
         if request.max_new_tokens == 0:
             return
@@ -127,7 +127,7 @@ def _temperature(text: str) -> float:
 
 
 def _default_model_dir() -> Path:
-    from prover.models import TINY_MODEL_DIR
+    from models import TINY_MODEL_DIR
 
     return TINY_MODEL_DIR
 
@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     from ledger import LedgerError
     from mpc_core import MPCError
     from prover.errors import ProverError
-    from prover.models import load_checkpoint, load_tokenizer
+    from models import load_checkpoint, load_tokenizer
 
     model_dir: Path = args.model if args.model is not None else _default_model_dir()
     if not model_dir.is_dir():

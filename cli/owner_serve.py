@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from ledger import Ledger, LedgerError
     from prover.errors import ProverError
     from prover.keys import NodeKeys
-    from prover.models.publish import read_manifest
+    from models.publish import read_manifest
     from prover.owner_service import OwnerService
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -18,14 +18,14 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="run a node: serve assigned jobs and answer challenges from the ledger")
     add_daemon_arguments(p, "key file written by `prover keygen`",
                          "data directory (models/<model_id>/ and per-job state)")
-    p.add_argument("--cheat", default=None, help="deliberate deviation for tests: KIND[@STEP] (prover/cheats.py)")
+    p.add_argument("--cheat", default=None, help="deliberate deviation for tests: KIND[@STEP] (sim/adversary.py)")
     p.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs, once each was challenged")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ledger.errors import LedgerError
-    from prover.cheats import Cheat, CheatSpecError
+    from sim.adversary import Cheat, CheatSpecError
     from prover.daemon import NodeDaemon
     from prover.errors import NodeKeyError
     from prover.keys import NodeKeys

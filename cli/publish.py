@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from prover.errors import ProverError
     from prover.keys import NodeKeys
     from prover.model_delivery import publish_and_deliver
-    from prover.models import TINY_MODEL_DIR, load_checkpoint
-    from prover.models.publish import publish_model
+    from models import TINY_MODEL_DIR, load_checkpoint
+    from models.publish import publish_model
 
     nodes = [n for n in args.nodes.split(",") if n]
     model_dir = args.model or TINY_MODEL_DIR

@@ -39,20 +39,20 @@ from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_
 from mpc_core.session import Session
 from mpc_core.transcript import StepRecord, Transcript
 from prover.channels import PURPOSE_DEALER, PURPOSE_INPUT, PURPOSE_OUTPUT, ReplayGuard, open_, seal
-from prover.cheats import Cheat, equivocation_hook, install
+from sim.adversary import Cheat, equivocation_hook, install
 from prover.dealer_service import SealedDealerLink
-from prover.commitments import commit
+from protocol.commitments import commit
 from prover.errors import ProverError
 from prover.keys import NodeKeys, lookup_peer
 from prover.ledger_view import challenge_is_derived
 from prover.local_files import safe_id, write_secret
-from prover.local_network import combined_root
-from prover.models.gpt_mpc import SharedGPT
+from sim.local_network import combined_root
+from models.gpt_mpc import SharedGPT
 from prover.model_delivery import REFRESH_SCHEME, fetch_share
-from prover.models.publish import MANIFEST_FILE, commit_tensor, load_party_share, manifest_config, read_manifest
-from prover.opening import dec_tensor, enc_tensor, node_opening
+from models.publish import MANIFEST_FILE, commit_tensor, load_party_share, manifest_config, read_manifest
+from protocol.opening import dec_tensor, enc_tensor, node_opening
 from prover.owner_service import job_refresh
-from prover.weight_refresh import job_salts, read_keys, refreshed
+from protocol.weight_refresh import job_salts, read_keys, refreshed
 from prover.wire import client_rank, dealer_rank, exchange_bytes, join_group, leave_group, recv_bytes, send_bytes
 
 log = logging.getLogger("shardproof.daemon")
@@ -100,7 +100,7 @@ class JobInfo:
     steps: int
     rendezvous: str
     seed_commitment: bytes
-    refresh: bool = False  # use the job's refreshed weight shares (prover.weight_refresh)
+    refresh: bool = False  # use the job's refreshed weight shares (protocol.weight_refresh)
 
 
 class NodeDaemon:
@@ -356,7 +356,7 @@ class NodeDaemon:
     def _weights(self, session: Session, model_dir: Path, manifest: dict, party: int,
                  refresh_job: str | None) -> dict[str, SharedTensor]:
         share = load_party_share(model_dir, party, manifest)  # checked against the owner's commitments
-        if refresh_job is not None:  # this job's fresh sharing W_i^t (prover.weight_refresh)
+        if refresh_job is not None:  # this job's fresh sharing W_i^t (protocol.weight_refresh)
             keys = read_keys(model_dir / f"party{party}", party, manifest["n_parties"])
             share = refreshed(share, keys, refresh_job)
             # The owner's commitments must open to what this node computed; else an honest node would be

@@ -33,7 +33,7 @@ from prover.ledger_view import challenge_is_derived
 from prover.local_files import safe_id, write_secret
 from prover.errors import ProverError
 from prover.keys import NodeKeys, lookup_peer
-from prover.opening import enc_tensor
+from protocol.opening import enc_tensor
 from prover.wire import (dealer_rank, join_group, leave_group, recv_exact, recv_fixed, send_bytes, send_exact,
                          send_fixed)
 

@@ -23,8 +23,8 @@ from mpc_core.ring import decode
 from mpc_core.shares import additive_split
 from mpc_core.session import Session
 from prover.errors import ModelError
-from prover.models.gpt import sample_next_token
-from prover.models.publish import load_shared_model, manifest_config, read_manifest
+from models.gpt import sample_next_token
+from models.publish import load_shared_model, manifest_config, read_manifest
 
 LOGITS_READY = 1
 READY_FOR_PROMPT = 2

@@ -16,8 +16,8 @@ import torch
 
 from mpc_core import Session
 from mpc_core.prg import master_from_int
-from prover.models.gpt import GPT, sample_next_token
-from prover.models.gpt_mpc import SharedGPT, client_reconstruct, share_tokens
+from models.gpt import GPT, sample_next_token
+from models.gpt_mpc import SharedGPT, client_reconstruct, share_tokens
 
 
 @dataclass

@@ -23,10 +23,10 @@ from prover.channels import PURPOSE_WEIGHTS, ReplayGuard, open_, seal
 from prover.errors import ProverError
 from prover.keys import NodeKeys, lookup_peer
 from prover.local_files import safe_id
-from prover.models.publish import MANIFEST_FILE, load_party_share, read_manifest
+from models.publish import MANIFEST_FILE, load_party_share, read_manifest
 
 CHUNK_BYTES = 32 << 20
-REFRESH_SCHEME = "pairwise/v1"  # jobs of this model use per-job refreshed shares (prover.weight_refresh)
+REFRESH_SCHEME = "pairwise/v1"  # jobs of this model use per-job refreshed shares (protocol.weight_refresh)
 PACK_FORMAT = "shardproof/share-delivery/v1"
 
 

@@ -1,4 +1,4 @@
-"""The model owner online: per-job commitments to the refreshed weight shares (prover.weight_refresh).
+"""The model owner online: per-job commitments to the refreshed weight shares (protocol.weight_refresh).
 
 For every `job.open` of a model it published (and still holds the publication of), the
 owner computes each party's refreshed share W_i^t and posts `model.refresh`: the salted
@@ -16,8 +16,8 @@ from ledger import Ledger
 from ledger import entries as E
 from mpc_core.encoding import canonical_cbor, decode_cbor
 from prover.keys import NodeKeys
-from prover.models.publish import commit_tensor, load_party_share, read_manifest
-from prover.weight_refresh import RefreshError, job_salts, read_keys, refreshed
+from models.publish import commit_tensor, load_party_share, read_manifest
+from protocol.weight_refresh import RefreshError, job_salts, read_keys, refreshed
 
 log = logging.getLogger("shardproof.owner")
 

@@ -29,9 +29,9 @@ from prover.errors import ProverError
 from prover.keys import NodeKeys, lookup_peer
 from prover.ledger_view import wait_for
 from prover.local_files import safe_id
-from prover.local_network import read_manifest_blob
-from prover.models.gpt import sample_next_token
-from prover.models.publish import manifest_config
+from sim.local_network import read_manifest_blob
+from models.gpt import sample_next_token
+from models.publish import manifest_config
 from prover.wire import client_rank, join_group, leave_group, recv_bytes, send_bytes
 
 

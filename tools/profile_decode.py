@@ -15,7 +15,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from prover.generation import PrivateGenerator  # noqa: E402
-from prover.models import TINY_MODEL_DIR, GPTConfig, load_checkpoint, random_model  # noqa: E402
+from models import TINY_MODEL_DIR, GPTConfig, load_checkpoint, random_model  # noqa: E402
 
 
 def main() -> int:

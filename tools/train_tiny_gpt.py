@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Train the tiny GPT shipped in prover/models/data/tiny/ (reproducible, one CPU thread).
+"""Train the tiny GPT shipped in models/data/tiny/ (reproducible, one CPU thread).
 
 Corpus: the King James Version, Genesis to 2 Kings, as shipped by Debian's
-`bible-kjv-text` package (public domain text; see prover/models/data/tiny/SOURCE.md).
+`bible-kjv-text` package (public domain text; see models/data/tiny/SOURCE.md).
 tools/data/kjv_genesis_2kings.txt holds the extracted text ("Book N" chapter
 lines, then one verse per line); `--extract` regenerates it from the installed
 Debian package (`apt-get install bible-kjv`, which pulls in bible-kjv-text).
@@ -11,7 +11,7 @@ Held out: every 20th chapter (chapter index % 20 == 19). The rest trains a
 byte-level BPE tokenizer and the model. The prompts file takes 20 verse openings
 from held-out chapters.
 
-    .venv/bin/python tools/train_tiny_gpt.py                # train, write prover/models/data/tiny/
+    .venv/bin/python tools/train_tiny_gpt.py                # train, write models/data/tiny/
     .venv/bin/python tools/train_tiny_gpt.py --extract      # re-extract the corpus first
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from torch.nn import functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from prover.models import ByteBPETokenizer, GPTConfig, random_model, save_hf_checkpoint  # noqa: E402
+from models import ByteBPETokenizer, GPTConfig, random_model, save_hf_checkpoint  # noqa: E402
 
 CORPUS = ROOT / "tools" / "data" / "kjv_genesis_2kings.txt"
 OUT_DIR = ROOT / "prover" / "models" / "data" / "tiny"

@@ -25,7 +25,8 @@ from ledger import merkle
 from mpc_core.domains import CHALLENGE, OPENED_LEAF, STEP_COMMIT_LEAF
 from mpc_core.encoding import canonical_cbor
 from mpc_core.transcript import tensor_digest
-from prover.commitments import JobCommitment, verify_records
+from protocol.commitments import JobCommitment, verify_records
+from protocol.opening import MATMUL_KINDS
 from verifier.replay import ReplayResult, replay_parties
 
 DEFAULT_LAMBDA = 40  # worst-case miss probability 2^-40 per cheating matmul (see specs/audit.md)
@@ -104,7 +105,7 @@ def _plain_record(r, salt) -> bool:
 
 
 def records_match(records: list, salts: list, commitment: JobCommitment) -> bool:
-    """prover.commitments.verify_records with the same leaves (views: [STEP_COMMIT_LEAF, salt, body];
+    """protocol.commitments.verify_records with the same leaves (views: [STEP_COMMIT_LEAF, salt, body];
     opened: [OPENED_LEAF, index, [[name, digest], ...]]) encoded without the generic canonical-CBOR type
     walk once every field has been checked to have its plain type; anything else goes to verify_records.
     Never raises."""
@@ -131,8 +132,6 @@ def records_match(records: list, salts: list, commitment: JobCommitment) -> bool
 def first_unfaithful_output(records: list, outs: Callable[[int], torch.Tensor | None]) -> int | None:
     """The first matrix-product step whose opened output does not open that step's committed `out` digest
     (None if all do). An exact replay recomputes products and would otherwise never look at them. Never raises."""
-    from prover.cheats import MATMUL_KINDS
-
     for r in records:
         if r.kind not in MATMUL_KINDS or "out" not in r.digests:
             continue
@@ -223,92 +222,3 @@ def replay_verdict(p: int, result: ReplayResult) -> PartyVerdict:
         f = result.finding
         return PartyVerdict(p, "cheated", f"step {f.step}: {f.what} differs", result)
     return PartyVerdict(p, "cheated", f"opening could not be replayed: {result.error}", result)
-
-
-def joint_party_program(model_dir, parties: tuple[int, ...], token_shares: list[list]) -> Callable:
-    """The program the parties `parties` ran (prover.job.party_program), on one session holding them all:
-    their published weight shares and one-hot input shares stacked on the party axis, in that order."""
-    import torch
-
-    from mpc_core import SharedTensor
-    from prover.models.gpt_mpc import SharedGPT
-    from prover.models.publish import load_party_share, manifest_config, read_manifest
-
-    if len(token_shares) != len(parties) or len({len(t) for t in token_shares}) > 1:
-        raise ValueError("the parties' input shares do not line up")
-
-    def program(s) -> None:
-        manifest = read_manifest(model_dir)
-        shares = [load_party_share(model_dir, p, manifest) for p in parties]  # checked against the manifest
-        weights = {n: SharedTensor.from_shares(s, torch.stack([sh[n] for sh in shares]))
-                   for n in sorted(manifest["tensors"])}
-        model = SharedGPT(s, manifest_config(manifest), weights)
-        for onehots in zip(*token_shares):
-            model.forward(torch.stack(list(onehots)), all_logits=False)
-    return program
-
-
-def local_opening(state) -> tuple:
-    """What node `state.party` of an in-process job reveals when challenged: its records and salts, and its
-    public openings and matmul outputs read from its transcript once (the node's work, not the auditor's).
-    Honours a `refuse` or `bad-opening` cheat of that node."""
-    from prover.cheats import MATMUL_KINDS, altered, bad_opening_step
-
-    if state.cheat is not None and state.cheat.kind == "refuse":
-        raise Refused(f"party {state.party} declined")
-    t = state.transcript
-    records = list(t.records)
-    public: dict[int, dict] = {}
-    outs: dict[int, object] = {}
-    for r in records:
-        wants_public = any(n.startswith("opened.") for n in r.digests)
-        if not wants_public and r.kind not in MATMUL_KINDS:
-            continue
-        data = t.load(r.index)
-        if wants_public:
-            public[r.index] = {n: v for n, v in data.items() if n.startswith("opened.")}
-        if r.kind in MATMUL_KINDS and "out" in data:
-            outs[r.index] = data["out"]
-    if state.cheat is not None and state.cheat.kind == "bad-opening":
-        target = bad_opening_step(records, state.cheat)
-        outs[target] = altered(outs[target])
-    return records, list(state.salts), (lambda k: public.get(k, {})), outs.get
-
-
-def local_openings(job, parties=None) -> dict[int, object]:
-    """Every challenged node's answer (`local_opening`, or the Refused it raised), by party: the
-    nodes' side of an audit, so that a benchmark can time it apart from the auditor's replay."""
-    if parties is None:
-        challenge = derive_challenge(job.job_id, [job.parties[p].commitment for p in range(job.n_parties)])
-        closed = closed_party(challenge, job.n_parties)
-        parties = [p for p in range(job.n_parties) if p != closed]
-    out: dict[int, object] = {}
-    for p in parties:
-        try:
-            out[p] = local_opening(job.parties[p])
-        except Refused as exc:
-            out[p] = exc
-    return out
-
-
-def audit_local_job(job, *, mode: str = "freivalds", lam: int = DEFAULT_LAMBDA,
-                    openings: dict[int, object] | None = None) -> Verdict:
-    """Audit a job run in this process (prover.job.run_job), honouring its parties' cheats at opening time.
-
-    `openings` (from `local_openings`) are the nodes' answers prepared beforehand; without them each
-    challenged node answers when the audit asks."""
-    from prover.job import party_program
-
-    def get_opening(p: int):
-        got = openings[p] if openings is not None and p in openings else local_opening(job.parties[p])
-        if isinstance(got, Exception):
-            raise got
-        return got
-
-    commitments = [job.parties[p].commitment for p in range(job.n_parties)]
-    return audit(job.job_id, commitments, n_parties=job.n_parties, get_opening=get_opening,
-                 get_program=lambda p: party_program(job.model_dir, p, job.parties[p].token_shares),
-                 get_seed=job.seed, get_corrections=job.corrections, mode=mode, lam=lam,
-                 frac_bits=job.session.frac_bits,
-                 get_joint_program=lambda ps: joint_party_program(job.model_dir, ps,
-                                                                  [job.parties[p].token_shares for p in ps]))

@@ -29,11 +29,11 @@ from mpc_core import Session, SharedTensor
 from mpc_core.dealer import Request
 from mpc_core.domains import CHALLENGE
 from mpc_core.encoding import canonical_cbor, decode_cbor
-from prover.commitments import JobCommitment, verify_records
-from prover.local_network import combined_root, decode_release, read_manifest_blob
-from prover.models.gpt_mpc import SharedGPT
-from prover.models.publish import commit_tensor, manifest_config
-from prover.opening import dec_tensor, decode_opening
+from protocol.commitments import JobCommitment, verify_records
+from sim.local_network import combined_root, decode_release, read_manifest_blob
+from models.gpt_mpc import SharedGPT
+from models.publish import commit_tensor, manifest_config
+from protocol.opening import dec_tensor, decode_opening
 from prover.owner_service import job_refresh, refreshed_manifest
 from verifier.audit import DEFAULT_LAMBDA, PartyVerdict, Verdict, first_unfaithful_output, replay_verdict
 from verifier.broadcast import check_receipts

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from prover.models import GPTConfig, random_model
+from models import GPTConfig, random_model
 
 torch.set_num_threads(1)
 

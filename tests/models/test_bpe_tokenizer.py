@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prover.errors import ProverError, TokenizerError
-from prover.models import ByteBPETokenizer
+from models import ByteBPETokenizer
 
 SAMPLE = (
     "And God said, Let there be light: and there was light. And God saw the light, that it was good: "

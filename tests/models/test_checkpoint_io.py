@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from prover.errors import CheckpointError, ProverError
-from prover.models import (
+from models import (
     ByteBPETokenizer,
     GPTConfig,
     load_checkpoint,
@@ -19,7 +19,7 @@ from prover.models import (
     random_model,
     save_hf_checkpoint,
 )
-from prover.models.checkpoint import config_to_hf
+from models.checkpoint import config_to_hf
 
 CONV1D = re.compile(r"\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$")
 

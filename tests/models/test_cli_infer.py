@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cli.shardproof import main
-from prover.models import ByteBPETokenizer, GPTConfig, TINY_MODEL_DIR, load_model_and_tokenizer, random_model, save_hf_checkpoint
+from models import ByteBPETokenizer, GPTConfig, TINY_MODEL_DIR, load_model_and_tokenizer, random_model, save_hf_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"text", "tokens", "seconds", "seconds_per_token", "parties"}

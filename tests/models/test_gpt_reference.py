@@ -8,8 +8,8 @@ import torch
 from torch.nn import functional as F
 
 from prover.errors import ModelError
-from prover.models import GPT, GPTConfig, random_model, sample_next_token
-from prover.models.gpt import gelu_tanh
+from models import GPT, GPTConfig, random_model, sample_next_token
+from models.gpt import gelu_tanh
 
 
 def test_kv_cache_decode_equals_full_forward(small_model, make_ids):

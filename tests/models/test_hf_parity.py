@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from prover.models import GPTConfig, load_checkpoint, random_model, save_hf_checkpoint
+from models import GPTConfig, load_checkpoint, random_model, save_hf_checkpoint
 
 transformers = pytest.importorskip("transformers")
 

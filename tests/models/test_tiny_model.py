@@ -1,4 +1,4 @@
-"""The tiny GPT shipped in prover/models/data/tiny: loads, is small, predicts held-out text, is deterministic."""
+"""The tiny GPT shipped in models/data/tiny: loads, is small, predicts held-out text, is deterministic."""
 from __future__ import annotations
 
 import importlib.util
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from prover.models import TINY_MODEL_DIR, load_checkpoint, load_model_and_tokenizer
+from models import TINY_MODEL_DIR, load_checkpoint, load_model_and_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 

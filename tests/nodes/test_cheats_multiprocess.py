@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from ledger import entries as E
-from prover.cheats import KINDS
-from prover.models import GPTConfig, random_model
-from prover.models.publish import load_party_share
-from prover.opening import decode_opening
-from prover.process_network import ProcessNetwork
+from sim.adversary import KINDS
+from models import GPTConfig, random_model
+from models.publish import load_party_share
+from protocol.opening import decode_opening
+from sim.process_network import ProcessNetwork
 from verifier.ledger_audit import check_evidence
 
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=40, block_size=16)

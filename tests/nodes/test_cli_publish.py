@@ -9,7 +9,7 @@ from ledger import entries as E
 from mpc_core import prg
 from prover.keys import NodeKeys, registration_entry
 from prover.model_delivery import fetch_share
-from prover.models.publish import load_party_share
+from models.publish import load_party_share
 
 
 def _keys(name: str) -> NodeKeys:

@@ -17,8 +17,8 @@ from ledger import Identity, Ledger
 from ledger import entries as E
 from mpc_core import prg
 from prover.keys import NodeKeys, registration_entry
-from prover.models import GPTConfig, random_model
-from prover.models.publish import MANIFEST_FILE, publish_model
+from models import GPTConfig, random_model
+from models.publish import MANIFEST_FILE, publish_model
 from prover.dealer_service import release_for_challenge
 from prover.remote_client import run_remote_job
 from verifier.ledger_audit import audit_on_ledger

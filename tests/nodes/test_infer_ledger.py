@@ -13,8 +13,8 @@ from ledger import Identity, Ledger
 from ledger import entries as E
 from mpc_core import prg
 from prover.keys import NodeKeys, registration_entry
-from prover.models import TINY_MODEL_DIR, load_checkpoint, load_tokenizer
-from prover.models.publish import MANIFEST_FILE, publish_model
+from models import TINY_MODEL_DIR, load_checkpoint, load_tokenizer
+from models.publish import MANIFEST_FILE, publish_model
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,8 +12,8 @@ from prover.channels import PURPOSE_WEIGHTS, seal
 from prover.errors import ChannelAuthError, ProverError
 from prover.keys import NodeKeys, registration_entry
 from prover.model_delivery import DeliveryError, fetch_share, publish_and_deliver
-from prover.models import GPTConfig, random_model
-from prover.models.publish import MANIFEST_FILE, load_party_share, publish_model
+from models import GPTConfig, random_model
+from models.publish import MANIFEST_FILE, load_party_share, publish_model
 
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=40, block_size=16)
 

@@ -20,8 +20,8 @@ from mpc_core.dealer import TrustedDealer
 from mpc_core.domains import CHANNEL_MSG
 from mpc_core.encoding import decode_cbor, tensor_bytes
 from mpc_core.ring import encode
-from prover.models import TINY_MODEL_DIR, load_checkpoint, load_tokenizer
-from prover.process_network import ProcessNetwork
+from models import TINY_MODEL_DIR, load_checkpoint, load_tokenizer
+from sim.process_network import ProcessNetwork
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4

@@ -6,8 +6,8 @@ from mpc_core import Session
 from mpc_core.prg import master_from_int
 from prover.errors import ModelError
 from prover.generation import PrivateGenerator, generate_private
-from prover.models import GPTConfig, random_model
-from prover.models.gpt_mpc import SharedGPT, client_reconstruct, share_tokens
+from models import GPTConfig, random_model
+from models.gpt_mpc import SharedGPT, client_reconstruct, share_tokens
 
 CFG = GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=97, block_size=48)
 IDS = [5, 17, 42, 91, 3, 60, 7, 7, 1]

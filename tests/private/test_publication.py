@@ -8,9 +8,9 @@ from safetensors.torch import load_file, save_file
 from mpc_core import Session, decode
 from mpc_core.prg import master_from_int
 from prover.errors import CheckpointError
-from prover.models import GPTConfig, random_model
-from prover.models.gpt_mpc import client_reconstruct, share_tokens
-from prover.models.publish import (ShareVerificationError, load_party_share, load_shared_model, publish_model,
+from models import GPTConfig, random_model
+from models.gpt_mpc import client_reconstruct, share_tokens
+from models.publish import (ShareVerificationError, load_party_share, load_shared_model, publish_model,
                                    read_manifest)
 
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=32, vocab_size=50, block_size=16)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from prover.generation import PrivateGenerator
-from prover.models import TINY_MODEL_DIR, load_checkpoint, load_tokenizer
+from models import TINY_MODEL_DIR, load_checkpoint, load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tools" / "data" / "kjv_genesis_2kings.txt"

@@ -1,5 +1,5 @@
 """Per-job refresh of the weight shares: a fresh sharing of the same weights, with commitments the owner
-computes and the node reproduces (prover.weight_refresh, prover.owner_service)."""
+computes and the node reproduces (protocol.weight_refresh, prover.owner_service)."""
 from __future__ import annotations
 
 import pytest
@@ -7,10 +7,10 @@ import torch
 
 from mpc_core import prg
 from mpc_core.encoding import decode_cbor
-from prover.models import GPTConfig, random_model
-from prover.models.publish import commit_tensor, load_party_share, publish_model, read_manifest
+from models import GPTConfig, random_model
+from models.publish import commit_tensor, load_party_share, publish_model, read_manifest
 from prover.owner_service import refresh_table, refreshed_manifest
-from prover.weight_refresh import RefreshError, job_salts, read_keys, refreshed, write_keys
+from protocol.weight_refresh import RefreshError, job_salts, read_keys, refreshed, write_keys
 
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=40, block_size=16)
 N = 3

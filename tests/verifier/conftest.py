@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from mpc_core.prg import master_from_int
-from prover.models import GPTConfig, random_model
-from prover.models.publish import publish_model
+from models import GPTConfig, random_model
+from models.publish import publish_model
 
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=40, block_size=16)  # the tests' CFG must equal this
 

@@ -1,10 +1,11 @@
 """End-to-end audits of in-process jobs: honest jobs stay clean, every cheat kind is caught and attributed."""
 import pytest
 
-from prover.cheats import KINDS, NETWORK_ONLY, Cheat, CheatSpecError
-from prover.job import run_job
-from prover.models import GPTConfig
-from verifier.audit import Unresponsive, audit, audit_local_job, closed_party, derive_challenge
+from sim.adversary import KINDS, NETWORK_ONLY, Cheat, CheatSpecError
+from sim.local_job import run_job
+from models import GPTConfig
+from verifier.audit import Unresponsive, audit, closed_party, derive_challenge
+from sim.local_audit import audit_local_job
 
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=40, block_size=16)
 PROMPT = [3, 1, 4]
@@ -73,7 +74,7 @@ def test_exact_mode_catches_a_single_2_pow_63_error(model_dir, tmp_path):
 def test_tampered_records_and_unresponsive_nodes(model_dir, tmp_path):
     job = _job(model_dir, tmp_path, 3)
     commitments = [job.parties[p].commitment for p in range(3)]
-    from prover.job import opening, party_program
+    from sim.local_job import opening, party_program
 
     def get_opening(p):
         if p == 0:

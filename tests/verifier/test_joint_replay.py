@@ -5,12 +5,12 @@ import copy
 import pytest
 import torch
 
-from prover.cheats import KINDS, NETWORK_ONLY, Cheat
-from prover.job import party_program, run_job
-from prover.models import GPTConfig
+from sim.adversary import KINDS, NETWORK_ONLY, Cheat
+from sim.local_job import party_program, run_job
+from models import GPTConfig
 from verifier import replay as R
-from verifier.audit import (audit, audit_local_job, closed_party, derive_challenge, joint_party_program,
-                            local_opening)
+from verifier.audit import audit, closed_party, derive_challenge
+from sim.local_audit import audit_local_job, joint_party_program, local_opening
 
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=40, block_size=16)
 PROMPT = [3, 1, 4]

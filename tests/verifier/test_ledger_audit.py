@@ -6,10 +6,10 @@ import pytest
 
 from ledger import entries as E
 from mpc_core.prg import master_from_int
-from prover.cheats import Cheat
+from sim.adversary import Cheat
 from prover.keys import keygen
-from prover.local_network import LocalNetwork
-from prover.models import GPTConfig, random_model
+from sim.local_network import LocalNetwork
+from models import GPTConfig, random_model
 from verifier.ledger_audit import audit_on_ledger, check_evidence
 
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=40, block_size=16)
@@ -135,8 +135,8 @@ def test_garbage_openings_give_a_verdict_not_a_crash(tmp_path, garbage):
         net.respond(job, "g", ci, parties, withhold=(p,))  # the others open, the dealer releases ...
         # ... and node p posts garbage bytes, a wrong map, or records cut short
         if garbage is None:
-            from prover.job import opening
-            from prover.opening import encode_opening
+            from sim.local_job import opening
+            from protocol.opening import encode_opening
             records, salts, _, _ = opening(job.parties[p])
             t = job.parties[p].transcript
             blob = encode_opening(records[:-1], salts[:-1], t.load, {}, [])
@@ -158,9 +158,9 @@ def test_missing_dealer_release_is_incomplete_not_an_accusation(tmp_path):
     job = net.run(tmp_path / "model", model_id, PROMPT, 2, job_id="d", workdir=tmp_path / "w")
 
     def respond(ci, parties):  # nodes open, the dealer stays silent
-        from prover.job import opening
-        from prover.opening import encode_opening
-        from prover.models.publish import load_party_share
+        from sim.local_job import opening
+        from protocol.opening import encode_opening
+        from models.publish import load_party_share
         import json as _json
         for p in parties:
             st = job.parties[p]

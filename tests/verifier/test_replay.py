@@ -7,13 +7,14 @@ from mpc_core import Session, SharedTensor
 from mpc_core.prg import master_from_int
 from mpc_core.protocols import arithmetic as A
 from mpc_core.transcript import tensor_digest
-from prover.cheats import Cheat
-from prover.commitments import verify_records
-from prover.job import run_job
-from prover.models import GPTConfig, random_model
-from prover.models.gpt_mpc import SharedGPT, share_tokens
+from sim.adversary import Cheat
+from protocol.commitments import verify_records
+from sim.local_job import run_job
+from models import GPTConfig, random_model
+from models.gpt_mpc import SharedGPT, share_tokens
 from verifier import replay as R
-from verifier.audit import audit_local_job, closed_party, derive_challenge, local_openings, records_match
+from verifier.audit import closed_party, derive_challenge, records_match
+from sim.local_audit import audit_local_job, local_openings
 from verifier.freivalds import Term
 
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=40, block_size=16)
@@ -139,7 +140,7 @@ def test_deferred_checks_name_the_cheating_step(model_dir, tmp_path, monkeypatch
     assert v.cheaters == [1], v.as_dict()
     bad = v.parties[1].replay
     if kind == "bad-opening":
-        from prover.cheats import bad_opening_step
+        from sim.adversary import bad_opening_step
         assert bad.finding.step == bad_opening_step(job.parties[1].transcript.records, Cheat(kind, 30))
         assert bad.finding.what == "out"  # the opened output does not open its commitment
         return
@@ -174,7 +175,7 @@ def _two_faults(first_kind, first_step, second_kind, second_step):
 
 @pytest.mark.parametrize("order", ["matmul-then-trunc", "trunc-then-matmul"])
 def test_an_earlier_deferred_failure_wins_over_a_later_difference(model_dir, tmp_path, monkeypatch, order):
-    import prover.job as pj
+    import sim.local_job as pj
     if order == "matmul-then-trunc":
         monkeypatch.setattr(pj, "install", _two_faults("matmul", 30, "trunc", 60))
     else:

@@ -149,8 +149,8 @@ class GPT(nn.Module):
 
     `GPT(config)` builds a deterministic model (Linear/Embedding weights zero,
     LayerNorm weights one) without touching torch's global RNG; use
-    `init_weights(generator)` (or `prover.models.random_model`) for GPT-2's
-    random initialisation, or `prover.models.load_checkpoint` for trained weights.
+    `init_weights(generator)` (or `models.random_model`) for GPT-2's
+    random initialisation, or `models.load_checkpoint` for trained weights.
     """
 
     def __init__(self, config: GPTConfig) -> None:

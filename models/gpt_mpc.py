@@ -1,4 +1,4 @@
-"""The MPC twin of prover.models.gpt: the same GPT-2 decoder run on secret shares.
+"""The MPC twin of models.gpt: the same GPT-2 decoder run on secret shares.
 
 Every weight is a SharedTensor; Linear weights (and the tied embedding, once
 as a lookup table and once as the LM head) are masked once per job
@@ -19,7 +19,7 @@ import torch
 from mpc_core import MaskedCache, MaskedWeight, Session, SharedTensor
 from mpc_core.protocols import arithmetic as A
 from prover.errors import ModelError
-from prover.models.gpt import GPT, GPTConfig
+from models.gpt import GPT, GPTConfig
 
 MASK_VALUE = -1e4  # added to scores a token may not attend to (exp(-1e4) is 0 in MPC and float)
 

@@ -27,9 +27,9 @@ from mpc_core.encoding import canonical_cbor, tensor_bytes
 from mpc_core.ring import DEFAULT_FRAC_BITS, encode
 from mpc_core.shares import additive_split
 from prover.errors import CheckpointError
-from prover.models.checkpoint import TOKENIZER_FILE, config_from_hf, config_to_hf
-from prover.models.gpt import GPT, GPTConfig
-from prover.models.gpt_mpc import state_dict_for_sharing
+from models.checkpoint import TOKENIZER_FILE, config_from_hf, config_to_hf
+from models.gpt import GPT, GPTConfig
+from models.gpt_mpc import state_dict_for_sharing
 
 MANIFEST_FILE = "manifest.json"
 SHARE_FILE = "share.safetensors"
@@ -84,7 +84,7 @@ def publish_model(model: GPT, n_parties: int, out_dir: str | Path, owner_seed: b
                 "n_parties": n_parties, "tensors": tensors}
     manifest["config"] = json.loads(json.dumps(manifest["config"]))
     manifest["model_id"] = manifest_id(_hashable(manifest))
-    from prover.weight_refresh import deal_keys, write_keys
+    from protocol.weight_refresh import deal_keys, write_keys
 
     refresh_keys = deal_keys(owner_seed, n_parties)
     for p in range(n_parties):
@@ -92,7 +92,7 @@ def publish_model(model: GPT, n_parties: int, out_dir: str | Path, owner_seed: b
         d.mkdir(exist_ok=True)
         save_file(per_party[p], str(d / SHARE_FILE), metadata={"format": FORMAT, "party": str(p)})
         (d / SALTS_FILE).write_text(json.dumps(salts[p], indent=1, sort_keys=True))
-        write_keys(d, refresh_keys[p])  # secret, like the share: per-job re-randomisation (prover.weight_refresh)
+        write_keys(d, refresh_keys[p])  # secret, like the share: per-job re-randomisation (protocol.weight_refresh)
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     if tokenizer_dir is not None and (Path(tokenizer_dir) / TOKENIZER_FILE).exists():
         shutil.copyfile(Path(tokenizer_dir) / TOKENIZER_FILE, out / TOKENIZER_FILE)
@@ -157,7 +157,7 @@ def load_party_share(out_dir: str | Path, party: int, manifest: Mapping | None =
 def load_shared_model(session, out_dir: str | Path, manifest: Mapping | None = None):
     """A SharedGPT whose weights are this process's parties' published shares (each verified)."""
     from mpc_core import SharedTensor
-    from prover.models.gpt_mpc import SharedGPT
+    from models.gpt_mpc import SharedGPT
 
     manifest = manifest or read_manifest(out_dir)
     if manifest["n_parties"] != session.n_parties:

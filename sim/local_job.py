@@ -2,7 +2,7 @@
 
 Each party keeps its transcript on disk (spilled step tensors), its one-hot
 input shares per step, and a node secret for commitment salts; at the end it
-commits (prover.commitments). `party_program` rebuilds exactly the program a
+commits (protocol.commitments). `party_program` rebuilds exactly the program a
 party ran, for the auditor's replay.
 """
 from __future__ import annotations
@@ -16,11 +16,11 @@ import torch
 from mpc_core import Session, SharedTensor
 from mpc_core import prg
 from mpc_core.transcript import StepRecord, Transcript
-from prover.cheats import Cheat, install
-from prover.commitments import JobCommitment, commit
-from prover.models.gpt import sample_next_token
-from prover.models.gpt_mpc import SharedGPT, client_reconstruct, share_tokens
-from prover.models.publish import load_party_share, manifest_config, read_manifest
+from sim.adversary import Cheat, install
+from protocol.commitments import JobCommitment, commit
+from models.gpt import sample_next_token
+from models.gpt_mpc import SharedGPT, client_reconstruct, share_tokens
+from models.publish import load_party_share, manifest_config, read_manifest
 
 
 @dataclass

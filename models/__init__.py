@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prover.models.checkpoint import (
+from models.checkpoint import (
     load_checkpoint,
     load_model_and_tokenizer,
     load_tokenizer,
@@ -14,8 +14,8 @@ from prover.models.checkpoint import (
     read_config,
     save_hf_checkpoint,
 )
-from prover.models.gpt import GPT, GPTConfig, sample_next_token
-from prover.models.tokenizer import ByteBPETokenizer
+from models.gpt import GPT, GPTConfig, sample_next_token
+from models.tokenizer import ByteBPETokenizer
 
 # The small model trained by tools/train_tiny_gpt.py and shipped in the package.
 TINY_MODEL_DIR: Path = Path(__file__).resolve().parent / "data" / "tiny"

@@ -20,9 +20,9 @@ from pathlib import Path
 from ledger import Identity, Ledger
 from mpc_core import prg
 from prover.keys import NodeKeys, registration_entry
-from prover.models.gpt import GPT
+from models.gpt import GPT
 from prover.model_delivery import publish_and_deliver
-from prover.models.publish import publish_model
+from models.publish import publish_model
 from prover.owner_service import OwnerService
 from prover.remote_client import run_remote_job
 

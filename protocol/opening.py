@@ -81,12 +81,12 @@ def node_opening(transcript, salts: list[bytes], model_dir, party: int, tokens: 
     salts of its commitment, and input shares (a `bad-opening` cheat alters one matmul output).
 
     With `refresh_job` the weight share is the job's refreshed share W_i^t with its per-job salts
-    (prover.weight_refresh), never the published W_i."""
+    (protocol.weight_refresh), never the published W_i."""
     import json
     from pathlib import Path
 
-    from prover.cheats import altered, bad_opening_step
-    from prover.models.publish import SALTS_FILE, load_party_share
+    from sim.adversary import altered, bad_opening_step
+    from models.publish import SALTS_FILE, load_party_share
 
     load = transcript.load
     if cheat is not None and cheat.kind == "bad-opening":
@@ -94,8 +94,8 @@ def node_opening(transcript, salts: list[bytes], model_dir, party: int, tokens: 
         load = lambda k: {**honest(k), "out": altered(honest(k)["out"])} if k == target else honest(k)  # noqa: E731
     share = load_party_share(model_dir, party)
     if refresh_job is not None:
-        from prover.models.publish import read_manifest
-        from prover.weight_refresh import job_salts, read_keys, refreshed
+        from models.publish import read_manifest
+        from protocol.weight_refresh import job_salts, read_keys, refreshed
 
         keys = read_keys(Path(model_dir) / f"party{party}", party, read_manifest(model_dir)["n_parties"])
         return encode_opening(transcript.records, salts, load, refreshed(share, keys, refresh_job), tokens,

@@ -4,7 +4,7 @@ Every role has its own signing identity and posts what it would post in a
 deployment: registrations, the model publication (manifest blob), the job
 (open, assignment, dealer seed commitments), each node's BLS-signed job root,
 a checkpoint that seals them, and, when challenged, the nodes' openings and the
-dealer's seed release. The MPC itself runs in-process (prover.job); the
+dealer's seed release. The MPC itself runs in-process (sim.local_job); the
 networked daemons (`prover serve`) post the same entries.
 """
 from __future__ import annotations
@@ -19,11 +19,11 @@ from ledger import Identity, Ledger
 from ledger import entries as E
 from mpc_core import prg
 from mpc_core.encoding import canonical_cbor, decode_cbor
-from prover.cheats import Cheat
-from prover.job import Job, run_job
-from prover.models.gpt import GPT
-from prover.models.publish import MANIFEST_FILE, publish_model
-from prover.opening import node_opening
+from sim.adversary import Cheat
+from sim.local_job import Job, run_job
+from models.gpt import GPT
+from models.publish import MANIFEST_FILE, publish_model
+from protocol.opening import node_opening
 
 ORIGIN = "shardproof/local"
 JOB_ROOT_TAG = b"shardproof/audit/job-root/v1"
@@ -130,7 +130,7 @@ class LocalNetwork:
 
 def _corrections_blob(job: Job) -> bytes:
     """The last party's correction shares for every request of the job, in op order."""
-    from prover.opening import enc_tensor
+    from protocol.opening import enc_tensor
     log = job.session.request_log
     out = []
     for op_index, req in enumerate(log):

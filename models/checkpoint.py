@@ -16,8 +16,8 @@ from typing import Any, Mapping
 import torch
 
 from prover.errors import CheckpointError, ModelError, TokenizerError
-from prover.models.gpt import GPT, GPTConfig
-from prover.models.tokenizer import ByteBPETokenizer
+from models.gpt import GPT, GPTConfig
+from models.tokenizer import ByteBPETokenizer
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
