@@ -1,4 +1,4 @@
-"""`shardproof`: clients, dealers and model owners (infer, dealer serve, publish, owner serve, demo)."""
+"""`shardproof`: clients, dealers, model owners and the log operator (infer, dealer serve, publish, owner serve, ledger, demo)."""
 from __future__ import annotations
 
 import sys
@@ -10,6 +10,7 @@ COMMANDS = {
     "demo": "cli.demo",
     "dealer": "cli.dealer_serve",
     "infer": "cli.infer",
+    "ledger": "cli.ledger_cmd",
     "owner": "cli.owner_serve",
     "publish": "cli.publish",
 }

@@ -1,0 +1,409 @@
+"""`shardproof ledger init|serve|info|get`: the log operator's role.
+
+  init  --ledger URL --key log.key [--origin NAME] [--json]
+        Create the ledger (schema, origin, the log's BLS key; the log identity is
+        registered at index 0) and sign its first checkpoint. The only command that
+        creates a ledger: refused when one exists. --key is a key file in the node
+        key format (`prover keygen`); when it does not exist, init generates it
+        (id "log", mode 0600) and says so.
+  serve --ledger URL --key log.key [--interval S]
+        Sign a checkpoint whenever entries other than checkpoints have arrived since
+        the latest one, at most every S seconds (default 1). Stateless: a restart
+        resumes. SIGTERM or SIGINT stop it cleanly. Witness cosignatures are not
+        collected: the ledger has the primitives (ledger.checkpoints.Witness,
+        add_cosignature, Ledger.add_checkpoint) but no transport to reach witnesses yet.
+  info  --ledger URL [--json]
+        Origin, hash, tree size and root, the latest signed checkpoint (size, root,
+        time) and the log's BLS public key (hex): the value auditors pin
+        (`verify ledger-check --log-key`, `verify evidence --log-key`).
+  get   INDEX --ledger URL [--json]  |  get --job JOB --ledger URL [--json]
+        The entry (kind, author, time, body with bytes as hex) or every entry of a
+        job, each with its inclusion proof under the latest signed checkpoint
+        checked ("included under checkpoint N").
+
+Exit 0: done. Exit 1: a check found a problem (a checkpoint or inclusion proof
+that does not verify, an entry signature that does not verify). Exit 2: bad
+input, no ledger (or, for init, an existing one), a bad key file, an entry not
+yet under a signed checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cli.common import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, run_until_signalled
+
+LOG_NODE_ID = "log"
+DEFAULT_INTERVAL_S = 1.0
+
+
+class CommandError(Exception):
+    """Ends a ledger subcommand with a one-line message and an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_INCOMPLETE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def register(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(name, help="the log operator's role: init, serve (sign checkpoints), info, get",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    verbs = p.add_subparsers(dest="verb", metavar="VERB")
+    url_help = "ledger URL: sqlite:///path, postgresql://..., or a file path"
+
+    s = verbs.add_parser("init", help="create a ledger and record the log's key (refused if one exists)")
+    s.add_argument("--ledger", required=True, help=url_help)
+    s.add_argument("--key", required=True, type=Path,
+                   help="the log's key file (node key format, `prover keygen`); generated (id 'log', mode 0600) "
+                        "if it does not exist")
+    s.add_argument("--origin", default=None, help="the log's origin name, signed into every checkpoint "
+                                                  "(default: the ledger's default origin)")
+    s.add_argument("--json", action="store_true", help="machine-readable result on stdout")
+    s.set_defaults(func=_guard(run_init, "init"))
+
+    s = verbs.add_parser("serve", help="sign a checkpoint whenever new entries arrived (a daemon)")
+    s.add_argument("--ledger", required=True, help=url_help)
+    s.add_argument("--key", required=True, type=Path, help="the log's key file (the one `ledger init` recorded)")
+    s.add_argument("--interval", type=float, default=DEFAULT_INTERVAL_S,
+                   help=f"at most one checkpoint every this many seconds (default {DEFAULT_INTERVAL_S:g})")
+    s.set_defaults(func=_guard(run_serve, "serve"))
+
+    s = verbs.add_parser("info", help="tree size and root, latest checkpoint, origin and the log's public key")
+    s.add_argument("--ledger", required=True, help=url_help)
+    s.add_argument("--json", action="store_true", help="machine-readable result on stdout")
+    s.set_defaults(func=_guard(run_info, "info"))
+
+    s = verbs.add_parser("get", help="an entry (or a job's entries) with its inclusion proof checked")
+    s.add_argument("index", nargs="?", default=None, metavar="INDEX", help="entry index (0-based)")
+    s.add_argument("--job", default=None, metavar="JOB", help="every entry of this job id instead of INDEX")
+    s.add_argument("--ledger", required=True, help=url_help)
+    s.add_argument("--json", action="store_true", help="machine-readable result on stdout")
+    s.set_defaults(func=_guard(run_get, "get"))
+
+    def no_verb(_args: argparse.Namespace) -> int:
+        p.print_help(sys.stderr)
+        return EXIT_INCOMPLETE
+
+    p.set_defaults(func=no_verb)
+
+
+def _guard(fn, verb: str):
+    """Run `fn(args)`; a CommandError or any ledger, key or OS error ends in one line on stderr, never a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        from ledger.errors import LedgerError
+        from prover.errors import ProverError
+
+        try:
+            return fn(args)
+        except CommandError as exc:
+            msg, code = str(exc), exc.code
+        except (LedgerError, ProverError, OSError, ValueError) as exc:
+            msg, code = f"{type(exc).__name__}: {exc}", EXIT_INCOMPLETE
+        msg = " ".join(msg.split())  # one line
+        if getattr(args, "json", False):
+            print(json.dumps({"ok": False, "error": msg}))
+        print(f"shardproof ledger {verb}: {msg}", file=sys.stderr)
+        return code
+
+    return run
+
+
+# --- helpers ------------------------------------------------------------------------------
+def _open_existing(url: str, **kw: Any):
+    from ledger import Ledger, LedgerError
+
+    try:
+        return Ledger.open(url, create=False, **kw)
+    except LedgerError as exc:
+        if "no ledger" in str(exc):
+            raise CommandError(f"no ledger at {url} (create one with `shardproof ledger init`)") from exc
+        raise
+
+
+def _load_key(path: Path):
+    from prover.errors import NodeKeyError
+    from prover.keys import NodeKeys
+
+    try:
+        return NodeKeys.load(path)
+    except NodeKeyError as exc:
+        raise CommandError(f"bad key file: {exc}") from exc
+
+
+def _ms_iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def plain(value: Any) -> Any:
+    """A JSON-able copy of a CBOR value: bytes as hex, map keys as str."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def _checkpoint_time(led, scp) -> int | None:
+    """The time (ms) of the `checkpoint` entry that logged `scp`, if the log holds one."""
+    from ledger import entries as E
+
+    for le in led.query(kind=E.CHECKPOINT, start=scp.size, limit=4):
+        cp = le.body.get("checkpoint", {}).get("checkpoint", {})
+        if cp.get("size") == scp.size and cp.get("root") == scp.root:
+            return le.entry.time
+    return None
+
+
+def _checkpoint_fields(led, scp) -> dict[str, Any] | None:
+    if scp is None:
+        return None
+    t = _checkpoint_time(led, scp)
+    return {"size": scp.size, "root": scp.root.hex(), "time_ms": t, "time": _ms_iso(t),
+            "signers": len(scp.signers), "verified": scp.verify(led.log_key)}
+
+
+def _table(title: str, rows: list[tuple[str, str]]):
+    from rich.table import Table
+
+    t = Table(title=title, show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column(overflow="fold")
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+# --- init ---------------------------------------------------------------------------------
+def run_init(args: argparse.Namespace) -> int:
+    from ledger import Ledger, LedgerError
+    from prover.keys import NodeKeys
+
+    try:
+        existing = Ledger.open(args.ledger, create=False)
+    except LedgerError:
+        existing = None  # nothing there (a real storage problem shows when creating)
+    if existing is not None:
+        size, origin = existing.size(), existing.origin
+        existing.close()
+        raise CommandError(f"a ledger already exists at {args.ledger} (origin {origin!r}, {size} entries); "
+                           f"init never touches an existing ledger")
+    generated = not args.key.exists() and not args.key.is_symlink()
+    if generated:
+        keys = NodeKeys.generate(LOG_NODE_ID)
+        keys.save(args.key)  # mode 0600, never overwrites (KeyFileExists on a race)
+    else:
+        keys = _load_key(args.key)
+    try:
+        led = Ledger.open(args.ledger, origin=args.origin, log_identity=keys.identity, create=True)
+        try:
+            scp = led.checkpoint()
+            size, root = led.tree_head()
+            info = {"ledger": args.ledger, "origin": led.origin, "hash": led.hash_name,
+                    "log_node": keys.node_id, "log_key": (led.log_key or b"").hex(), "key_file": str(args.key),
+                    "key_generated": generated, "size": size, "root": root.hex(), "checkpoint_size": scp.size}
+        finally:
+            led.close()
+    except BaseException:
+        if generated:
+            args.key.unlink(missing_ok=True)  # do not leave a key for a ledger that was not created
+        raise
+    if args.json:
+        print(json.dumps({"ok": True, **info}, indent=2, sort_keys=True))
+        return EXIT_OK
+    from rich.console import Console
+
+    con = Console()
+    con.print(_table(f"ledger created: {args.ledger}", [(k, str(v)) for k, v in info.items()]))
+    if generated:
+        con.print(f"generated the log key {args.key} (mode 0600); keep it secret, `ledger serve` needs it")
+    con.print(f"auditors pin the log key: verify ledger-check --ledger {args.ledger} --log-key {info['log_key']}")
+    return EXIT_OK
+
+
+# --- serve --------------------------------------------------------------------------------
+def pending_entries(led) -> int:
+    """How many entries other than checkpoint entries arrived since the latest signed checkpoint."""
+    from ledger import entries as E
+
+    latest = led.latest_checkpoint()
+    size = led.size()
+    since = 0 if latest is None else latest.size
+    if size <= since:
+        return 0
+    return size - since - len(led.query(kind=E.CHECKPOINT, start=since))
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from ledger import LedgerError
+    from ledger.errors import LedgerConfigMismatch
+
+    if not args.interval > 0 or args.interval == float("inf"):
+        raise CommandError("--interval must be a positive number of seconds")
+    keys = _load_key(args.key)
+    try:
+        led = _open_existing(args.ledger, log_identity=keys.identity)
+    except LedgerConfigMismatch as exc:
+        raise CommandError(f"{args.key} is not this ledger's log key ({exc})") from exc
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log = logging.getLogger("shardproof.log")
+
+    def serve(stop) -> None:
+        log.info("log %s serving %s (origin %r, log key %s), a checkpoint at most every %gs", keys.node_id,
+                 args.ledger, led.origin, (led.log_key or b"").hex()[:16], args.interval)
+        try:
+            while not stop.is_set():
+                try:
+                    new = pending_entries(led)
+                    if new > 0:
+                        scp = led.checkpoint()
+                        log.info("checkpoint: size %d root %s (%d new entries)", scp.size, scp.root.hex()[:16], new)
+                except LedgerError as exc:  # a busy or briefly unreachable database: try again next round
+                    log.warning("checkpoint failed, retrying: %s", exc)
+                stop.wait(args.interval)
+        finally:
+            led.close()
+            log.info("stopped")
+
+    return run_until_signalled(serve, "shardproof.log")
+
+
+# --- info ---------------------------------------------------------------------------------
+def run_info(args: argparse.Namespace) -> int:
+    led = _open_existing(args.ledger)
+    try:
+        size, root = led.tree_head()
+        cp = _checkpoint_fields(led, led.latest_checkpoint())
+        info = {"ledger": args.ledger, "origin": led.origin, "hash": led.hash_name, "size": size, "root": root.hex(),
+                "log_node": led.log_node, "log_key": led.log_key.hex() if led.log_key else None, "checkpoint": cp}
+    finally:
+        led.close()
+    code = EXIT_FAILED if cp is not None and not cp["verified"] else EXIT_OK
+    if args.json:
+        print(json.dumps({"ok": code == EXIT_OK, **info}, indent=2, sort_keys=True))
+    else:
+        from rich.console import Console
+
+        rows = [(k, str(info[k])) for k in ("origin", "hash", "size", "root", "log_node", "log_key")]
+        if cp is None:
+            rows.append(("checkpoint", "none yet (is `shardproof ledger serve` running?)"))
+        else:
+            rows += [("checkpoint size", str(cp["size"])), ("checkpoint root", cp["root"]),
+                     ("checkpoint time", cp["time"] or "-"),
+                     ("checkpoint signature", "verifies under the log key" if cp["verified"] else "DOES NOT VERIFY")]
+        Console().print(_table(f"ledger {args.ledger}", rows))
+    if code != EXIT_OK:
+        print("shardproof ledger info: the latest checkpoint's signature does not verify under the log key",
+              file=sys.stderr)
+    return code
+
+
+# --- get ----------------------------------------------------------------------------------
+def _parse_index(text: str) -> int:
+    try:
+        index = int(text, 10)
+    except ValueError:
+        raise CommandError(f"INDEX must be a non-negative integer, got {text!r}") from None
+    if index < 0:
+        raise CommandError(f"INDEX must be a non-negative integer, got {text!r}")
+    return index
+
+
+def entry_report(led, le, scp) -> dict[str, Any]:
+    """One entry as plain fields, with its signature and its inclusion under `scp` checked."""
+    from ledger import merkle
+
+    reg = led.registration(le.author)
+    out: dict[str, Any] = {
+        "index": le.index, "kind": le.kind, "author": le.author, "time_ms": le.entry.time,
+        "time": _ms_iso(le.entry.time), "body": plain(le.body),
+        "signature_ok": bool(reg is not None and le.entry.verify_sig(reg.ed25519)),
+        "included_under": None, "proof": None,
+    }
+    if scp is not None and le.index < scp.size:
+        proof = led.inclusion_proof(le.index, scp.size)
+        ok = merkle.verify_inclusion(le.data, le.index, scp.size, proof, scp.root, led.hash_name)
+        out["proof"] = [h.hex() for h in proof]
+        out["inclusion_ok"] = ok
+        out["included_under"] = {"size": scp.size, "root": scp.root.hex()}
+    return out
+
+
+def run_get(args: argparse.Namespace) -> int:
+    from ledger.errors import NotFound
+
+    if (args.index is None) == (args.job is None):
+        raise CommandError("give exactly one of INDEX or --job JOB")
+    index = None if args.index is None else _parse_index(args.index)
+    led = _open_existing(args.ledger)
+    try:
+        if index is not None:
+            try:
+                found = [led.get(index)]
+            except NotFound:
+                raise CommandError(f"no entry at index {index} (the ledger has {led.size()} entries)") from None
+        else:
+            found = led.by_job(args.job)
+            if not found:
+                raise CommandError(f"no entries for job {args.job!r}")
+        scp = led.latest_checkpoint()
+        cp_ok = scp is not None and scp.verify(led.log_key)
+        reports = [entry_report(led, le, scp) for le in found]
+    finally:
+        led.close()
+
+    problems: list[str] = []
+    failed = incomplete = False
+    if scp is not None and not cp_ok:
+        problems.append(f"the latest checkpoint (size {scp.size}) does not verify under the log key")
+        failed = True
+    for r in reports:
+        if r["included_under"] is None:
+            problems.append(f"entry {r['index']} is not yet under a signed checkpoint (latest covers "
+                            f"{scp.size if scp else 0} entries; is `shardproof ledger serve` running?)")
+            incomplete = True
+        elif not r["inclusion_ok"]:
+            problems.append(f"entry {r['index']}: the inclusion proof does not verify under checkpoint {scp.size}")
+            failed = True
+        if not r["signature_ok"]:
+            problems.append(f"entry {r['index']}: the author's signature does not verify")
+            failed = True
+    code = EXIT_FAILED if failed else EXIT_INCOMPLETE if incomplete else EXIT_OK
+    if args.json:
+        doc: dict[str, Any] = {"ok": code == EXIT_OK,
+                               "checkpoint": None if scp is None else {"size": scp.size, "root": scp.root.hex(),
+                                                                       "verified": cp_ok}}
+        if index is not None:
+            doc["entry"] = reports[0]
+        else:
+            doc["job"], doc["entries"] = args.job, reports
+        if problems:
+            doc["problems"] = problems
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        from rich.console import Console
+
+        con = Console()
+        for r in reports:
+            rows = [("kind", r["kind"]), ("author", r["author"]), ("time", f"{r['time']} ({r['time_ms']} ms)"),
+                    ("signature", "ok" if r["signature_ok"] else "DOES NOT VERIFY"),
+                    ("body", json.dumps(r["body"], indent=2, sort_keys=True))]
+            if r["included_under"] is not None:
+                inc = r["included_under"]
+                rows.append(("inclusion", (f"included under checkpoint {inc['size']} (root {inc['root'][:16]}...)"
+                                           if r["inclusion_ok"] and cp_ok else "DOES NOT VERIFY")))
+            else:
+                rows.append(("inclusion", "not yet under a signed checkpoint"))
+            con.print(_table(f"entry {r['index']}", rows))
+    for msg in problems:
+        print(f"shardproof ledger get: {msg}", file=sys.stderr)
+    return code
