@@ -23,6 +23,7 @@ def run_subcommands(prog: str, description: str, commands: dict[str, str], argv:
     that adds one subparser whose `func(args) -> int` default runs the command.
     """
     parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--version", action="version", version=f"{prog} {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in commands.items():
         importlib.import_module(module).register(sub, name)
@@ -31,6 +32,24 @@ def run_subcommands(prog: str, description: str, commands: dict[str, str], argv:
         parser.print_help()
         return EXIT_INCOMPLETE
     return int(args.func(args))
+
+
+def package_version() -> str:
+    """The installed shardproof version (importlib.metadata), else the one in the source tree's pyproject.toml."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("shardproof")
+    except PackageNotFoundError:
+        pass
+    import tomllib
+    from pathlib import Path
+
+    try:
+        with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as fh:
+            return str(tomllib.load(fh)["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"
 
 
 def not_yet(name: str, issue: str) -> Callable[[argparse._SubParsersAction, str], None]:

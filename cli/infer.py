@@ -92,7 +92,8 @@ def run_ledger_inference(request: InferenceRequest, args: argparse.Namespace) ->
     if request.max_new_tokens == 0:
         return
     job_id = args.job_id or f"job-{os.urandom(6).hex()}"
-    out = run_remote_job(args.ledger, NodeKeys.load(args.key), [n for n in args.nodes.split(",") if n], args.model_id,
+    keys = getattr(args, "client_keys", None) or NodeKeys.load(args.key)
+    out = run_remote_job(args.ledger, keys, [n for n in args.nodes.split(",") if n], args.model_id,
                          request.prompt_ids, request.max_new_tokens, job_id, dealer=args.dealer,
                          state_dir=args.dealer_state or Path.cwd(),
                          temperature=request.temperature, top_k=request.top_k, seed=request.seed)
@@ -187,6 +188,13 @@ def run(args: argparse.Namespace) -> int:
             _err(f"--ledger needs {', '.join(missing) or 'no --plaintext/--processes'}")
             return EXIT_INCOMPLETE
         args.parties = len([n for n in args.nodes.split(",") if n])
+        from prover.keys import NodeKeys
+
+        try:
+            args.client_keys = NodeKeys.load(args.key)  # before any output: a bad key file is one line, exit 2
+        except ProverError as e:
+            _err(f"bad key file: {e}")
+            return EXIT_INCOMPLETE
     if not args.plaintext and args.parties < 2:
         _err(f"MPC needs at least 2 parties, got {args.parties}")
         return EXIT_INCOMPLETE

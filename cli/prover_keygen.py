@@ -1,21 +1,26 @@
 """`prover keygen --out FILE [--id NODE_ID] [--json]`: create a node's key file (mode 0600, never overwritten).
 
-Exit 0: written. Exit 1: refused (the file exists). Exit 2: bad input (invalid id, unwritable path).
+Exit 0: written. Exit 2: refused (the file exists; a key is never overwritten) or bad input (invalid id,
+unwritable path).
 Format: specs/keys.md.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
-from cli.common import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK
+from cli.common import EXIT_INCOMPLETE, EXIT_OK
 
 
 def emit(args: argparse.Namespace, title: str, fields: dict[str, Any], style: str, code: int) -> int:
-    """Print a result as a rich panel (stdout, or stderr when it failed) or as one JSON object; return `code`."""
+    """Print a result as a rich panel (a failure: one line on stderr) or as one JSON object; return `code`."""
     if getattr(args, "json", False):
         print(json.dumps({"ok": code == EXIT_OK, **fields}, indent=2, sort_keys=True))
+        return code
+    if code != EXIT_OK:
+        print(" ".join(f"prover {title}: {fields.get('error', '')}".split()), file=sys.stderr)
         return code
     from rich.console import Console
     from rich.panel import Panel
@@ -50,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         keys = keygen(args.out, node_id=args.id)
     except KeyFileExists as exc:
-        return emit(args, "keygen refused", {"error": str(exc)}, "red", EXIT_FAILED)
+        return emit(args, "keygen refused", {"error": str(exc)}, "red", EXIT_INCOMPLETE)
     except NodeKeyError as exc:
         return emit(args, "keygen: bad input", {"error": f"{type(exc).__name__}: {exc}"}, "yellow", EXIT_INCOMPLETE)
     return emit(args, "node keys written", {"path": str(args.out), **public_fields(keys)}, "green", EXIT_OK)

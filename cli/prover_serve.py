@@ -2,7 +2,9 @@
 
 Runs the jobs the ledger assigns to this node and answers challenges on them
 (prover/daemon.py). The model share of a job's model must be in
-DIR/models/<model_id>/. SIGTERM or SIGINT stop it cleanly.
+DIR/models/<model_id>/. One serve per data directory: DIR/serve.lock (fcntl.flock)
+holds its pid, and a second serve on DIR exits 2 naming that pid.
+SIGTERM or SIGINT stop it cleanly.
 Exit 0: clean shutdown. Exit 2: bad input or unreachable ledger.
 """
 from __future__ import annotations
@@ -29,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from prover.daemon import NodeDaemon
     from prover.errors import NodeKeyError
     from prover.keys import NodeKeys
+    from prover.local_files import DataDirLock, DataDirLocked
 
     def bad(msg: str) -> int:
         print(f"prover serve: {msg}", file=sys.stderr)
@@ -48,7 +51,12 @@ def run(args: argparse.Namespace) -> int:
     except NodeKeyError as exc:
         return bad(str(exc))
     try:
-        daemon = NodeDaemon(args.ledger, keys, args.data, cheat=cheat, poll_s=args.poll, timeout_s=args.timeout)
-    except (LedgerError, OSError) as exc:
-        return bad(f"cannot open the ledger: {exc}")
-    return run_until_signalled(lambda stop: daemon.run(stop, max_jobs=args.max_jobs), "shardproof.daemon")
+        lock = DataDirLock(args.data)  # one serve per data directory: DATA/serve.lock holds the pid
+    except (DataDirLocked, OSError) as exc:
+        return bad(str(exc))
+    with lock:
+        try:
+            daemon = NodeDaemon(args.ledger, keys, args.data, cheat=cheat, poll_s=args.poll, timeout_s=args.timeout)
+        except (LedgerError, OSError) as exc:
+            return bad(f"cannot open the ledger: {exc}")
+        return run_until_signalled(lambda stop: daemon.run(stop, max_jobs=args.max_jobs), "shardproof.daemon")

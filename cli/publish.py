@@ -5,6 +5,8 @@ additive share per node, writes the publication (manifest with salted commitment
 one directory per party) to --out, posts the manifest and a `model.publish` entry on
 the ledger, and delivers node i its share sealed for its registered X25519 key
 (prover/model_delivery.py). The nodes fetch their share when a job first needs it.
+The publication is written into a hidden sibling of --out and renamed into place at the
+end, so a failed run leaves nothing behind; an existing non-empty --out is refused.
 `--json` prints {"model_id", "n_parties", "nodes", "delivered_bytes"}.
 Exit 0: published. Exit 2: bad input (unregistered node, unreadable model or key, ledger).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -44,18 +47,34 @@ def run(args: argparse.Namespace) -> int:
     if len(nodes) < 2:
         print("shardproof publish: at least 2 nodes", file=sys.stderr)
         return EXIT_INCOMPLETE
+    out = args.out or Path(f"published-{os.urandom(4).hex()}")
+    if out.is_symlink() or (out.exists() and not (out.is_dir() and not any(out.iterdir()))):
+        print(f"shardproof publish: {out} exists; a publication is never overwritten", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    # Written into a hidden sibling and renamed into place at the end: a failed run leaves nothing behind.
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    posted = False
     try:
         keys = NodeKeys.load(args.key)
         led = Ledger.open(args.ledger, create=False)
         model = load_checkpoint(model_dir)
-        out = args.out or Path(f"published-{os.urandom(4).hex()}")
-        publish_model(model, len(nodes), out, os.urandom(32), tokenizer_dir=model_dir)
-        model_id = publish_and_deliver(led, keys, out, nodes)
+        publish_model(model, len(nodes), tmp, os.urandom(32), tokenizer_dir=model_dir)
+        model_id = publish_and_deliver(led, keys, tmp, nodes)
+        posted = True
+        os.rename(tmp, out)  # atomic; replaces only an empty directory
         pub = [e for e in led.query(kind="model.publish") if e.entry.body["model_id"] == model_id][-1]
         delivered = {d["node"]: d["bytes"] for d in pub.entry.body["meta"]["deliveries"]}
     except (ProverError, LedgerError, OSError, ValueError) as exc:
-        print(f"shardproof publish: {exc}", file=sys.stderr)
+        if posted and tmp.exists():  # on the ledger already: the owner needs these files (`owner serve`)
+            print(f"shardproof publish: published, but the files stay in {tmp}: {exc}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+            print(f"shardproof publish: {exc}", file=sys.stderr)
         return EXIT_INCOMPLETE
+    except BaseException:
+        if not posted:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if args.json:
         print(json.dumps({"model_id": model_id, "n_parties": len(nodes), "nodes": nodes, "delivered_bytes": delivered}))
     else:

@@ -39,12 +39,18 @@ def run(args: argparse.Namespace) -> int:
     if args.lam < 1:
         err.print("verify audit: --lambda must be at least 1")
         return EXIT_INCOMPLETE
+    identity = None
+    if args.key is not None:
+        from prover.errors import NodeKeyError
+        from prover.keys import NodeKeys
+
+        try:
+            identity = NodeKeys.load(args.key).identity
+        except NodeKeyError as exc:
+            err.print(f"verify audit: bad key file: {exc}", highlight=False, soft_wrap=True)
+            return EXIT_INCOMPLETE
     try:
         led = Ledger.open(args.ledger, create=False)
-        identity = None
-        if args.key is not None:
-            from prover.keys import NodeKeys
-            identity = NodeKeys.load(args.key).identity
         res = audit_on_ledger(led, args.job_id, identity, lam=args.lam, mode="exact" if args.exact else "freivalds",
                               wait_s=args.wait)
     except (AuditIncomplete, LedgerError, OSError, ValueError) as exc:

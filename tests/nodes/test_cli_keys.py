@@ -38,7 +38,7 @@ def test_keygen_writes_0600_and_refuses_second_run(tmp_path, capsys):
     assert out["ed25519"] == keys.ed25519_pub.hex() and out["bls"] == keys.bls_pub.hex()
     before = path.read_bytes()
     rc, out = run(capsys, "keygen", "--out", str(path), "--id", "another")
-    assert rc == 1 and out["ok"] is False and "exists" in out["error"]
+    assert rc == 2 and out["ok"] is False and "exists" in out["error"]
     assert path.read_bytes() == before
 
 
