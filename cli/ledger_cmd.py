@@ -203,16 +203,24 @@ def run_init(args: argparse.Namespace) -> int:
         keys.save(args.key)  # mode 0600, never overwrites (KeyFileExists on a race)
     else:
         keys = _load_key(args.key)
+    import contextlib
+
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    busy = err.status("creating the ledger and signing its first checkpoint...") if err.is_terminal \
+        else contextlib.nullcontext()
     try:
-        led = Ledger.open(args.ledger, origin=args.origin, log_identity=keys.identity, create=True)
-        try:
-            scp = led.checkpoint()
-            size, root = led.tree_head()
-            info = {"ledger": args.ledger, "origin": led.origin, "hash": led.hash_name,
-                    "log_node": keys.node_id, "log_key": (led.log_key or b"").hex(), "key_file": str(args.key),
-                    "key_generated": generated, "size": size, "root": root.hex(), "checkpoint_size": scp.size}
-        finally:
-            led.close()
+        with busy:
+            led = Ledger.open(args.ledger, origin=args.origin, log_identity=keys.identity, create=True)
+            try:
+                scp = led.checkpoint()
+                size, root = led.tree_head()
+                info = {"ledger": args.ledger, "origin": led.origin, "hash": led.hash_name,
+                        "log_node": keys.node_id, "log_key": (led.log_key or b"").hex(), "key_file": str(args.key),
+                        "key_generated": generated, "size": size, "root": root.hex(), "checkpoint_size": scp.size}
+            finally:
+                led.close()
     except BaseException:
         if generated:
             args.key.unlink(missing_ok=True)  # do not leave a key for a ledger that was not created
@@ -220,13 +228,11 @@ def run_init(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"ok": True, **info}, indent=2, sort_keys=True))
         return EXIT_OK
-    from rich.console import Console
-
     con = Console()
     con.print(_table(f"ledger created: {args.ledger}", [(k, str(v)) for k, v in info.items()]))
     if generated:
-        con.print(f"generated the log key {args.key} (mode 0600); keep it secret, `ledger serve` needs it")
-    con.print(f"auditors pin the log key: verify ledger-check --ledger {args.ledger} --log-key {info['log_key']}")
+        con.print(f"generated the log key {args.key} (mode 0600); keep it secret, `ledger serve` needs it", highlight=False)
+    con.print(f"auditors pin the log key: verify ledger-check --ledger {args.ledger} --log-key {info['log_key']}", highlight=False, soft_wrap=True)
     return EXIT_OK
 
 
