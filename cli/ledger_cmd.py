@@ -231,8 +231,10 @@ def run_init(args: argparse.Namespace) -> int:
     con = Console()
     con.print(_table(f"ledger created: {args.ledger}", [(k, str(v)) for k, v in info.items()]))
     if generated:
-        con.print(f"generated the log key {args.key} (mode 0600); keep it secret, `ledger serve` needs it", highlight=False)
-    con.print(f"auditors pin the log key: verify ledger-check --ledger {args.ledger} --log-key {info['log_key']}", highlight=False, soft_wrap=True)
+        con.print(f"generated the log key {args.key} (mode 0600); keep it secret, `ledger serve` needs it",
+                  highlight=False)
+    con.print(f"auditors pin the log key: verify ledger-check --ledger {args.ledger} --log-key {info['log_key']}",
+              highlight=False, soft_wrap=True)
     return EXIT_OK
 
 
