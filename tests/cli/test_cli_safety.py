@@ -115,8 +115,8 @@ def test_publish_failure_leaves_nothing_behind(tmp_path, capsys):
     owner.save(tmp_path / "owner.key")
     (tmp_path / "pubs").mkdir()
     # the nodes are not registered: the shares are written, then delivery fails
-    rc = shardproof_main(["publish", "--ledger", url, "--key", str(tmp_path / "owner.key"), "--nodes", "ghost-1,ghost-2",
-                          "--out", str(tmp_path / "pubs" / "pub")])
+    rc = shardproof_main(["publish", "--ledger", url, "--key", str(tmp_path / "owner.key"),
+                          "--nodes", "ghost-1,ghost-2", "--out", str(tmp_path / "pubs" / "pub")])
     err = capsys.readouterr().err
     assert rc == 2 and "ghost-1" in err
     assert os.listdir(tmp_path / "pubs") == []  # neither pub/ nor a temporary sibling
