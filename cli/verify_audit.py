@@ -1,9 +1,15 @@
 """`verify audit JOB --ledger URL`: audit a job from the ledger and post a signed verdict.
 
-Posts the challenge (derived from the first checkpoint that seals the job's
-commitments) unless one is recorded, waits for the nodes' openings and the
-dealer's seed release, replays every opened party and posts the verdict.
-Exit codes: 0 clean, 1 a node cheated, 2 the audit could not finish.
+Checks the ledger against a pinned log key (--log-key, or the key pinned in the
+known-logs file on first use, as ssh does), posts the challenge (derived from the
+first checkpoint that seals the job's commitments and the participants' revealed
+beacons) unless one is recorded, waits for the nodes' openings and the dealer's
+seed release, replays every opened party and posts one verdict per auditor and job
+(a rerun reports the existing one unless --force). Nothing is posted while an
+answer is still due (before the job's deadline). Evidence bundles of accused
+nodes are written to --evidence-dir.
+Exit codes: 0 clean, 1 a node cheated or defaulted, 2 could not decide (pending,
+error, bad input, log key mismatch).
 """
 from __future__ import annotations
 
@@ -22,7 +28,13 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--key", type=Path, help="the auditor's key file (prover keygen); needed to post")
     p.add_argument("--lambda", dest="lam", type=int, default=40, help="Freivalds columns (default 40: 2^-40)")
     p.add_argument("--exact", action="store_true", help="recompute every product instead of Freivalds")
-    p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for openings (default 30)")
+    p.add_argument("--wait", type=float, default=60.0,
+                   help="seconds to wait for reveals and openings (default 60); answers still due after that "
+                        "leave the audit pending (exit 2, nothing posted)")
+    p.add_argument("--log-key", default=None, metavar="HEX",
+                   help="the log's BLS public key (from `shardproof ledger info`); default: the key pinned in the "
+                        "known-logs file ($SHARDPROOF_KNOWN_LOGS or ~/.config/shardproof/known_logs), pinned on first use")
+    p.add_argument("--force", action="store_true", help="post a new verdict even if this auditor posted one before")
     p.add_argument("--evidence-dir", type=Path, default=Path("."), help="where to write evidence bundles")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
@@ -49,27 +61,43 @@ def run(args: argparse.Namespace) -> int:
         except NodeKeyError as exc:
             err.print(f"verify audit: bad key file: {exc}", highlight=False, soft_wrap=True)
             return EXIT_INCOMPLETE
+    from verifier.known_logs import KnownLogsError, pin
+
     try:
         led = Ledger.open(args.ledger, create=False)
+        if led.log_key is None:
+            raise ValueError("the ledger has no log key (it was not created by `shardproof ledger init`)")
+        if args.log_key is not None:
+            key = bytes.fromhex(args.log_key)
+            if key != led.log_key:
+                raise KnownLogsError("the ledger's log key differs from --log-key")
+        else:
+            key, new = pin(led.origin, led.log_key)
+            if new:
+                err.print(f"verify audit: pinned log {led.origin} with key {key.hex()[:16]}... (trust on first use)")
         res = audit_on_ledger(led, args.job_id, identity, lam=args.lam, mode="exact" if args.exact else "freivalds",
-                              wait_s=args.wait)
-    except (AuditIncomplete, LedgerError, OSError, ValueError) as exc:
+                              wait_s=args.wait, log_key=key, force=args.force)
+    except (AuditIncomplete, LedgerError, KnownLogsError, OSError, ValueError) as exc:
         err.print(f"verify audit: {exc}")
         return EXIT_INCOMPLETE
     v = res.verdict
     paths = {}
-    for p, bundle in res.evidence.items():
+    for node, bundle in res.evidence.items():
         args.evidence_dir.mkdir(parents=True, exist_ok=True)
-        path = args.evidence_dir / f"evidence-{args.job_id}-party{p}.cbor"
+        path = args.evidence_dir / f"evidence-{args.job_id}-{node}.cbor"
         path.write_bytes(bundle)
-        paths[p] = str(path)
+        paths[node] = str(path)
     if args.json:
         print(json.dumps({**v.as_dict(), "checks": res.checks, "evidence": paths,
-                          "challenge_index": res.challenge_index, "verdict_index": res.verdict_index}))
+                          "challenge_index": res.challenge_index, "verdict_index": res.verdict_index,
+                          "existing_verdict": res.existing_verdict}))
     else:
         render_verdict(Console(), v, checks=res.checks)
-        for p, path in paths.items():
-            Console().print(f"evidence for party {p}: {path}  (check offline: verify evidence {path})")
-    if v.cheaters:
+        if res.existing_verdict is not None:
+            Console().print(f"this auditor's verdict was posted before (entry #{res.existing_verdict}); "
+                            "--force posts another")
+        for node, path in paths.items():
+            Console().print(f"evidence against {node}: {path}  (check offline: verify evidence {path})")
+    if v.outcome == "fail":
         return EXIT_FAILED
     return EXIT_OK if v.clean and all(res.checks.values()) else EXIT_INCOMPLETE

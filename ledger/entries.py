@@ -30,7 +30,7 @@ MAX_ENTRY_BYTES = 64 * 1024
 MAX_ID = 128  # node ids, job ids, model ids
 MAX_LIST = 4096
 ROLES = ("node", "owner", "client", "dealer", "verifier", "log", "witness")
-OUTCOMES = ("pass", "fail", "incomplete")
+OUTCOMES = ("pass", "fail", "incomplete", "error")
 U64 = (1 << 64) - 1
 
 # Kind names (the "kind" field).
@@ -46,6 +46,8 @@ OPENING = "opening"
 VERDICT = "verdict"
 CHECKPOINT = "checkpoint"
 REFRESH = "model.refresh"  # the owner's commitments to one job's refreshed weight shares
+REVEAL = "challenge.reveal"  # a participant's beacon value, revealed after the seal (protocol.challenge)
+RELEASE = "dealer.release"  # the dealer's release of the opened parties' seeds (and corrections)
 
 
 # --- a small schema language -----------------------------------------------
@@ -122,6 +124,11 @@ def Record(spec: "dict[str, _Spec]") -> _Field:
         validate_map(v, spec, path)
 
     return _Field(check, sub=spec)
+
+
+def Any_() -> _Field:
+    """Any canonical-CBOR value (its structure is checked by the typed body in protocol.bodies)."""
+    return _Field(lambda v, path: None)
 
 
 def AnyMap() -> _Field:
@@ -208,6 +215,7 @@ SCHEMAS: dict[str, dict[str, _Spec]] = {
     DEALER_COMMIT: {
         **_JOB,
         "seeds": _req(List(Record({"party": _req(Int(0, 1 << 16)), "commitment": _req(Bytes(32))}), 1)),
+        "beacon": _req(Bytes(32)),
         **_META,
     },
     STEP_COMMIT: {
@@ -232,6 +240,24 @@ SCHEMAS: dict[str, dict[str, _Spec]] = {
         "root": _req(Bytes(32)),
         "n_steps": _req(Int()),
         "bls_sig": _req(Bytes(BLS_SIG)),
+        "views_root": _req(Bytes(32)),
+        "opened_root": _req(Bytes(32)),
+        "beacon": _req(Bytes(32)),
+        "receipts": _opt(List(Any_())),
+        "disputes": _opt(List(Int(0, 1 << 16))),
+        "corrections": _opt(Bytes(32)),
+        **_META,
+    },
+    REVEAL: {
+        **_JOB,
+        "party": _opt(Int(0, 1 << 16)),  # absent: the dealer's slot
+        "value": _req(Bytes(32)),
+        **_META,
+    },
+    RELEASE: {
+        **_JOB,
+        "challenge": _req(Int()),
+        "data": _req(Blob()),
         **_META,
     },
     CHALLENGE: {
@@ -259,6 +285,7 @@ SCHEMAS: dict[str, dict[str, _Spec]] = {
         "reason": _req(Str(4096, min_len=0)),
         "evidence": _opt(List(Blob())),
         "soundness_bits": _opt(Int(0, 4096)),
+        "defaulted": _opt(List(Str())),
         **_META,
     },
     REFRESH: {

@@ -27,12 +27,19 @@ BUNDLE_VERSION = 1
 MAX_BUNDLE_BYTES = 1 << 30
 
 
-def export_bundle(ledger: "Ledger", indexes: Sequence[int], checkpoint: SignedCheckpoint | None = None) -> bytes:
+def export_bundle(ledger: "Ledger", indexes: Sequence[int], checkpoint: SignedCheckpoint | None = None,
+                  window: tuple[int, int] | None = None, tree_heads: Sequence[int] = ()) -> bytes:
     """Build the bundle for `indexes` under `checkpoint` (default: the latest stored checkpoint
-    covering them, or a fresh one if this handle holds the log key)."""
+    covering them, or a fresh one if this handle holds the log key).
+
+    With `window=(start, stop)` the bundle also carries every leaf at indexes start..stop-1 with
+    its inclusion proof (no registrations needed): a complete stretch of the log, so that a
+    verifier can check what is absent from it (an answer that never came). With `tree_heads`, the
+    bundle carries the root of the log at each of those sizes with a consistency proof to the
+    checkpoint (e.g. the checkpoint that sealed a job)."""
     if not indexes:
         raise EvidenceError("no entries to export")
-    need = max(indexes) + 1
+    need = max([*indexes, *([window[1] - 1] if window else [])]) + 1
     if checkpoint is None:
         checkpoint = ledger.latest_checkpoint()
         if checkpoint is None or checkpoint.size < need:
@@ -69,6 +76,13 @@ def export_bundle(ledger: "Ledger", indexes: Sequence[int], checkpoint: SignedCh
         "registrations": regs,
         "blobs": list(blobs.values()),
     }
+    if tree_heads:
+        bundle["tree_heads"] = [{"size": m, "root": ledger.root(m), "proof": ledger.consistency_proof(m, size)}
+                                for m in sorted(set(tree_heads))]
+    if window is not None:
+        start, stop = window
+        bundle["window"] = [{"index": i, "data": ledger.get(i).data, "proof": ledger.inclusion_proof(i, size)}
+                            for i in range(start, stop)]
     return canonical_cbor(bundle)
 
 
@@ -82,6 +96,9 @@ class EvidenceReport:
     checkpoint: SignedCheckpoint | None = None
     log_key_pinned: bool = False
     blobs: dict[bytes, bytes] = field(default_factory=dict)
+    window: list[tuple[int, bytes]] = field(default_factory=list)  # a complete, included stretch of leaves
+    tree_heads: dict[int, bytes] = field(default_factory=dict)  # size -> root, consistent with the checkpoint
+    keys: dict[str, bytes] = field(default_factory=dict)  # node id -> Ed25519 key, from verified registrations
 
 
 def _leaf(obj: Any, what: str) -> tuple[int, bytes, list[bytes]]:
@@ -91,6 +108,16 @@ def _leaf(obj: Any, what: str) -> tuple[int, bytes, list[bytes]]:
     if not isinstance(i, int) or isinstance(i, bool) or i < 0 or not isinstance(d, bytes) or not isinstance(p, list):
         raise EvidenceError(f"{what}: bad field types")
     return i, d, p
+
+
+def bundle_origin(data: bytes) -> str | None:
+    """The log origin a bundle claims (to look up its pinned key), or None if unreadable. Never raises."""
+    try:
+        obj = decode_cbor(bytes(data))
+        origin = obj.get("origin") if isinstance(obj, dict) else None
+        return origin if isinstance(origin, str) else None
+    except Exception:  # noqa: BLE001 - attacker-controlled input
+        return None
 
 
 def verify_bundle(data: bytes, log_key: bytes | None = None) -> EvidenceReport:
@@ -111,7 +138,7 @@ def _verify(data: bytes, log_key: bytes | None, rep: EvidenceReport) -> None:
         raise EvidenceError("bundle must be bytes under 1 GiB")
     obj = decode_cbor(bytes(data))
     keys = {"type", "v", "origin", "hash", "checkpoint", "entries", "registrations", "blobs"}
-    if not isinstance(obj, dict) or set(obj) != keys:
+    if not isinstance(obj, dict) or set(obj) - {"window", "tree_heads"} != keys:
         raise EvidenceError(f"bundle must be a map with keys {sorted(keys)}")
     if obj["type"] != BUNDLE_TYPE or obj["v"] != BUNDLE_VERSION:
         raise EvidenceError(f"not a v{BUNDLE_VERSION} {BUNDLE_TYPE} bundle")
@@ -150,6 +177,7 @@ def _verify(data: bytes, log_key: bytes | None, rep: EvidenceReport) -> None:
             rep.reasons.append(f"registration at index {i}: self-signature or BLS proof of possession invalid")
             continue
         regs[e.author] = e.body["ed25519"]
+        rep.keys[e.author] = e.body["ed25519"]
     refs: set[bytes] = set()
     if not obj["entries"]:
         rep.reasons.append("bundle has no entries")
@@ -178,3 +206,19 @@ def _verify(data: bytes, log_key: bytes | None, rep: EvidenceReport) -> None:
     for d in refs:
         if d not in rep.blobs:
             rep.reasons.append(f"referenced blob {d.hex()} is missing from the bundle")
+    for th in obj.get("tree_heads", []):
+        if not isinstance(th, dict) or set(th) != {"size", "root", "proof"}:
+            raise EvidenceError("tree head: expected {size, root, proof}")
+        if merkle.verify_consistency(th["size"], cp.size, th["root"], cp.root, th["proof"], hash_name):
+            rep.tree_heads[th["size"]] = th["root"]
+        else:
+            rep.reasons.append(f"tree head at size {th['size']}: consistency proof does not verify")
+    if "window" in obj:
+        if not isinstance(obj["window"], list):
+            raise EvidenceError("window must be a list of leaves")
+        for k, r in enumerate(obj["window"]):
+            i, d, p = _leaf(r, "window leaf")
+            if k and i != rep.window[-1][0] + 1:
+                rep.reasons.append(f"window leaf at index {i} does not follow index {rep.window[-1][0]}")
+            if included(i, d, p, "window leaf"):
+                rep.window.append((i, d))

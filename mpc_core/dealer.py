@@ -303,6 +303,7 @@ class TrustedDealer(Dealer):
             raise DealerError(f"need at least 2 parties, got {n_parties}")
         self.job = bytes(job)
         self.n_parties = n_parties
+        self.master_seed = bytes(master_seed)  # also keys the dealer's challenge beacon (protocol.challenge)
         self.seeds = [prg.derive_party_seed(master_seed, self.job, i) for i in range(n_parties)]
         self.local_parties = tuple(range(n_parties)) if local_parties is None else tuple(local_parties)
         self._fixed_cache: dict = {}

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import blake3
+
 from ledger import merkle
 from mpc_core import prg
-from mpc_core.domains import OPENED_LEAF, STEP_COMMIT_LEAF, STEP_SALT
+from mpc_core.domains import JOB_ROOT, OPENED_LEAF, STEP_COMMIT_LEAF, STEP_SALT
 from mpc_core.encoding import canonical_cbor
 from mpc_core.transcript import StepRecord
 
@@ -45,6 +47,15 @@ class JobCommitment:
 
     def body(self) -> dict:
         return {"party": self.party, "steps": self.steps, "views_root": self.views_root, "opened_root": self.opened_root}
+
+    @property
+    def root(self) -> bytes:
+        return job_root(self.views_root, self.opened_root)
+
+
+def job_root(views_root: bytes, opened_root: bytes) -> bytes:
+    """The single root a node signs for a job: BLAKE3(JOB_ROOT || views_root || opened_root)."""
+    return blake3.blake3(JOB_ROOT + bytes(views_root) + bytes(opened_root)).digest()
 
 
 def commit(records: list[StepRecord], node_secret: bytes, job: bytes, party: int) -> tuple[JobCommitment, list[bytes]]:

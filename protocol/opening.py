@@ -75,23 +75,19 @@ def decode_opening(data: bytes) -> dict:
     }
 
 
-def node_opening(transcript, salts: list[bytes], model_dir, party: int, tokens: list[torch.Tensor], cheat=None,
+def node_opening(transcript, salts: list[bytes], model_dir, party: int, tokens: list[torch.Tensor],
                  refresh_job: str | None = None) -> bytes:
-    """What node `party` reveals for a challenge: its transcript, step salts, its weight share with the
-    salts of its commitment, and input shares (a `bad-opening` cheat alters one matmul output).
+    """What node `party` reveals for a challenge: its transcript (`records` and `load(step)`), step salts,
+    its weight share with the salts of its commitment, and input shares.
 
     With `refresh_job` the weight share is the job's refreshed share W_i^t with its per-job salts
     (protocol.weight_refresh), never the published W_i."""
     import json
     from pathlib import Path
 
-    from sim.adversary import altered, bad_opening_step
     from models.publish import SALTS_FILE, load_party_share
 
     load = transcript.load
-    if cheat is not None and cheat.kind == "bad-opening":
-        target, honest = bad_opening_step(transcript.records, cheat), transcript.load
-        load = lambda k: {**honest(k), "out": altered(honest(k)["out"])} if k == target else honest(k)  # noqa: E731
     share = load_party_share(model_dir, party)
     if refresh_job is not None:
         from models.publish import read_manifest
@@ -103,3 +99,32 @@ def node_opening(transcript, salts: list[bytes], model_dir, party: int, tokens: 
     wsalts = json.loads((Path(model_dir) / f"party{party}" / SALTS_FILE).read_text())
     return encode_opening(transcript.records, salts, load, share, tokens,
                           {k: bytes.fromhex(v) for k, v in wsalts.items()})
+
+
+# --- the dealer's release -----------------------------------------------------------------------
+def correction_items(dealer, requests) -> list:
+    """The last party's correction shares for every request of the job, in op order:
+    [[request descriptor, {component: tensor}], ...] (the replay checks each descriptor)."""
+    out = []
+    for op_index, req in enumerate(requests):
+        corr = dealer.correction(req, op_index)
+        out.append([req.describe(), {k: enc_tensor(v) for k, v in sorted(corr.items())}])
+    return out
+
+
+def encode_release(seeds: dict[int, bytes], corrections: list | None) -> bytes:
+    """The blob of a `dealer.release`: {"seeds": {str(party): seed}, "corrections": cbor(items)?}."""
+    release: dict = {"seeds": {str(p): bytes(s) for p, s in sorted(seeds.items())}}
+    if corrections is not None:
+        release["corrections"] = canonical_cbor(corrections)
+    return canonical_cbor(release)
+
+
+def decode_release(data: bytes) -> dict:
+    """Parse a release blob: {"seeds": {party: seed}, "corrections": bytes | None}; raises on garbage."""
+    obj = decode_cbor(data)
+    seeds = {int(k): bytes(v) for k, v in obj["seeds"].items()}
+    corr = obj.get("corrections")
+    if corr is not None and not isinstance(corr, bytes):
+        raise ValueError("release: corrections must be a CBOR byte string")
+    return {"seeds": seeds, "corrections": corr}

@@ -21,13 +21,13 @@ import torch
 from mpc_core import prg
 from mpc_core.domains import WEIGHT_REFRESH, WEIGHT_REFRESH_SALT
 from mpc_core.encoding import canonical_cbor, decode_cbor
-from prover.errors import ProverError
+from protocol.errors import ProtocolError
 
 REFRESH_FILE = "refresh.cbor"
 FORMAT = "shardproof/refresh-keys/v1"
 
 
-class RefreshError(ProverError):
+class RefreshError(ProtocolError):
     """Refresh keys missing or malformed, or a refresh that does not match its commitments."""
 
 
@@ -79,3 +79,18 @@ def job_salts(keys: dict, job_id: str, names) -> dict[str, bytes]:
     """The salts of party i's per-job commitments."""
     k = bytes(keys["salt_key"])
     return {name: blake3.blake3(WEIGHT_REFRESH_SALT + k + canonical_cbor([job_id, name])).digest() for name in names}
+
+
+def refreshed_manifest(manifest: dict, refresh_blob: bytes) -> dict:
+    """A copy of `manifest` whose per-party commitments are the job's refreshed ones (for the weight check)."""
+    table = decode_cbor(refresh_blob)
+    if not isinstance(table, dict) or set(table) != set(manifest["tensors"]):
+        raise RefreshError("the refresh commitments do not name the manifest's tensors")
+    out = dict(manifest)
+    out["tensors"] = {}
+    for name, meta in manifest["tensors"].items():
+        row = table[name]
+        if not isinstance(row, list) or len(row) != manifest["n_parties"]:
+            raise RefreshError(f"refresh commitments of {name} are malformed")
+        out["tensors"][name] = {**meta, "commitments": [bytes(c).hex() for c in row]}
+    return out

@@ -31,6 +31,8 @@ import torch
 from ledger import Ledger
 from ledger import entries as E
 from ledger.keys import ed25519_verify
+from ledger.subscribe import Subscription
+from prover.ledger_view import next_wake
 from mpc_core import SharedTensor, prg
 from mpc_core.dealer import SeededDealerClient
 from mpc_core.broadcast import BroadcastLog, receipt_message
@@ -39,19 +41,19 @@ from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_
 from mpc_core.session import Session
 from mpc_core.transcript import StepRecord, Transcript
 from prover.channels import PURPOSE_DEALER, PURPOSE_INPUT, PURPOSE_OUTPUT, ReplayGuard, open_, seal
-from sim.adversary import Cheat, equivocation_hook, install
 from prover.dealer_service import SealedDealerLink
 from protocol.commitments import commit
 from prover.errors import ProverError
 from prover.keys import NodeKeys, lookup_peer
-from prover.ledger_view import challenge_is_derived
+from protocol import bodies as B
+from protocol.challenge import beacon_commitment, beacon_value
+from protocol.errors import JobError
+from protocol.job_view import challenge_state, read_job_from_ledger
 from prover.local_files import safe_id, write_secret
-from sim.local_network import combined_root
 from models.gpt_mpc import SharedGPT
 from prover.model_delivery import REFRESH_SCHEME, fetch_share
 from models.publish import MANIFEST_FILE, commit_tensor, load_party_share, manifest_config, read_manifest
 from protocol.opening import dec_tensor, enc_tensor, node_opening
-from prover.owner_service import job_refresh
 from protocol.weight_refresh import job_salts, read_keys, refreshed
 from prover.wire import client_rank, dealer_rank, exchange_bytes, join_group, leave_group, recv_bytes, send_bytes
 
@@ -104,15 +106,17 @@ class JobInfo:
 
 
 class NodeDaemon:
-    """One node: runs the jobs assigned to it and answers challenges on them (see the module docstring)."""
+    """One node: runs the jobs assigned to it and answers challenges on them (see the module docstring).
 
-    def __init__(self, ledger_url: str, keys: NodeKeys, data_dir: str | os.PathLike, cheat: Cheat | None = None,
+    `make_communicator`, `make_session`, `weight_share`, `opening_payload` and `opened_transcript` are the
+    honest node's choices; test adversaries override them (sim.adversary.CheatingNodeDaemon)."""
+
+    def __init__(self, ledger_url: str, keys: NodeKeys, data_dir: str | os.PathLike,
                  poll_s: float = 0.2, timeout_s: float = 60.0):
         self.ledger_url = ledger_url
         self.keys = keys
         self.node_id = keys.node_id
         self.data_dir = Path(data_dir)
-        self.cheat = cheat
         self.poll_s = poll_s
         self.timeout_s = timeout_s
         self.led = Ledger.open(ledger_url, create=False)
@@ -147,9 +151,16 @@ class NodeDaemon:
             ran = self.poll_once(stop)
             if max_jobs is not None and self.jobs_run >= max_jobs and not self._open_challenges_pending():
                 break
-            if not ran:
-                stop.wait(self.poll_s)
+            if not ran:  # re-scan once the ledger grew, or a pending job's timeout is due
+                self._feed().wait(next_wake((seen + self.timeout_s for _, _, seen in self._pending.values()),
+                                            self.poll_s), stop)
         log.info("node %s stopped", self.node_id)
+
+    def _feed(self) -> Subscription:
+        """The job.assign entries from `_cursor` on (created once; `wait` wakes on any growth of the ledger)."""
+        if getattr(self, "_sub", None) is None:
+            self._sub = self.led.subscribe(start=self._cursor, kind=E.JOB_ASSIGN)
+        return self._sub
 
     def _open_challenges_pending(self) -> bool:
         return any(self.status(j) == "done" and j not in self.handled for j in self._my_jobs())
@@ -163,7 +174,7 @@ class NodeDaemon:
 
         Returns whether a job ran."""
         ran = False
-        for le in self.led.query(kind=E.JOB_ASSIGN, start=self._cursor):
+        for le in self._feed().drain():
             self._cursor = le.index + 1
             parties = [a["party"] for a in le.entry.body["assignments"] if a["node"] == self.node_id]
             if parties:
@@ -206,31 +217,27 @@ class NodeDaemon:
         return ran
 
     def _job_info(self, job_id: str, party: int, assigned_by: str) -> JobInfo:
+        """The job as this node may serve it, read through the authorship rules (protocol.job_view)."""
         safe_id(job_id, "job id")
-        opens = self.led.by_job(job_id, kind=E.JOB_OPEN)
-        if not opens:
-            raise DaemonError("job.open missing")
-        if opens[0].entry.author != assigned_by:
-            raise DaemonError(f"job.assign by {assigned_by}, job.open by {opens[0].entry.author}")
-        b = opens[0].entry.body
-        params = b.get("params") or {}
-        dealer = b["dealer"]
-        commits = [e for e in self.led.by_job(job_id, kind=E.DEALER_COMMIT) if e.entry.author == dealer]
-        if not commits:
-            raise _NotYet(f"no dealer.commit by {dealer} yet")
-        seeds = {s["party"]: bytes(s["commitment"]) for s in commits[0].entry.body["seeds"]}
-        if party not in seeds:
-            raise DaemonError(f"no seed commitment for party {party}")
-        n = int(b["n_parties"])
-        if not 0 <= party < n:
-            raise DaemonError(f"party {party} outside 0..{n - 1}")
-        model_id = safe_id(b["model_id"], "model id")
-        pubs = [e for e in self.led.query(kind=E.MODEL) if e.entry.body["model_id"] == model_id]
-        refresh = bool(pubs) and (pubs[0].entry.body.get("meta") or {}).get("refresh") == REFRESH_SCHEME
-        if refresh and job_refresh(self.led, job_id, model_id) is None:
+        try:
+            view = read_job_from_ledger(self.led, job_id)
+        except JobError as exc:
+            raise DaemonError(str(exc)) from None
+        if view.assign is None:
+            raise DaemonError(f"no valid job.assign by the job's opener {view.opener} (seen one by {assigned_by})")
+        if view.nodes.get(party) != self.node_id:
+            raise DaemonError(f"the counted assignment does not give party {party} to this node")
+        if view.dealer_commit is None:
+            raise _NotYet(f"no dealer.commit by {view.dealer} yet")
+        jo = view.open.body
+        model_id = safe_id(jo.model_id, "model id")
+        refresh = view.publish is not None and view.publish.body.refresh == REFRESH_SCHEME
+        if refresh and view.refresh is None:
             raise _NotYet("no model.refresh by the model's owner yet")
-        return JobInfo(job_id, model_id, n, party, b.get("client") or dealer, dealer, int(params["prompt_len"]),
-                       int(params["steps"]), str(params["rendezvous"]), seeds[party], refresh)
+        params = jo.params
+        return JobInfo(job_id, model_id, jo.n_parties, party, jo.client or jo.dealer, jo.dealer,
+                       int(params["prompt_len"]), int(params["steps"]), str(params["rendezvous"]),
+                       view.dealer_commit.body.seeds[party], refresh)
 
     # --- one job -------------------------------------------------------------------------
     def run_job(self, info: JobInfo) -> None:
@@ -267,11 +274,8 @@ class NodeDaemon:
             link = SealedDealerLink(n, info.job_id, bytes(seed_msg["corrections_key"])) if p == n - 1 else None
             client_fetch = link.fetch if link else None
             dealer_client = SeededDealerClient(p, n, job, seed, client_fetch)
-            outgoing = equivocation_hook(self.cheat, p, n) if self.cheat is not None else None
-            comm = TorchDistributedCommunicator(p, n, group, broadcast_log=bcast, outgoing=outgoing)
-            session = Session(comm, dealer_client, job=job, transcript_dir=str(jdir), frac_bits=manifest["frac_bits"])
-            if self.cheat is not None:
-                install(session, p, self.cheat)
+            comm = self.make_communicator(p, n, group, bcast)
+            session = self.make_session(comm, dealer_client, job, jdir, manifest["frac_bits"])
             try:
                 model = SharedGPT(session, manifest_config(manifest),
                                   self._weights(session, model_dir, manifest, p, info.job_id if info.refresh else None))
@@ -305,13 +309,21 @@ class NodeDaemon:
         write_secret(jdir / "state.cbor", canonical_cbor({
             "job_id": info.job_id, "party": p, "n_parties": n, "model_id": info.model_id, "refresh": info.refresh,
             "records": _records_to_cbor(transcript.records), "tokens": [enc_tensor(t) for t in token_shares]}))
-        root = combined_root(commitment.views_root, commitment.opened_root)
+        root = commitment.root
+        beacon = beacon_commitment(info.job_id, p, beacon_value(secret, info.job_id, p))
         sig = self.keys.bls_sign(E.job_root_message(info.job_id, self.node_id, p, 0, root, commitment.steps))
-        self.led.append(E.make_entry(self.keys.identity, E.JOB_ROOT, {
-            "job_id": info.job_id, "node": self.node_id, "party": p, "replica": 0, "root": root,
-            "n_steps": commitment.steps, "bls_sig": sig,
-            "meta": {"views_root": commitment.views_root, "opened_root": commitment.opened_root,
-                     "receipts": heard, "disputes": disputes}}))
+        self.led.append(E.make_entry(self.keys.identity, E.JOB_ROOT, B.JobRoot(
+            info.job_id, self.node_id, p, 0, root, commitment.steps, sig, commitment.views_root,
+            commitment.opened_root, beacon, tuple(B.Receipt(*r) for r in heard), tuple(disputes)).to_body()))
+
+    def make_communicator(self, party: int, n_parties: int, group, bcast: BroadcastLog) -> TorchDistributedCommunicator:
+        """The transport of this node's party in a job: point-to-point rounds chained into `bcast`."""
+        return TorchDistributedCommunicator(party, n_parties, group, broadcast_log=bcast)
+
+    def make_session(self, comm: TorchDistributedCommunicator, dealer: SeededDealerClient, job: bytes, jdir: Path,
+                     frac_bits: int) -> Session:
+        """The MPC session of this node's party in a job, spilling its transcript under `jdir`."""
+        return Session(comm, dealer, job=job, transcript_dir=str(jdir), frac_bits=frac_bits)
 
     def _party_keys(self, info: JobInfo) -> dict[int, bytes]:
         """The registered Ed25519 key of every other party's node (to check their broadcast receipts)."""
@@ -355,13 +367,20 @@ class NodeDaemon:
 
     def _weights(self, session: Session, model_dir: Path, manifest: dict, party: int,
                  refresh_job: str | None) -> dict[str, SharedTensor]:
+        share = self.weight_share(model_dir, manifest, party, refresh_job)
+        return {n: SharedTensor.from_shares(session, share[n].unsqueeze(0)) for n in sorted(manifest["tensors"])}
+
+    def weight_share(self, model_dir: Path, manifest: dict, party: int,
+                     refresh_job: str | None) -> dict[str, torch.Tensor]:
+        """This node's weight share for a job: the published share (checked against the owner's commitments),
+        or with `refresh_job` that job's refreshed share (checked against the owner's refresh commitments)."""
         share = load_party_share(model_dir, party, manifest)  # checked against the owner's commitments
         if refresh_job is not None:  # this job's fresh sharing W_i^t (protocol.weight_refresh)
             keys = read_keys(model_dir / f"party{party}", party, manifest["n_parties"])
             share = refreshed(share, keys, refresh_job)
             # The owner's commitments must open to what this node computed; else an honest node would be
             # accused for the owner's mistake: refuse the job instead.
-            entry = job_refresh(self.led, refresh_job, manifest["model_id"])
+            entry = read_job_from_ledger(self.led, refresh_job).refresh
             table = decode_cbor(self.led.get_blob(entry.entry.body["commitments"])) if entry is not None else {}
             salts = job_salts(keys, refresh_job, share)
             for name, t in share.items():
@@ -369,40 +388,50 @@ class NodeDaemon:
                 if (not isinstance(row, list) or len(row) != manifest["n_parties"]
                         or bytes(row[party]) != commit_tensor(name, t, salts[name], manifest["frac_bits"])):
                     raise DaemonError(f"the owner's refresh commitment of {name} does not match this node's share")
-        if self.cheat is not None and self.cheat.kind == "weights":  # a stale share: one unit off in one weight
-            name = sorted(n for n in share if n.endswith("c_fc.weight"))[0]
-            share[name] = share[name].clone()
-            share[name].view(-1)[0] += 1
-        return {n: SharedTensor.from_shares(session, share[n].unsqueeze(0)) for n in sorted(manifest["tensors"])}
+        return share
 
     # --- challenges ----------------------------------------------------------------------
     def answer_challenge(self, job_id: str) -> None:
-        """If `job_id` has a challenge listing this node's party, post the opening (or refuse a bad challenge)."""
-        challenges = self.led.by_job(job_id, kind=E.CHALLENGE)
-        if not challenges:
-            return
-        ch = challenges[0]  # auditors reuse the first challenge; a later one is never answered
+        """This node's duties after a job (specs/audit.md sections 2-3), one step per call as the ledger
+        allows: once the job is sealed, reveal its challenge beacon; once every beacon is revealed,
+        post the derived challenge if nobody has; if the counted challenge opens this node's party,
+        post the opening. Entries that do not follow from the derivation are ignored."""
         jdir = self.job_dir(job_id)
         state = decode_cbor((jdir / "state.cbor").read_bytes())
-        p, n = state["party"], state["n_parties"]
+        p = state["party"]
+        st = challenge_state(self.led, job_id)
+        view = st.view
+        if view.nodes.get(p) != self.node_id or p not in view.roots:
+            return  # this node's job root does not count (yet): nothing to reveal or open
+        if st.seal is None:
+            return
+        if p not in view.reveals:
+            secret = (jdir / "secret.bin").read_bytes()
+            self.led.append(E.make_entry(self.keys.identity, E.REVEAL, B.Reveal(
+                job_id, p, beacon_value(secret, job_id, p)).to_body()))
+            log.info("job %s: revealed the challenge beacon of party %d", job_id, p)
+            return
+        if st.derived is None:
+            return  # other participants have not revealed yet
+        if st.counted is None:
+            d = st.derived
+            self.led.append(E.make_entry(self.keys.identity, E.CHALLENGE, B.Challenge(
+                job_id, d.checkpoint_size, d.checkpoint_root, d.seed, tuple(d.opened)).to_body()))
+            return
         self.handled.add(job_id)
-        if p not in ch.entry.body.get("parties", []):
+        if p not in st.opened:
             log.info("job %s: party %d not opened by the challenge", job_id, p)
             return
-        if not challenge_is_derived(self.led, job_id, ch.entry.body, n):
-            log.warning("job %s: challenge #%d does not follow from the sealing checkpoint; refusing to open",
-                        job_id, ch.index)
-            return
-        mine = [e for e in self.led.by_job(job_id, kind=E.OPENING) if e.entry.author == self.node_id]
-        if mine:
+        if p in view.openings or p in view.conflicting:
             return  # answered before a restart
-        if self.cheat is not None and self.cheat.kind == "refuse":
-            data = self.led.put_blob(canonical_cbor({"refused": "node declines to open"}))
-        else:
-            data = self.led.put_blob(self.opening_blob(job_id, state))
-        self.led.append(E.make_entry(self.keys.identity, E.OPENING, {
-            "job_id": job_id, "node": self.node_id, "party": p, "challenge": ch.index, "data": data}))
-        log.info("job %s: opened party %d for challenge #%d", job_id, p, ch.index)
+        data = self.led.put_blob(self.opening_payload(job_id, state))
+        self.led.append(E.make_entry(self.keys.identity, E.OPENING, B.Opening(
+            job_id, self.node_id, p, st.counted.index, data).to_body()))
+        log.info("job %s: opened party %d for challenge #%d", job_id, p, st.counted.index)
+
+    def opening_payload(self, job_id: str, state: dict) -> bytes:
+        """The blob this node posts when its party of `job_id` is validly challenged: its opening."""
+        return self.opening_blob(job_id, state)
 
     def opening_blob(self, job_id: str, state: dict) -> bytes:
         """This node's opening of a finished job, rebuilt from what it kept on disk."""
@@ -414,7 +443,12 @@ class NodeDaemon:
         try:
             _, salts = commit(transcript.records, secret, job_id.encode(), p)
             model_dir = self.data_dir / "models" / safe_id(state["model_id"], "model id")
-            return node_opening(transcript, salts, model_dir, p, [dec_tensor(t) for t in state["tokens"]], self.cheat,
+            return node_opening(self.opened_transcript(transcript), salts, model_dir, p,
+                                [dec_tensor(t) for t in state["tokens"]],
                                 refresh_job=job_id if state.get("refresh") else None)
         finally:
             transcript.close()
+
+    def opened_transcript(self, transcript: Transcript):
+        """What this node reveals of its transcript in an opening (`records`, `load(step)`): the transcript itself."""
+        return transcript

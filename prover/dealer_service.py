@@ -25,15 +25,19 @@ from pathlib import Path
 
 from ledger import Ledger
 from ledger import entries as E
+from ledger.subscribe import Subscription
 from mpc_core.dealer import Request, TrustedDealer, kind_spec
 from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_from_bytes
 from mpc_core.errors import MPCError
 from prover.channels import CORRECTION_KEY_BYTES, PURPOSE_DEALER, TAG_BYTES, open_correction, seal, seal_correction
-from prover.ledger_view import challenge_is_derived
+from protocol import bodies as B
+from protocol.challenge import DEALER_SLOT, beacon_commitment, beacon_value
+from protocol.job_view import challenge_state
+from prover.ledger_view import next_wake
 from prover.local_files import safe_id, write_secret
 from prover.errors import ProverError
 from prover.keys import NodeKeys, lookup_peer
-from protocol.opening import enc_tensor
+from protocol.opening import correction_items, encode_release
 from prover.wire import (dealer_rank, join_group, leave_group, recv_exact, recv_fixed, send_bytes, send_exact,
                          send_fixed)
 
@@ -161,8 +165,9 @@ def run_dealer_job(led: Ledger, keys: NodeKeys, job_id: str, state_dir: str | os
              "status": "started"}
     write_secret(path, canonical_cbor(state))  # the seed is on disk before it is committed to
     dealer = _LoggingDealer(TrustedDealer(master, job_id.encode(), n))
-    led.append(E.make_entry(keys.identity, E.DEALER_COMMIT, {"job_id": job_id, "seeds": [
-        {"party": p, "commitment": c} for p, c in enumerate(dealer.dealer.seed_commitments())]}))
+    beacon = beacon_commitment(job_id, DEALER_SLOT, beacon_value(master, job_id, DEALER_SLOT))
+    led.append(E.make_entry(keys.identity, E.DEALER_COMMIT, B.DealerCommit(
+        job_id, dict(enumerate(dealer.dealer.seed_commitments())), beacon).to_body()))
     join_group(rendezvous, dealer_rank(n), n, timeout_s)
     try:
         key = os.urandom(CORRECTION_KEY_BYTES)
@@ -201,42 +206,45 @@ def load_state(state_file: str | os.PathLike, job_id: str) -> dict:
     return state
 
 
-def release_for_challenge(ledger: str | Ledger, dealer_keys: NodeKeys, state_file: str | os.PathLike, job_id: str) -> int:
-    """Post the dealer's seed release for `job_id`'s challenge; returns its ledger index.
-
-    Releases the seeds of the challenged parties only, and the last party's corrections when it
-    is challenged. Refuses (DealerServiceError) when there is no challenge or it does not follow
-    from the first sealing checkpoint (releasing then could break the audit privacy budget).
-    A release posted before (e.g. before a restart) is not posted again."""
+def release_for_challenge(ledger: str | Ledger, dealer_keys: NodeKeys, state_file: str | os.PathLike,
+                          job_id: str) -> int | None:
+    """The dealer's duties after a job (specs/audit.md sections 2-3), one step per call as the ledger
+    allows: once the job is sealed, reveal its challenge beacon; once every beacon is revealed, post
+    the derived challenge if nobody has; then post `dealer.release` for the counted challenge (the
+    challenged parties' seeds, and the last party's corrections when it is challenged). Returns the
+    release's ledger index once it is there, else None. A challenge entry that does not follow from
+    the derivation is never answered (releasing then could break the audit privacy budget)."""
     led = Ledger.open(ledger, create=False) if isinstance(ledger, str) else ledger
     state = load_state(state_file, job_id)
     if state.get("status", "done") != "done":
         raise DealerServiceError(f"job {job_id} did not finish on the dealer's side")
-    challenges = led.by_job(job_id, kind=E.CHALLENGE)
-    if not challenges:
-        raise DealerServiceError(f"no challenge for job {job_id} yet")
-    ch = challenges[0]
+    st = challenge_state(led, job_id)
+    view = st.view
+    if view.dealer != dealer_keys.node_id or view.dealer_commit is None:
+        raise DealerServiceError(f"job {job_id}: this dealer's commitment does not count")
+    if st.seal is None:
+        return None
+    master = bytes(state["master_seed"])
+    if DEALER_SLOT not in view.reveals:
+        led.append(E.make_entry(dealer_keys.identity, E.REVEAL, B.Reveal(
+            job_id, None, beacon_value(master, job_id, DEALER_SLOT)).to_body()))
+        return None
+    if st.derived is None:
+        return None
+    if st.counted is None:
+        d = st.derived
+        led.append(E.make_entry(dealer_keys.identity, E.CHALLENGE, B.Challenge(
+            job_id, d.checkpoint_size, d.checkpoint_root, d.seed, tuple(d.opened)).to_body()))
+        return None
+    if view.release is not None:
+        return view.release.index  # released before a restart
     n = state["n_parties"]
-    if not challenge_is_derived(led, job_id, ch.entry.body, n):
-        raise DealerServiceError(f"challenge #{ch.index} does not follow from the sealing checkpoint")
-    mine = [e for e in led.by_job(job_id, kind=E.OPENING)
-            if e.entry.author == dealer_keys.node_id and e.entry.body.get("meta", {}).get("role") == "dealer"]
-    if mine:
-        return mine[0].index
-    parties = list(ch.entry.body["parties"])
-    dealer = TrustedDealer(bytes(state["master_seed"]), job_id.encode(), n)
-    release: dict = {"seeds": {str(p): dealer.party_seed(p) for p in parties}}
-    if n - 1 in parties:
-        out = []
-        for op_index, desc in enumerate(state["requests"]):
-            req = request_from(desc)
-            corr = dealer.correction(req, op_index)
-            out.append([req.describe(), {k: enc_tensor(v) for k, v in sorted(corr.items())}])
-        release["corrections"] = canonical_cbor(out)
-    data = led.put_blob(canonical_cbor(release))
-    return led.append(E.make_entry(dealer_keys.identity, E.OPENING, {
-        "job_id": job_id, "node": dealer_keys.node_id, "party": n - 1 if n - 1 in parties else parties[0],
-        "challenge": ch.index, "data": data, "meta": {"role": "dealer"}}))
+    parties = st.opened
+    dealer = TrustedDealer(master, job_id.encode(), n)
+    corrections = correction_items(dealer, [request_from(d) for d in state["requests"]]) if n - 1 in parties else None
+    data = led.put_blob(encode_release({p: dealer.party_seed(p) for p in parties}, corrections))
+    return led.append(E.make_entry(dealer_keys.identity, E.RELEASE, B.DealerRelease(
+        job_id, st.counted.index, data).to_body()))
 
 
 # --- the daemon ---------------------------------------------------------------------------
@@ -271,7 +279,7 @@ class DealerDaemon:
         """Serve newly opened jobs that name this dealer (once their assignment is on the ledger, within the
         timeout), then answer challenges. Returns whether a job ran."""
         ran = False
-        for le in self.led.query(kind=E.JOB_OPEN, start=self._cursor):
+        for le in self._feed().drain():
             self._cursor = le.index + 1
             if le.entry.body.get("dealer") == self.keys.node_id:
                 self._pending.setdefault(le.entry.body["job_id"], time.monotonic())
@@ -294,13 +302,15 @@ class DealerDaemon:
                 self._pending.pop(job_id, None)
                 log.error("job %r: cannot serve it: %s: %s", job_id, type(exc).__name__, exc)
         for job_id, f in self._served().items():
-            if job_id in self.released or not self.led.by_job(job_id, kind=E.CHALLENGE):
+            if job_id in self.released:
                 continue
-            self.released.add(job_id)
             try:
                 idx = release_for_challenge(self.led, self.keys, f, job_id)
-                log.info("job %s: released seeds for the challenge (entry #%d)", job_id, idx)
+                if idx is not None:
+                    self.released.add(job_id)
+                    log.info("job %s: released seeds for the challenge (entry #%d)", job_id, idx)
             except Exception as exc:
+                self.released.add(job_id)  # not retried: a bad job must not make the dealer spin
                 log.error("job %s: no release: %s: %s", job_id, type(exc).__name__, exc)
         return ran
 
@@ -312,6 +322,13 @@ class DealerDaemon:
         stop = stop or threading.Event()
         log.info("dealer %s serving", self.keys.node_id)
         while not stop.is_set():
-            if not self.poll_once():
-                stop.wait(self.poll_s)
+            if not self.poll_once():  # re-scan once the ledger grew, or a pending job's timeout is due
+                self._feed().wait(next_wake((seen + self.timeout_s for seen in self._pending.values()), self.poll_s),
+                                  stop)
         log.info("dealer %s stopped", self.keys.node_id)
+
+    def _feed(self) -> Subscription:
+        """The job.open entries from `_cursor` on (created once; `wait` wakes on any growth of the ledger)."""
+        if getattr(self, "_sub", None) is None:
+            self._sub = self.led.subscribe(start=self._cursor, kind=E.JOB_OPEN)
+        return self._sub

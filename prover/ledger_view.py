@@ -1,34 +1,19 @@
-"""What a node or dealer reads from the ledger before acting: the sealing checkpoint and the derived challenge."""
+"""How daemons and clients wait on the ledger (the job's entries are read through protocol.job_view)."""
 from __future__ import annotations
 
 import time
-
-from ledger import Ledger
-from ledger import entries as E
+from typing import Iterable
 
 
-def first_sealing_checkpoint(led: Ledger, job_id: str):
-    """The first valid signed checkpoint that covers every job root of `job_id` (None if none yet)."""
-    roots = led.by_job(job_id, kind=E.JOB_ROOT)
-    need = max((e.index for e in roots), default=-1) + 1
-    scp = next((c for c in led.checkpoints() if c.size >= need), None)
-    if scp is None or not scp.verify(led.log_key):
-        return None
-    return scp
+
+IDLE_RESCAN_S = 30.0  # a daemon with nothing pending still re-scans this often (belt and braces)
 
 
-def challenge_is_derived(led: Ledger, job_id: str, body: dict, n_parties: int) -> bool:
-    """Does a challenge body follow from the first sealing checkpoint (specs/audit.md section 2)?"""
-    from verifier.ledger_audit import challenge_seed
-
-    scp = first_sealing_checkpoint(led, job_id)
-    if scp is None:
-        return False
-    roots = sorted(led.by_job(job_id, kind=E.JOB_ROOT), key=lambda e: e.entry.body["party"])
-    seed = challenge_seed(job_id, scp.size, scp.root, [e.entry.body["root"] for e in roots])
-    closed = int.from_bytes(seed[:8], "little") % n_parties
-    return (bytes(body.get("seed", b"")) == seed and body.get("checkpoint_size") == scp.size
-            and list(body.get("parties", [])) == [p for p in range(n_parties) if p != closed])
+def next_wake(deadlines: Iterable[float], floor: float, idle_s: float = IDLE_RESCAN_S) -> float:
+    """Seconds a daemon may wait for new ledger entries before one of its timers (monotonic `deadlines`)
+    is due: at least `floor`, at most `idle_s`."""
+    due = min(deadlines, default=time.monotonic() + idle_s) - time.monotonic()
+    return max(floor, min(idle_s, due))
 
 
 def wait_for(predicate, timeout_s: float, poll_s: float = 0.1) -> bool:

@@ -14,10 +14,14 @@ from pathlib import Path
 
 from ledger import Ledger
 from ledger import entries as E
-from mpc_core.encoding import canonical_cbor, decode_cbor
+from ledger.subscribe import Subscription
+from mpc_core.encoding import canonical_cbor
 from prover.keys import NodeKeys
+from prover.ledger_view import next_wake
 from models.publish import commit_tensor, load_party_share, read_manifest
-from protocol.weight_refresh import RefreshError, job_salts, read_keys, refreshed
+from protocol.errors import JobError
+from protocol.job_view import read_job_from_ledger
+from protocol.weight_refresh import job_salts, read_keys, refreshed
 
 log = logging.getLogger("shardproof.owner")
 
@@ -45,30 +49,13 @@ def post_refresh(led: Ledger, owner: NodeKeys, published_dir: str | os.PathLike,
         "job_id": job_id, "model_id": manifest["model_id"], "commitments": blob}))
 
 
-def refreshed_manifest(manifest: dict, refresh_blob: bytes) -> dict:
-    """A copy of `manifest` whose per-party commitments are the job's refreshed ones (for the weight check)."""
-    table = decode_cbor(refresh_blob)
-    if not isinstance(table, dict) or set(table) != set(manifest["tensors"]):
-        raise RefreshError("the refresh commitments do not name the manifest's tensors")
-    out = dict(manifest)
-    out["tensors"] = {}
-    for name, meta in manifest["tensors"].items():
-        row = table[name]
-        if not isinstance(row, list) or len(row) != manifest["n_parties"]:
-            raise RefreshError(f"refresh commitments of {name} are malformed")
-        out["tensors"][name] = {**meta, "commitments": [bytes(c).hex() for c in row]}
-    return out
-
-
 def job_refresh(led: Ledger, job_id: str, model_id: str):
-    """The job's `model.refresh` entry by the model's first publisher, or None."""
-    pubs = [e for e in led.query(kind=E.MODEL) if e.entry.body["model_id"] == model_id]
-    if not pubs:
+    """The job's counted `model.refresh` (by the model's publisher: protocol.job_view), or None."""
+    try:
+        view = read_job_from_ledger(led, job_id)
+    except JobError:
         return None
-    owner = pubs[0].entry.author
-    found = [e for e in led.by_job(job_id, kind=E.REFRESH)
-             if e.entry.author == owner and e.entry.body["model_id"] == model_id]
-    return found[0] if found else None
+    return view.refresh if view.open.body.model_id == model_id else None
 
 
 class OwnerService:
@@ -81,7 +68,7 @@ class OwnerService:
     def poll_once(self) -> int:
         """Post the refreshes that are due; returns how many were posted."""
         posted = 0
-        for le in self.led.query(kind=E.JOB_OPEN, start=self._cursor):
+        for le in self._feed().drain():
             self._cursor = le.index + 1
             b = le.entry.body
             if b["model_id"] not in self.published or job_refresh(self.led, b["job_id"], b["model_id"]) is not None:
@@ -94,6 +81,13 @@ class OwnerService:
         return posted
 
     def run(self, stop: threading.Event) -> None:
+        """Serve until `stop` is set, re-scanning only when the ledger grew (no timers)."""
         while not stop.is_set():
             if not self.poll_once():
-                stop.wait(self.poll_s)
+                self._feed().wait(next_wake((), self.poll_s), stop)
+
+    def _feed(self) -> Subscription:
+        """The job.open entries from `_cursor` on (created once; `wait` wakes on any growth of the ledger)."""
+        if getattr(self, "_sub", None) is None:
+            self._sub = self.led.subscribe(start=self._cursor, kind=E.JOB_OPEN)
+        return self._sub

@@ -29,7 +29,8 @@ from prover.errors import ProverError
 from prover.keys import NodeKeys, lookup_peer
 from prover.ledger_view import wait_for
 from prover.local_files import safe_id
-from sim.local_network import read_manifest_blob
+from protocol.errors import JobError
+from protocol.job_view import published_manifest
 from models.gpt import sample_next_token
 from models.publish import manifest_config
 from prover.wire import client_rank, join_group, leave_group, recv_bytes, send_bytes
@@ -61,8 +62,8 @@ def run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str], 
     led = Ledger.open(ledger_url, create=False)
     n = len(node_ids)
     try:
-        manifest = read_manifest_blob(led, model_id)
-    except KeyError:
+        manifest = published_manifest(led, model_id)
+    except JobError:
         raise RemoteJobError(f"no model {model_id!r} published on the ledger") from None
     if manifest["n_parties"] != n:
         raise RemoteJobError(f"model has {manifest['n_parties']} shares, {n} nodes given")

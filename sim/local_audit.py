@@ -12,7 +12,7 @@ from models.publish import load_party_share, manifest_config, read_manifest
 from protocol.opening import MATMUL_KINDS
 from sim.adversary import altered, bad_opening_step
 from sim.local_job import party_program
-from verifier.audit import DEFAULT_LAMBDA, Refused, Verdict, audit, closed_party, derive_challenge
+from verifier.audit import DEFAULT_LAMBDA, Refused, Verdict, audit
 
 
 def joint_party_program(model_dir, parties: tuple[int, ...], token_shares: list[list]) -> Callable:
@@ -61,9 +61,7 @@ def local_openings(job, parties=None) -> dict[int, object]:
     """Every challenged node's answer (`local_opening`, or the Refused it raised), by party: the
     nodes' side of an audit, so that a benchmark can time it apart from the auditor's replay."""
     if parties is None:
-        challenge = derive_challenge(job.job_id, [job.parties[p].commitment for p in range(job.n_parties)])
-        closed = closed_party(challenge, job.n_parties)
-        parties = [p for p in range(job.n_parties) if p != closed]
+        parties = job.challenge().opened
     out: dict[int, object] = {}
     for p in parties:
         try:
@@ -86,7 +84,7 @@ def audit_local_job(job, *, mode: str = "freivalds", lam: int = DEFAULT_LAMBDA,
         return got
 
     commitments = [job.parties[p].commitment for p in range(job.n_parties)]
-    return audit(job.job_id, commitments, n_parties=job.n_parties, get_opening=get_opening,
+    return audit(job.job_id, commitments, challenge=job.challenge(), n_parties=job.n_parties, get_opening=get_opening,
                  get_program=lambda p: party_program(job.model_dir, p, job.parties[p].token_shares),
                  get_seed=job.seed, get_corrections=job.corrections, mode=mode, lam=lam,
                  frac_bits=job.session.frac_bits,

@@ -16,7 +16,8 @@ import torch
 from mpc_core import Session, SharedTensor
 from mpc_core import prg
 from mpc_core.transcript import StepRecord, Transcript
-from sim.adversary import Cheat, install
+from protocol.challenge import DEALER_SLOT, Challenge, beacon_value, derive
+from sim.adversary import Cheat, install, stale_share
 from protocol.commitments import JobCommitment, commit
 from models.gpt import sample_next_token
 from models.gpt_mpc import SharedGPT, client_reconstruct, share_tokens
@@ -48,6 +49,15 @@ class Job:
     session: Session
     parties: dict[int, PartyState]
 
+    def challenge(self) -> Challenge:
+        """The job's challenge by the one derivation (protocol.challenge): in-process there is no log, so
+        the sealing checkpoint is the empty one (size 0); the beacons are the parties' and the dealer's."""
+        jid = self.job_id.decode()
+        roots = [self.parties[p].commitment.root for p in range(self.n_parties)]
+        reveals = [beacon_value(self.parties[p].node_secret, jid, p) for p in range(self.n_parties)]
+        reveals.append(beacon_value(self.session.dealer.master_seed, jid, DEALER_SLOT))
+        return derive(jid, self.n_parties, 0, bytes(32), roots, reveals)
+
     def seed(self, party: int) -> bytes:
         """The dealer releases a party's seed against a recorded challenge."""
         return self.session.dealer.party_seed(party)
@@ -62,10 +72,8 @@ class Job:
 def _weights(session: Session, model_dir: Path, manifest: dict, cheats: dict[int, Cheat]) -> dict[str, SharedTensor]:
     shares = {p: load_party_share(model_dir, p, manifest) for p in session.local_parties}
     for p, c in cheats.items():
-        if c.kind == "weights":  # a stale share: off by one unit in one weight
-            name = sorted(n for n in shares[p] if n.endswith("c_fc.weight"))[0]
-            shares[p][name] = shares[p][name].clone()
-            shares[p][name].view(-1)[0] += 1
+        if c.kind == "weights":
+            stale_share(shares[p])
     return {n: SharedTensor.from_shares(session, torch.stack([shares[p][n] for p in session.local_parties]))
             for n in sorted(manifest["tensors"])}
 

@@ -9,29 +9,21 @@ networked daemons (`prover serve`) post the same entries.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-
-import blake3
 
 from ledger import Identity, Ledger
 from ledger import entries as E
 from mpc_core import prg
-from mpc_core.encoding import canonical_cbor, decode_cbor
-from sim.adversary import Cheat
+from sim.adversary import Cheat, opened_transcript, refusal_blob
 from sim.local_job import Job, run_job
 from models.gpt import GPT
 from models.publish import MANIFEST_FILE, publish_model
-from protocol.opening import node_opening
+from protocol import bodies as B
+from protocol.challenge import DEALER_SLOT, beacon_commitment, beacon_value
+from protocol.opening import correction_items, encode_release, node_opening
 
 ORIGIN = "shardproof/local"
-JOB_ROOT_TAG = b"shardproof/audit/job-root/v1"
-
-
-def combined_root(views_root: bytes, opened_root: bytes) -> bytes:
-    """The single root a node BLS-signs: BLAKE3(tag || views_root || opened_root)."""
-    return blake3.blake3(JOB_ROOT_TAG + views_root + opened_root).digest()
 
 
 def _ident(name: str, seed: int) -> Identity:
@@ -76,32 +68,52 @@ class LocalNetwork:
 
     # --- client + dealer + nodes: one job ---------------------------------------------
     def run(self, model_dir: str | Path, model_id: str, prompt_ids: list[int], steps: int, *, job_id: str,
-            workdir: str | Path, seed: int = 0, cheats: dict[int, Cheat] | None = None) -> Job:
+            workdir: str | Path, seed: int = 0, cheats: dict[int, Cheat] | None = None, open_deadline: int = 3,
+            reveal: bool = True) -> Job:
+        """Run a job and post what each role posts, up to the sealing checkpoint; with `reveal`, every
+        participant then reveals its challenge beacon (`reveal_beacons`)."""
         n = len(self.nodes)
         led = self.ledger
-        led.append(E.make_entry(self.client, E.JOB_OPEN, {
-            "job_id": job_id, "model_id": model_id, "n_parties": n, "replicas": 1, "stages": 1,
-            "dealer": self.dealer.node_id, "client": self.client.node_id,
-            "params": {"prompt_len": len(prompt_ids), "steps": steps}}))
-        led.append(E.make_entry(self.client, E.JOB_ASSIGN, {"job_id": job_id, "assignments": [
-            {"node": nd.node_id, "party": p, "replica": 0, "stage": 0} for p, nd in enumerate(self.nodes)]}))
+        led.append(E.make_entry(self.client, E.JOB_OPEN, B.JobOpen(
+            job_id, model_id, n, self.dealer.node_id, self.client.node_id,
+            params={"prompt_len": len(prompt_ids), "steps": steps, "open_deadline": open_deadline}).to_body()))
+        led.append(E.make_entry(self.client, E.JOB_ASSIGN, B.JobAssign(job_id, tuple(
+            B.Assignment(nd.node_id, p) for p, nd in enumerate(self.nodes))).to_body()))
         job = run_job(model_dir, prompt_ids, steps, workdir=workdir, seed=seed, job_id=job_id.encode(), cheats=cheats)
-        led.append(E.make_entry(self.dealer, E.DEALER_COMMIT, {"job_id": job_id, "seeds": [
-            {"party": p, "commitment": c} for p, c in enumerate(job.session.dealer.seed_commitments())]}))
-        roots = []
-        for p, nd in enumerate(self.nodes):
-            c = job.parties[p].commitment
-            root = combined_root(c.views_root, c.opened_root)
-            sig = nd.bls_sign(E.job_root_message(job_id, nd.node_id, p, 0, root, c.steps))
-            roots.append(E.make_entry(nd, E.JOB_ROOT, {
-                "job_id": job_id, "node": nd.node_id, "party": p, "replica": 0, "root": root, "n_steps": c.steps,
-                "bls_sig": sig, "meta": {"views_root": c.views_root, "opened_root": c.opened_root}}))
-        led.append_many(roots)
+        dealer = job.session.dealer
+        led.append(E.make_entry(self.dealer, E.DEALER_COMMIT, B.DealerCommit(
+            job_id, dict(enumerate(dealer.seed_commitments())),
+            beacon_commitment(job_id, DEALER_SLOT, beacon_value(dealer.master_seed, job_id, DEALER_SLOT))).to_body()))
+        led.append_many([self.job_root_entry(job, job_id, p) for p in range(n)])
         led.checkpoint()  # seals every commitment before any challenge can exist
+        if reveal:
+            self.reveal_beacons(job, job_id)
         return job
 
+    def job_root_entry(self, job: Job, job_id: str, p: int, **changes) -> E.Entry:
+        """Node p's signed `node.job_root` (its commitment, beacon commitment, BLS signature)."""
+        nd, c = self.nodes[p], job.parties[p].commitment
+        beacon = beacon_commitment(job_id, p, beacon_value(job.parties[p].node_secret, job_id, p))
+        sig = nd.bls_sign(E.job_root_message(job_id, nd.node_id, p, 0, c.root, c.steps))
+        body = B.JobRoot(job_id, nd.node_id, p, 0, c.root, c.steps, sig, c.views_root, c.opened_root, beacon).to_body()
+        return E.make_entry(nd, E.JOB_ROOT, {**body, **changes})
+
+    def reveal_entry(self, job: Job, job_id: str, slot: int | str) -> E.Entry:
+        """The participant of `slot` (a party, or the dealer) reveals its beacon value."""
+        if slot == DEALER_SLOT:
+            value = beacon_value(job.session.dealer.master_seed, job_id, DEALER_SLOT)
+            return E.make_entry(self.dealer, E.REVEAL, B.Reveal(job_id, None, value).to_body())
+        value = beacon_value(job.parties[slot].node_secret, job_id, slot)
+        return E.make_entry(self.nodes[slot], E.REVEAL, B.Reveal(job_id, slot, value).to_body())
+
+    def reveal_beacons(self, job: Job, job_id: str, withhold: tuple = ()) -> None:
+        """Every participant not in `withhold` reveals its beacon (after the seal)."""
+        slots = [*range(len(self.nodes)), DEALER_SLOT]
+        self.ledger.append_many([self.reveal_entry(job, job_id, s) for s in slots if s not in withhold])
+
     # --- answering a challenge ----------------------------------------------------------
-    def respond(self, job: Job, job_id: str, challenge_index: int, parties: list[int], withhold: tuple[int, ...] = ()) -> None:
+    def respond(self, job: Job, job_id: str, challenge_index: int, parties: list[int], withhold: tuple[int, ...] = (),
+                release: bool = True) -> None:
         """Nodes post their openings (or refuse; those in `withhold` stay silent); the dealer releases the seeds."""
         led = self.ledger
         manifest_dir = job.model_dir
@@ -112,40 +124,14 @@ class LocalNetwork:
             st = job.parties[p]
             nd = self.nodes[p]
             if st.cheat is not None and st.cheat.kind == "refuse":
-                data = led.put_blob(canonical_cbor({"refused": "node declines to open"}))
+                data = led.put_blob(refusal_blob())
             else:
-                data = led.put_blob(node_opening(st.transcript, st.salts, manifest_dir, p, st.token_shares, st.cheat))
-            posted.append(E.make_entry(nd, E.OPENING, {"job_id": job_id, "node": nd.node_id, "party": p,
-                                                       "challenge": challenge_index, "data": data}))
-        release = {"seeds": {str(p): job.seed(p) for p in parties}}
-        if job.n_parties - 1 in parties:
-            release["corrections"] = _corrections_blob(job)
-        data = led.put_blob(canonical_cbor(release))
-        posted.append(E.make_entry(self.dealer, E.OPENING, {"job_id": job_id, "node": self.dealer.node_id,
-                                                            "party": job.n_parties - 1 if job.n_parties - 1 in parties else parties[0],
-                                                            "challenge": challenge_index, "data": data,
-                                                            "meta": {"role": "dealer"}}))
+                data = led.put_blob(node_opening(opened_transcript(st.transcript, st.cheat), st.salts, manifest_dir, p,
+                                                 st.token_shares))
+            posted.append(E.make_entry(nd, E.OPENING, B.Opening(job_id, nd.node_id, p, challenge_index, data).to_body()))
+        if release:
+            dealer = job.session.dealer
+            corrections = correction_items(dealer, job.session.request_log) if job.n_parties - 1 in parties else None
+            data = led.put_blob(encode_release({p: job.seed(p) for p in parties}, corrections))
+            posted.append(E.make_entry(self.dealer, E.RELEASE, B.DealerRelease(job_id, challenge_index, data).to_body()))
         led.append_many(posted)
-
-
-def _corrections_blob(job: Job) -> bytes:
-    """The last party's correction shares for every request of the job, in op order."""
-    from protocol.opening import enc_tensor
-    log = job.session.request_log
-    out = []
-    for op_index, req in enumerate(log):
-        corr = job.session.dealer.correction(req, op_index)
-        out.append([req.describe(), {k: enc_tensor(v) for k, v in sorted(corr.items())}])
-    return canonical_cbor(out)
-
-
-def read_manifest_blob(led: Ledger, model_id: str) -> dict:
-    for e in led.query(kind=E.MODEL):
-        if e.entry.body["model_id"] == model_id:
-            return json.loads(led.get_blob(e.entry.body["manifest"]))
-    raise KeyError(model_id)
-
-
-def decode_release(data: bytes) -> dict:
-    obj = decode_cbor(data)
-    return {"seeds": {int(k): bytes(v) for k, v in obj["seeds"].items()}, "corrections": obj.get("corrections")}

@@ -10,12 +10,14 @@ client (`run_remote_job`), log operator (signs checkpoints) and auditor. Used by
 """
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from ledger import Identity, Ledger
 from mpc_core import prg
@@ -28,6 +30,24 @@ from prover.remote_client import run_remote_job
 
 REPO = Path(__file__).resolve().parents[1]
 ORIGIN = "shardproof/loopback"
+PROGRESS_CAP = 5  # a progress-based wait gives up after PROGRESS_CAP idle windows, progress or not
+_CPU_BUSY = 0.1  # a child that used at least this share of a core since the last look is working, not polling
+try:
+    _TICK = 1.0 / os.sysconf("SC_CLK_TCK")
+except (AttributeError, ValueError, OSError):
+    _TICK = 0.0
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a live process has used so far, from /proc; None where that is unreadable."""
+    if not _TICK:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) * _TICK
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 class ProcessNetwork:
@@ -39,7 +59,7 @@ class ProcessNetwork:
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.n = n_nodes
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s  # the daemons' and the client's --timeout; the harness's idle window
         self.poll_s = poll_s
 
         def keys(name: str) -> NodeKeys:
@@ -114,20 +134,59 @@ class ProcessNetwork:
         with open(f, "ab") as log:
             self.procs[name] = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
+    # --- progress-based waits ------------------------------------------------------------
+    def _progress_mark(self, names: list[str] | None = None) -> tuple:
+        """What moves while the deployment works: the ledger's size, the process logs' sizes, and
+        (per live process) its CPU time."""
+        try:
+            size = self.ledger.size()
+        except Exception:  # a ledger that cannot be read now is no progress, not an error of the wait
+            size = -1
+        names = list(self.procs) if names is None else names
+        logs = tuple(self.log_file(n).stat().st_size if self.log_file(n).exists() else 0 for n in names)
+        cpu = tuple(_cpu_seconds(self.procs[n].pid) if n in self.procs else None for n in names)
+        return size, logs, cpu
+
+    def wait_until(self, predicate: Callable[[], bool], idle_s: float | None = None, names: list[str] | None = None,
+                   poll_s: float = 0.05, alive: Callable[[], bool] | None = None) -> bool:
+        """Poll `predicate()` until it is true. Gives up only after `idle_s` (default: timeout_s) without
+        progress -- the ledger grew, a process log grew, or one of the processes (`names`, default all)
+        used CPU like a working process, not a polling one: a peer that is still answering is not dead --
+        or after PROGRESS_CAP idle windows in all, or as soon as `alive()` (if given) turns false."""
+        idle_s = self.timeout_s if idle_s is None else idle_s
+        start = last_progress = time.monotonic()
+        mark, mark_t = self._progress_mark(names), start
+        while True:
+            if predicate():
+                return True
+            now = time.monotonic()
+            if (alive is not None and not alive()) or now - last_progress >= idle_s or now - start >= PROGRESS_CAP * idle_s:
+                return bool(predicate())
+            if now - mark_t >= 1.0:
+                new = self._progress_mark(names)
+                busy = any(a is not None and b is not None and b - a >= _CPU_BUSY * (now - mark_t)
+                           for a, b in zip(mark[2], new[2]))
+                if new[0] > mark[0] or new[1] != mark[1] or busy:
+                    last_progress = now
+                mark, mark_t = new, now
+            time.sleep(poll_s)
+
     def wait_serving(self, name: str, timeout_s: float = 60.0) -> bool:
-        """Wait until process `name` logs that it is serving (its signal handlers are installed by then)."""
-        deadline = time.monotonic() + timeout_s
+        """Wait until process `name` logs that it is serving (its signal handlers are installed by then).
+
+        `timeout_s` is an idle window: a process that is still starting up (using CPU, writing its
+        log) is waited for, up to PROGRESS_CAP windows; one that exited is not."""
         f = self.log_file(name)
-        while time.monotonic() < deadline:
-            p = self.procs.get(name)
-            if p is None or p.poll() is not None:
-                return False
+
+        def serving() -> bool:
             with open(f, "rb") as fh:
                 fh.seek(self._log_offset.get(name, 0))
-                if b" serving" in fh.read():
-                    return True
-            time.sleep(0.05)
-        return False
+                return b" serving" in fh.read()
+
+        def alive() -> bool:
+            p = self.procs.get(name)
+            return p is not None and p.poll() is None
+        return alive() and self.wait_until(lambda: alive() and serving(), timeout_s, names=[name], alive=alive)
 
     def start_dealer(self) -> None:
         name = self.dealer.node_id
@@ -158,10 +217,12 @@ class ProcessNetwork:
         if p.poll() is None:
             self.procs[name] = p
             self.wait_serving(name, timeout_s)  # a SIGTERM before the handler is installed would kill it
-            self.procs.pop(name)
             p.send_signal(signal.SIGTERM)
+            # A daemon that is still busy (finishing a poll, answering a challenge) is waited for.
+            self.wait_until(lambda: p.poll() is not None, timeout_s, names=[name])
+            self.procs.pop(name)
             try:
-                return p.wait(timeout=timeout_s)
+                return p.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=10)
@@ -169,10 +230,31 @@ class ProcessNetwork:
         return p.returncode
 
     def restart_node(self, i: int, cheat: str | None = None) -> int | None:
-        """Stop node i cleanly and start it again (optionally as a cheater); returns the old exit code."""
+        """Stop node i cleanly and start it again (optionally as a cheater), waiting until it serves;
+        returns the old exit code."""
         rc = self.stop_process(self.nodes[i].node_id)
         self.start_node(i, cheat)
+        if self.wait_serving(self.nodes[i].node_id, self.timeout_s):
+            self.wait_settled(self.nodes[i].node_id, self.timeout_s)
         return rc
+
+    def wait_settled(self, name: str, max_s: float = 60.0, window_s: float = 1.0) -> bool:
+        """Wait (at most `max_s`) until process `name` is back to polling: a restarted daemon first goes
+        over the challenges of every job it ran before; a job posted meanwhile waits for its join."""
+        p = self.procs.get(name)
+        if p is None or _cpu_seconds(p.pid) is None:
+            return False
+        deadline = time.monotonic() + max_s
+        prev, t = _cpu_seconds(p.pid), time.monotonic()
+        while time.monotonic() < deadline and p.poll() is None:
+            time.sleep(window_s)
+            cur, now = _cpu_seconds(p.pid), time.monotonic()
+            if cur is None:
+                return False
+            if cur - prev < _CPU_BUSY * (now - t):
+                return True
+            prev, t = cur, now
+        return False
 
     def stop(self) -> dict[str, int | None]:
         """Stop every process (and the owner's thread); returns the processes' exit codes."""
@@ -203,14 +285,36 @@ class ProcessNetwork:
                               job_id, dealer=self.dealer.node_id, timeout_s=self.timeout_s, **kw)
 
     def audit(self, job_id: str, lam: int = 40, mode: str = "freivalds", wait_s: float | None = None):
-        """Seal the job with a checkpoint, then audit it; the daemons answer the challenge themselves."""
+        """Seal the job with a checkpoint, then audit it; the daemons answer the challenge themselves.
+
+        With `wait_s` None the audit waits for the answers as long as the deployment makes progress
+        (`wait_until`, idle window timeout_s); a number is a fixed wait, as `shardproof verify audit --wait`."""
         from verifier.ledger_audit import audit_on_ledger
 
         self.ledger.checkpoint()
-        return audit_on_ledger(self.ledger, job_id, self.verifier.identity, lam=lam, mode=mode,
-                               wait_s=self.timeout_s if wait_s is None else wait_s)
+        # The participants reveal their challenge beacons once they see the seal (protocol.challenge).
+        revealed = self.wait_until(lambda: self._revealed(job_id)) if wait_s is None else None
+        if wait_s is not None:
+            return audit_on_ledger(self.ledger, job_id, self.verifier.identity, lam=lam, mode=mode, wait_s=wait_s)
+
+        def respond(_challenge_index: int, parties: list[int]) -> None:
+            self.wait_until(lambda: self._all_answered(job_id, parties))
+        return audit_on_ledger(self.ledger, job_id, self.verifier.identity, lam=lam, mode=mode, respond=respond,
+                               wait_s=1.0 if revealed else 0.0)
+
+    def _revealed(self, job_id: str) -> bool:
+        """Every participant of the job revealed its challenge beacon."""
+        from protocol.job_view import challenge_state
+
+        return challenge_state(self.ledger, job_id).derived is not None
+
+    def _all_answered(self, job_id: str, parties: list[int]) -> bool:
+        """Every challenged party posted an opening (or a refusal) and the dealer its release."""
+        from protocol.job_view import challenge_state
+
+        view = challenge_state(self.ledger, job_id).view
+        return view.release is not None and all(p in view.openings for p in parties)
 
     def wait_ready(self, timeout_s: float = 60.0) -> bool:
-        """True once every started process is serving; False if one died or the time ran out."""
-        deadline = time.monotonic() + timeout_s
-        return all(self.wait_serving(n, max(0.0, deadline - time.monotonic())) for n in list(self.procs))
+        """True once every started process is serving; False if one died or made no progress for `timeout_s`."""
+        return all(self.wait_serving(n, timeout_s) for n in list(self.procs))

@@ -2,9 +2,9 @@
 
 1. Broadcast consistency: every party's `opened_root` must be equal (honest parties saw the
    same public openings).
-2. Challenge (Fiat-Shamir): seed = BLAKE3(CHALLENGE || canonical_cbor([job, commitments])), computed
-   only after every commitment is fixed; it names the one share index left closed (the audit
-   privacy budget: never all N) and keys the Freivalds columns.
+2. Challenge: derived by protocol.challenge after every commitment is sealed and every participant
+   revealed its beacon; it names the one share index left closed (the audit privacy budget: never
+   all N) and keys the Freivalds columns.
 3. Openings: each opened party reveals its step records and salts (which must reproduce its
    committed `views_root`), the public openings, its matmul outputs and its inputs.
 4. Replay (verifier.replay) with the dealer's seeds, the opened parties together in one session: the
@@ -17,14 +17,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import blake3
 import cbor2
 import torch
 
 from ledger import merkle
-from mpc_core.domains import CHALLENGE, OPENED_LEAF, STEP_COMMIT_LEAF
-from mpc_core.encoding import canonical_cbor
+from mpc_core.domains import OPENED_LEAF, STEP_COMMIT_LEAF
 from mpc_core.transcript import tensor_digest
+from protocol.challenge import Challenge, closed_index
 from protocol.commitments import JobCommitment, verify_records
 from protocol.opening import MATMUL_KINDS
 from verifier.replay import ReplayResult, replay_parties
@@ -40,15 +39,20 @@ class Unresponsive(Exception):
     """A node did not answer a challenge in time."""
 
 
+STATUSES = ("clean", "cheated", "defaulted", "unresponsive", "not opened", "pending", "error")
+ACCUSING = ("cheated", "defaulted")  # statuses that name a node (reputation counts them alike)
+
+
 @dataclass
 class PartyVerdict:
     party: int
-    status: str  # "clean", "cheated", "unresponsive", "not opened"
+    status: str  # one of STATUSES
     reason: str = ""
     replay: ReplayResult | None = None
+    node: str | None = None  # the node assigned to the party, where the job has an assignment
 
     def as_dict(self) -> dict:
-        return {"party": self.party, "status": self.status, "reason": self.reason,
+        return {"party": self.party, "node": self.node, "status": self.status, "reason": self.reason,
                 "replay": self.replay.as_dict() if self.replay else None}
 
 
@@ -61,34 +65,63 @@ class Verdict:
     broadcast_consistent: bool
     parties: list[PartyVerdict] = field(default_factory=list)
     seconds: float = 0.0
+    dealer: str | None = None
+    dealer_status: str = "ok"  # "ok", "defaulted" (withheld its reveal or release), "pending"
+    dealer_reason: str = ""
+    noise: list[dict] = field(default_factory=list)  # entries that did not count (protocol.job_view)
 
     @property
     def cheaters(self) -> list[int]:
         return [p.party for p in self.parties if p.status == "cheated"]
 
     @property
+    def defaulted(self) -> list[int]:
+        return [p.party for p in self.parties if p.status == "defaulted"]
+
+    @property
     def unresponsive(self) -> list[int]:
         return [p.party for p in self.parties if p.status == "unresponsive"]
 
     @property
+    def errors(self) -> list[int]:
+        return [p.party for p in self.parties if p.status == "error"]
+
+    @property
+    def pending(self) -> list[int]:
+        return [p.party for p in self.parties if p.status == "pending"]
+
+    @property
+    def accused_nodes(self) -> list[str]:
+        """Node ids named by this verdict (cheated or defaulted), the dealer included if it defaulted."""
+        out = [p.node or f"party-{p.party}" for p in self.parties if p.status in ACCUSING]
+        if self.dealer_status == "defaulted" and self.dealer:
+            out.append(self.dealer)
+        return out
+
+    @property
     def clean(self) -> bool:
-        return self.broadcast_consistent and not self.cheaters and not self.unresponsive
+        return (self.broadcast_consistent and self.dealer_status == "ok"
+                and all(p.status in ("clean", "not opened") for p in self.parties))
+
+    @property
+    def outcome(self) -> str:
+        """`fail` (someone is accused), `pass`, `error` (the verifier could not decide a party) or `incomplete`."""
+        if self.accused_nodes:
+            return "fail"
+        if self.clean:
+            return "pass"
+        return "error" if self.errors else "incomplete"
 
     def as_dict(self) -> dict:
         return {"job_id": self.job_id, "mode": self.mode, "lambda": self.lam, "closed_party": self.closed_party,
-                "broadcast_consistent": self.broadcast_consistent, "clean": self.clean, "cheaters": self.cheaters,
-                "unresponsive": self.unresponsive, "parties": [p.as_dict() for p in self.parties],
-                "seconds": self.seconds}
+                "broadcast_consistent": self.broadcast_consistent, "clean": self.clean, "outcome": self.outcome,
+                "cheaters": self.cheaters, "defaulted": self.defaulted, "unresponsive": self.unresponsive,
+                "errors": self.errors, "pending": self.pending, "accused": self.accused_nodes,
+                "dealer": {"node": self.dealer, "status": self.dealer_status, "reason": self.dealer_reason},
+                "parties": [p.as_dict() for p in self.parties], "noise": self.noise, "seconds": self.seconds}
 
 
-def derive_challenge(job_id: bytes, commitments: list[JobCommitment]) -> bytes:
-    """The challenge seed, a function of the sealed commitments only."""
-    return blake3.blake3(CHALLENGE + canonical_cbor([job_id, [c.body() for c in commitments]])).digest()
-
-
-def closed_party(challenge: bytes, n_parties: int) -> int:
-    """The one share index the audit leaves unopened."""
-    return int.from_bytes(challenge[:8], "little") % n_parties
+closed_party = closed_index  # the one share index the audit leaves unopened (protocol.challenge)
 
 
 def _plain_record(r, salt) -> bool:
@@ -145,7 +178,7 @@ def first_unfaithful_output(records: list, outs: Callable[[int], torch.Tensor | 
     return None
 
 
-def audit(job_id: bytes, commitments: list[JobCommitment], *, n_parties: int,
+def audit(job_id: bytes, commitments: list[JobCommitment], *, challenge: Challenge, n_parties: int,
           get_opening: Callable[[int], tuple], get_program: Callable[[int], Callable],
           get_seed: Callable[[int], bytes], get_corrections: Callable[[int], Callable | None],
           mode: str = "freivalds", lam: int = DEFAULT_LAMBDA, frac_bits: int = 16,
@@ -157,8 +190,7 @@ def audit(job_id: bytes, commitments: list[JobCommitment], *, n_parties: int,
     (verifier.replay.replay_parties); without it, each on its own."""
     t0 = time.perf_counter()
     roots = {c.opened_root for c in commitments}
-    challenge = derive_challenge(job_id, commitments)
-    closed = closed_party(challenge, n_parties)
+    closed = challenge.closed
     v = Verdict(job_id.decode(errors="replace"), mode, lam, closed, len(roots) == 1)
     by_party = {c.party: c for c in commitments}
     verdicts: dict[int, PartyVerdict] = {}
@@ -202,7 +234,7 @@ def audit(job_id: bytes, commitments: list[JobCommitment], *, n_parties: int,
               records={p: ready[p][0] for p in parties}, opened={p: ready[p][1] for p in parties},
               outs={p: ready[p][2] for p in parties},
               corrections=get_corrections(n_parties - 1) if n_parties - 1 in ready else None,
-              mode=mode, lam=lam, challenge_seed=challenge, frac_bits=frac_bits)
+              mode=mode, lam=lam, challenge_seed=challenge.seed, frac_bits=frac_bits)
     if get_joint_program is not None:
         results = replay_parties(program_for, parties=parties, **kw)
     else:
@@ -221,4 +253,6 @@ def replay_verdict(p: int, result: ReplayResult) -> PartyVerdict:
     if result.finding is not None:
         f = result.finding
         return PartyVerdict(p, "cheated", f"step {f.step}: {f.what} differs", result)
-    return PartyVerdict(p, "cheated", f"opening could not be replayed: {result.error}", result)
+    # The opening passed every structural check before the replay: an exception inside the replay is
+    # the verifier's own failure (or the dealer's material), never evidence against the node.
+    return PartyVerdict(p, "error", f"the replay could not decide: {result.error}", result)

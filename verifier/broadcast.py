@@ -1,6 +1,6 @@
 """Broadcast consistency from the receipts the nodes publish in their job roots (specs/broadcast.md).
 
-Each node's `node.job_root` meta carries `receipts`: for every peer j, j's Ed25519
+Each node's `node.job_root` carries `receipts`: for every peer j, j's Ed25519
 signature over the chain of what j sent this node, and `disputes`: the peers whose
 receipt did not match what this node received. Every party broadcasts the same
 messages to all peers, so two valid receipts by one sender with different
@@ -38,8 +38,7 @@ def check_receipts(job_id: str, job_roots: Iterable[Mapping], assignment: Mappin
     for body in job_roots:
         try:
             recipient = int(body["party"])
-            meta = body.get("meta") or {}
-            receipts, disputes = meta.get("receipts") or [], meta.get("disputes") or []
+            receipts, disputes = body.get("receipts") or [], body.get("disputes") or []
         except (KeyError, TypeError, ValueError, AttributeError):
             continue
         for item in receipts if isinstance(receipts, list) else []:

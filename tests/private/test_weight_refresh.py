@@ -9,7 +9,8 @@ from mpc_core import prg
 from mpc_core.encoding import decode_cbor
 from models import GPTConfig, random_model
 from models.publish import commit_tensor, load_party_share, publish_model, read_manifest
-from prover.owner_service import refresh_table, refreshed_manifest
+from prover.owner_service import refresh_table
+from protocol.weight_refresh import refreshed_manifest
 from protocol.weight_refresh import RefreshError, job_salts, read_keys, refreshed, write_keys
 
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=40, block_size=16)

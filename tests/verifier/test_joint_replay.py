@@ -9,7 +9,7 @@ from sim.adversary import KINDS, NETWORK_ONLY, Cheat
 from sim.local_job import party_program, run_job
 from models import GPTConfig
 from verifier import replay as R
-from verifier.audit import audit, closed_party, derive_challenge
+from verifier.audit import audit, closed_party
 from sim.local_audit import audit_local_job, joint_party_program, local_opening
 
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=40, block_size=16)
@@ -20,7 +20,7 @@ def _job(model_dir, tmp_path, cheater=None, cheat=None, tokens=3, first_seed=0):
     for seed in range(first_seed, first_seed + 40):
         job = run_job(model_dir, PROMPT, tokens, workdir=tmp_path / f"job{seed}", seed=seed,
                       cheats={cheater: cheat} if cheat else {})
-        if cheater is None or closed_party(derive_challenge(job.job_id, [job.parties[p].commitment for p in range(3)]),
+        if cheater is None or closed_party(job.challenge().seed,
                                            3) != cheater:
             return job
     raise AssertionError("no seed opens the cheater")  # pragma: no cover
@@ -28,7 +28,7 @@ def _job(model_dir, tmp_path, cheater=None, cheat=None, tokens=3, first_seed=0):
 
 def _single_audit(job, **kw):
     """The audit with every party replayed on its own (no joint program)."""
-    return audit(job.job_id, [job.parties[p].commitment for p in range(3)], n_parties=3,
+    return audit(job.job_id, [job.parties[p].commitment for p in range(3)], challenge=job.challenge(), n_parties=3,
                  get_opening=lambda p: local_opening(job.parties[p]),
                  get_program=lambda p: party_program(job.model_dir, p, job.parties[p].token_shares),
                  get_seed=job.seed, get_corrections=job.corrections, frac_bits=job.session.frac_bits, **kw)

@@ -60,7 +60,7 @@ def test_cheater_named_on_the_ledger_with_evidence_that_verifies_offline(network
     assert res.verdict.cheaters == [cheater], res.verdict.as_dict()
     v = net.ledger.get(res.verdict_index).entry.body
     assert v["outcome"] == "fail" and v["accused"] == ["node-1"]
-    bundle = res.evidence[cheater]
+    bundle = res.evidence["node-1"]
     chk = check_evidence(bundle, net.ledger.log_key)
     assert chk.ok and chk.accused == ["node-1"], chk.reasons
     tampered = bytearray(bundle)
@@ -86,10 +86,13 @@ def test_cli_audit_and_evidence(tmp_path):
     assert main(["audit", f"cli-cheat-{attempt}", "--ledger", url, "--wait", "0", "--evidence-dir", str(ev_dir)]) == 1
     assert main(["audit", "no-such-job", "--ledger", url, "--wait", "0"]) == 2
     path = tmp_path / "bundle.cbor"
-    path.write_bytes(res.evidence[0])
+    path.write_bytes(res.evidence["node-0"])
     assert main(["evidence", str(path), "--log-key", net.ledger.log_key.hex()]) == 0
+    assert main(["evidence", str(path)]) == 0  # the log was pinned by the audits above (trust on first use)
+    os.environ["SHARDPROOF_KNOWN_LOGS"] = str(tmp_path / "empty_known_logs")
+    assert main(["evidence", str(path)]) == 2  # no pinned key: "unpinned", could not decide, never "proven"
     path.write_bytes(b"not a bundle")
-    assert main(["evidence", str(path)]) == 1
+    assert main(["evidence", str(path), "--log-key", net.ledger.log_key.hex()]) == 1
     assert main(["evidence", str(tmp_path / "missing.cbor")]) == 2
 
 
@@ -104,7 +107,8 @@ def test_audit_key_from_keygen_can_post(tmp_path):
     keys = keygen(tmp_path / "auditor.key", node_id="auditor-1", seed=master_from_int(3))
     from prover.keys import registration_entry
     net.ledger.append(registration_entry(keys, roles=("verifier",)))
-    # Without openings the auditor posts the challenge, waits briefly and reports the nodes unresponsive (exit 2).
+    # Without openings the auditor posts the challenge, waits briefly and reports the audit pending (exit 2):
+    # before the job's deadline nothing else is posted, so nobody is reported about while answers are due.
     assert main(["audit", "keyed", "--ledger", url, "--key", str(tmp_path / "auditor.key"), "--wait", "0.5"]) == 2
     led = Ledger.open(url, create=False)
     ch = led.by_job("keyed", kind=E.CHALLENGE)
@@ -112,7 +116,10 @@ def test_audit_key_from_keygen_can_post(tmp_path):
     net.respond(job, "keyed", ch[0].index, ch[0].entry.body["parties"])
     assert main(["audit", "keyed", "--ledger", url, "--key", str(tmp_path / "auditor.key"), "--wait", "0", "--json"]) == 0
     verdicts = led.by_job("keyed", kind=E.VERDICT)
-    assert [v.entry.body["outcome"] for v in verdicts] == ["incomplete", "pass"]
+    assert [v.entry.body["outcome"] for v in verdicts] == ["pass"]
+    # A rerun reports the existing verdict and posts nothing new.
+    assert main(["audit", "keyed", "--ledger", url, "--key", str(tmp_path / "auditor.key"), "--wait", "0"]) == 0
+    assert len(led.by_job("keyed", kind=E.VERDICT)) == 1
 
 
 def _post_opening(net, job_id, party, ci, blob):
@@ -151,7 +158,7 @@ def test_garbage_openings_give_a_verdict_not_a_crash(tmp_path, garbage):
     assert all(p.status in ("clean", "not opened") for p in res.verdict.parties if p.party != victim["p"])
 
 
-def test_missing_dealer_release_is_incomplete_not_an_accusation(tmp_path):
+def test_missing_dealer_release_is_pending_then_the_dealer_defaults_never_the_nodes(tmp_path):
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     net = LocalNetwork.create(url, 3, seed=0)
     model_id = net.publish(random_model(CFG, seed=4), tmp_path / "model")
@@ -171,8 +178,14 @@ def test_missing_dealer_release_is_incomplete_not_an_accusation(tmp_path):
             _post_opening(net, "d", p, ci, blob)
 
     res = audit_on_ledger(net.ledger, "d", net.verifier, lam=8, respond=respond)
-    assert res.verdict.cheaters == [] and len(res.verdict.unresponsive) == 2
-    assert net.ledger.get(res.verdict_index).entry.body["outcome"] == "incomplete"
+    assert res.verdict.cheaters == [] and len(res.verdict.pending) == 2 and res.verdict_index is None
+    for _ in range(3):  # the job's open_deadline: 3 signed checkpoints after the challenge
+        net.ledger.checkpoint()
+    res = audit_on_ledger(net.ledger, "d", net.verifier, lam=8)
+    assert res.verdict.cheaters == [] and res.verdict.defaulted == [] and len(res.verdict.unresponsive) == 2
+    assert res.verdict.dealer_status == "defaulted" and res.verdict.accused_nodes == [net.dealer.node_id]
+    body = net.ledger.get(res.verdict_index).entry.body
+    assert body["outcome"] == "fail" and body["accused"] == [net.dealer.node_id]
 
 
 def test_two_different_openings_for_one_challenge_is_cheating(tmp_path):

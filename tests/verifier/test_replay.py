@@ -7,13 +7,13 @@ from mpc_core import Session, SharedTensor
 from mpc_core.prg import master_from_int
 from mpc_core.protocols import arithmetic as A
 from mpc_core.transcript import tensor_digest
-from sim.adversary import Cheat
+from sim.adversary import Cheat, tamper_steps
 from protocol.commitments import verify_records
 from sim.local_job import run_job
 from models import GPTConfig, random_model
 from models.gpt_mpc import SharedGPT, share_tokens
 from verifier import replay as R
-from verifier.audit import closed_party, derive_challenge, records_match
+from verifier.audit import closed_party, records_match
 from sim.local_audit import audit_local_job, local_openings
 from verifier.freivalds import Term
 
@@ -26,7 +26,7 @@ def _opened_job(model_dir, tmp_path, cheater, cheat, tokens=3):
     for seed in range(40):
         job = run_job(model_dir, PROMPT, tokens, workdir=tmp_path / f"job{seed}", seed=seed,
                       cheats={cheater: cheat} if cheat else {})
-        challenge = derive_challenge(job.job_id, [job.parties[p].commitment for p in range(3)])
+        challenge = job.challenge().seed
         if closed_party(challenge, 3) != cheater:
             return job
     raise AssertionError("no seed opens the cheater")  # pragma: no cover
@@ -161,14 +161,14 @@ def _two_faults(first_kind, first_step, second_kind, second_step):
         fired: dict = {}
         row = session.local_parties.index(party)
 
-        def tamper(s, kind, index, local):
+        def tamper(kind, index, local):
             for label, (k, at) in (("first", (first_kind, first_step)), ("second", (second_kind, second_step))):
                 if label not in fired and index >= at and kind in targets[k]:
                     local["out"][row].view(-1)[0] += 1 << 40
                     fired[label] = index
                     if "step" not in fired:
                         fired["step"] = index
-        session.tamper = tamper
+        tamper_steps(session, tamper)
         return fired
     return install
 
@@ -193,7 +193,7 @@ def test_local_openings_are_what_the_audit_would_fetch(model_dir, tmp_path):
     job = _opened_job(model_dir, tmp_path, 0, None)
     ops = local_openings(job)
     assert set(ops) == {p for p in range(3) if p != closed_party(
-        derive_challenge(job.job_id, [job.parties[p].commitment for p in range(3)]), 3)}
+        job.challenge().seed, 3)}
     a = audit_local_job(job, lam=8, openings=ops)
     b = audit_local_job(job, lam=8)
     assert a.clean and b.clean

@@ -1,0 +1,406 @@
+"""A job as the ledger shows it, with the authorship rules applied: the one place that decides
+which entries count (specs/ledger.md, "Who may write what").
+
+| kind               | counts only if written by                         | and only if it references            |
+|--------------------|---------------------------------------------------|--------------------------------------|
+| job.open           | anyone (the ledger refuses a second one per id)   | -                                    |
+| job.assign         | the job's opener; the first valid one             | every index 0..N-1 once, distinct     |
+|                    |                                                   | nodes, none of them the dealer       |
+| dealer.commit      | the job's dealer (job.open); the first            | a seed commitment for every index    |
+| node.job_root      | the node assigned to `party` (author = body.node) | replica 0; the first per party        |
+| challenge.reveal   | the participant of the slot (party's node/dealer) | a value opening its beacon; posted   |
+|                    |                                                   | after the seal; the first valid one   |
+| challenge          | anyone                                            | equal to the derivation (the first)  |
+| opening            | the node assigned to `party` (author = body.node) | the counted challenge; the first     |
+| dealer.release     | the job's dealer                                  | the counted challenge; the first     |
+| model.publish      | anyone; the first per model id is the model       | -                                    |
+| model.refresh      | the model's publisher; the first for the job      | the job's model                      |
+| verdict            | any auditor (one per auditor counts)              | -                                    |
+
+Every other entry with the job's id is noise: never counted against anyone, reported apart.
+Entry signatures are checked before (by the ledger on append, or by ledger.evidence for a
+bundle); this module checks who may write what.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, Iterable, Protocol, TypeVar
+
+from ledger import entries as E
+from protocol import bodies as B
+from protocol import challenge as C
+from protocol.errors import BodyError, JobError, NotRevealed, NotSealed
+
+T = TypeVar("T")
+
+
+class _Logged(Protocol):
+    index: int
+    entry: E.Entry
+
+
+@dataclass(frozen=True)
+class Counted(Generic[T]):
+    """An entry that counts: its ledger index, the signed entry and its typed body."""
+
+    index: int
+    entry: E.Entry
+    body: T
+
+    @property
+    def author(self) -> str:
+        return self.entry.author
+
+
+@dataclass(frozen=True)
+class Noise:
+    """An entry that does not count, and why."""
+
+    index: int
+    kind: str
+    author: str
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"index": self.index, "kind": self.kind, "author": self.author, "reason": self.reason}
+
+
+@dataclass
+class JobView:
+    """The counted entries of one job (see the module table)."""
+
+    job_id: str
+    open: Counted[B.JobOpen]
+    publish: Counted[B.ModelPublish] | None = None
+    assign: Counted[B.JobAssign] | None = None
+    dealer_commit: Counted[B.DealerCommit] | None = None
+    refresh: Counted[B.ModelRefresh] | None = None
+    roots: dict[int, Counted[B.JobRoot]] = field(default_factory=dict)
+    reveals: dict[int | str, Counted[B.Reveal]] = field(default_factory=dict)
+    challenges: list[Counted[B.Challenge]] = field(default_factory=list)  # every well-formed one, in log order
+    openings: dict[int, Counted[B.Opening]] = field(default_factory=dict)
+    conflicting: dict[int, Counted[B.Opening]] = field(default_factory=dict)  # a second, different opening
+    release: Counted[B.DealerRelease] | None = None
+    verdicts: list[Counted[B.Verdict]] = field(default_factory=list)
+    noise: list[Noise] = field(default_factory=list)
+    _pending: list = field(default_factory=list, repr=False)  # entries that need the challenge to be judged
+
+    # --- the job's fixed facts ---------------------------------------------------------
+    @property
+    def n_parties(self) -> int:
+        return self.open.body.n_parties
+
+    @property
+    def dealer(self) -> str:
+        return self.open.body.dealer
+
+    @property
+    def opener(self) -> str:
+        return self.open.author
+
+    @property
+    def nodes(self) -> dict[int, str]:
+        """party -> assigned node (empty before a valid assignment)."""
+        return self.assign.body.nodes_by_party() if self.assign is not None else {}
+
+    def node_party(self, node: str) -> int | None:
+        return next((p for p, n in self.nodes.items() if n == node), None)
+
+    def beacon(self, slot: int | str) -> bytes | None:
+        """The beacon commitment of a slot (party index, or "dealer"), if its committing entry counts."""
+        if slot == C.DEALER_SLOT:
+            return self.dealer_commit.body.beacon if self.dealer_commit is not None else None
+        r = self.roots.get(slot)  # type: ignore[arg-type]
+        return r.body.beacon if r is not None else None
+
+    @property
+    def slots(self) -> list[int | str]:
+        return [*range(self.n_parties), C.DEALER_SLOT]
+
+    @property
+    def committed(self) -> bool:
+        """Every party's job root and the dealer's commitment count."""
+        return self.dealer_commit is not None and len(self.roots) == self.n_parties
+
+    @property
+    def seal_size(self) -> int:
+        """The least checkpoint size that seals every commitment of the job."""
+        idx = [r.index for r in self.roots.values()] + ([self.dealer_commit.index] if self.dealer_commit else [])
+        return max(idx, default=-1) + 1
+
+    # --- the challenge -----------------------------------------------------------------
+    def missing_reveals(self) -> list[int | str]:
+        return [s for s in self.slots if s not in self.reveals]
+
+    def derive_challenge(self, seal) -> C.Challenge:
+        """The job's challenge under `seal` (the first valid signed checkpoint covering `seal_size`).
+        Raises NotSealed or NotRevealed."""
+        if not self.committed or seal is None or seal.size < self.seal_size:
+            raise NotSealed(f"job {self.job_id}: no signed checkpoint seals every commitment yet")
+        missing = self.missing_reveals()
+        if missing:
+            raise NotRevealed(f"job {self.job_id}: no beacon reveal yet from slot(s) {missing}")
+        return C.derive(self.job_id, self.n_parties, seal.size, seal.root,
+                        [self.roots[p].body.root for p in range(self.n_parties)],
+                        [self.reveals[s].body.value for s in self.slots])
+
+    def counted_challenge(self, derived: C.Challenge) -> Counted[B.Challenge] | None:
+        """The first posted `challenge` entry equal to the derivation (every other one is noise)."""
+        for c in self.challenges:
+            b = c.body
+            if (b.seed == derived.seed and b.checkpoint_size == derived.checkpoint_size
+                    and b.checkpoint_root == derived.checkpoint_root and list(b.parties) == derived.opened):
+                return c
+        return None
+
+    def judge_answers(self, challenge_index: int) -> None:
+        """Count openings and the dealer's release that answer the counted challenge (the first valid
+        per party; a second different opening by the same node is kept as conflicting)."""
+        self.openings, self.conflicting, self.release = {}, {}, None
+        for le, typed in self._pending:
+            b = typed
+            if isinstance(b, B.Opening):
+                if b.challenge != challenge_index or le.index < challenge_index:
+                    self.noise.append(Noise(le.index, le.entry.kind, le.entry.author, "not for the counted challenge"))
+                elif b.party in self.openings:
+                    if self.openings[b.party].body.data != b.data and b.party not in self.conflicting:
+                        self.conflicting[b.party] = Counted(le.index, le.entry, b)
+                else:
+                    self.openings[b.party] = Counted(le.index, le.entry, b)
+            elif isinstance(b, B.DealerRelease):
+                if b.challenge != challenge_index or le.index < challenge_index:
+                    self.noise.append(Noise(le.index, le.entry.kind, le.entry.author, "not for the counted challenge"))
+                elif self.release is None:
+                    self.release = Counted(le.index, le.entry, b)
+
+
+def _typed(cls, le: _Logged, view: JobView | None):
+    try:
+        return cls.from_entry(le.entry)
+    except BodyError as exc:
+        if view is not None:
+            view.noise.append(Noise(le.index, le.entry.kind, le.entry.author, f"malformed: {exc}"))
+        return None
+
+
+def read_job(job_id: str, entries: Iterable[_Logged], models: Iterable[_Logged] = ()) -> JobView:
+    """Apply the authorship table to a job's entries (log order; any mix of kinds; entries of other
+    jobs are skipped), with the `model.publish` entries of the ledger (or bundle) in `models`.
+    Raises JobError if there is no valid `job.open`."""
+    ordered = sorted(entries, key=lambda le: le.index)
+    mine = [le for le in ordered if le.entry.job_id == job_id]
+    opens = [le for le in mine if le.entry.kind == E.JOB_OPEN]
+    jo = next((x for x in (( le, _typed(B.JobOpen, le, None)) for le in opens) if x[1] is not None), None)
+    if jo is None:
+        raise JobError(f"no valid job.open for {job_id!r}")
+    view = JobView(job_id, Counted(jo[0].index, jo[0].entry, jo[1]))
+    n = view.n_parties
+    for le in sorted(models, key=lambda le: le.index):
+        if le.entry.kind == E.MODEL and le.entry.body.get("model_id") == view.open.body.model_id:
+            pub = _typed(B.ModelPublish, le, None)
+            if pub is not None:
+                view.publish = Counted(le.index, le.entry, pub)
+                break
+
+    def noise(le: _Logged, why: str) -> None:
+        view.noise.append(Noise(le.index, le.entry.kind, le.entry.author, why))
+
+    for le in mine:
+        e, kind = le.entry, le.entry.kind
+        if le.index == view.open.index:
+            continue
+        if kind == E.JOB_OPEN:
+            noise(le, "a second job.open for this id")
+        elif kind == E.JOB_ASSIGN:
+            a = _typed(B.JobAssign, le, view)
+            if a is None:
+                continue
+            if e.author != view.opener:
+                noise(le, f"job.assign by {e.author}, not by the job's opener {view.opener}")
+            elif view.assign is not None:
+                noise(le, "a later job.assign")
+            else:
+                why = _assignment_problem(a, n, view.dealer)
+                if why:
+                    noise(le, why)
+                else:
+                    view.assign = Counted(le.index, e, a)
+        elif kind == E.DEALER_COMMIT:
+            d = _typed(B.DealerCommit, le, view)
+            if d is None:
+                continue
+            if e.author != view.dealer:
+                noise(le, f"dealer.commit by {e.author}, not by the job's dealer {view.dealer}")
+            elif view.dealer_commit is not None:
+                noise(le, "a later dealer.commit")
+            elif sorted(d.seeds) != list(range(n)):
+                noise(le, "dealer.commit does not commit to every party's seed")
+            else:
+                view.dealer_commit = Counted(le.index, e, d)
+        elif kind == E.JOB_ROOT:
+            r = _typed(B.JobRoot, le, view)
+            if r is None:
+                continue
+            if view.assign is None or view.nodes.get(r.party) != e.author or r.node != e.author or r.replica != 0:
+                noise(le, f"node.job_root for party {r.party} by {e.author}, who is not assigned to it")
+            elif r.party in view.roots:
+                noise(le, "a later job root for this party")
+            else:
+                view.roots[r.party] = Counted(le.index, e, r)
+        elif kind == E.REVEAL:
+            rv = _typed(B.Reveal, le, view)
+            if rv is None:
+                continue
+            slot: int | str = C.DEALER_SLOT if rv.party is None else rv.party
+            entitled = view.dealer if slot == C.DEALER_SLOT else view.nodes.get(rv.party)  # type: ignore[arg-type]
+            beacon = view.beacon(slot)
+            if e.author != entitled:
+                noise(le, f"reveal for slot {slot} by {e.author}, who is not that participant")
+            elif slot in view.reveals:
+                noise(le, "a later reveal for this slot")
+            elif not view.committed or le.index < view.seal_size:
+                noise(le, "a reveal posted before the job's commitments were sealed")
+            elif beacon is None or not C.opens(view.job_id, slot, rv.value, beacon):
+                noise(le, f"reveal for slot {slot} does not open its beacon commitment")
+            else:
+                view.reveals[slot] = Counted(le.index, e, rv)
+        elif kind == E.CHALLENGE:
+            c = _typed(B.Challenge, le, view)
+            if c is not None:
+                view.challenges.append(Counted(le.index, e, c))
+        elif kind == E.OPENING:
+            o = _typed(B.Opening, le, view)
+            if o is None:
+                continue
+            if view.nodes.get(o.party) != e.author or o.node != e.author:
+                noise(le, f"opening of party {o.party} by {e.author}, who is not assigned to it")
+            else:
+                view._pending.append((le, o))
+        elif kind == E.RELEASE:
+            rl = _typed(B.DealerRelease, le, view)
+            if rl is None:
+                continue
+            if e.author != view.dealer:
+                noise(le, f"dealer.release by {e.author}, not by the job's dealer {view.dealer}")
+            else:
+                view._pending.append((le, rl))
+        elif kind == E.REFRESH:
+            rf = _typed(B.ModelRefresh, le, view)
+            if rf is None:
+                continue
+            if view.publish is None or e.author != view.publish.author or rf.model_id != view.open.body.model_id:
+                noise(le, "model.refresh not by the model's publisher")
+            elif view.refresh is not None:
+                noise(le, "a later model.refresh")
+            else:
+                view.refresh = Counted(le.index, e, rf)
+        elif kind == E.VERDICT:
+            v = _typed(B.Verdict, le, view)
+            if v is not None:
+                view.verdicts.append(Counted(le.index, e, v))
+        else:
+            noise(le, f"{kind} is not part of the job protocol")
+    return view
+
+
+def _assignment_problem(a: B.JobAssign, n: int, dealer: str) -> str:
+    """Why an assignment cannot count ("" if it can)."""
+    primary = [x for x in a.assignments if x.replica == 0 and x.stage == 0]
+    if sorted(x.party for x in primary) != list(range(n)):
+        return f"job.assign does not name exactly one node per share index 0..{n - 1}"
+    nodes = [x.node for x in primary]
+    if len(set(nodes)) != len(nodes):
+        return "job.assign gives one node two share indices"
+    if dealer in nodes:
+        return "job.assign names the job's dealer as a node"
+    return ""
+
+
+def read_job_from_ledger(led, job_id: str) -> JobView:
+    """`read_job` over a ledger (its job entries and model publications)."""
+    return read_job(job_id, led.by_job(job_id), led.query(kind=E.MODEL))
+
+
+def first_sealing_checkpoint(led, view: JobView):
+    """The first stored signed checkpoint (valid under the ledger's log key) that seals the job, or None."""
+    if not view.committed:
+        return None
+    need = view.seal_size
+    scp = next((c for c in led.checkpoints() if c.size >= need), None)
+    if scp is None or not scp.verify(led.log_key):
+        return None
+    return scp
+
+
+def _checkpoint_entries_after(led, after: int, log_key: bytes | None) -> list:
+    """Log-authored `checkpoint` entries at indexes > `after` whose checkpoint is the log's (signers[0]
+    is the log key) and sits at its own size, in log order."""
+    from ledger.checkpoints import checkpoint_from_obj
+
+    out = []
+    for le in led.query(kind=E.CHECKPOINT, start=after + 1):
+        try:
+            scp = checkpoint_from_obj(le.entry.body["checkpoint"])
+        except Exception:  # noqa: BLE001 - not a checkpoint we can count
+            continue
+        if scp.size == le.index and (log_key is None or scp.log_key == bytes(log_key)):
+            out.append(le)
+    return out
+
+
+def deadline_index(led, after: int, k: int, log_key: bytes | None) -> int | None:
+    """The ledger index of the k-th checkpoint entry after index `after` (the deadline of an answer
+    due from `after` on: specs/audit.md section 6), or None while the log has not reached it."""
+    cps = _checkpoint_entries_after(led, after, log_key)
+    return cps[k - 1].index if len(cps) >= k else None
+
+
+@dataclass
+class ChallengeState:
+    """Where a job's challenge stands on a ledger: the counted entries, the seal, the derivation."""
+
+    view: JobView
+    seal: object | None = None  # SignedCheckpoint
+    derived: C.Challenge | None = None
+    counted: Counted[B.Challenge] | None = None
+    problem: str = ""  # why there is no derived challenge yet
+
+    @property
+    def opened(self) -> list[int]:
+        return self.derived.opened if self.derived is not None else []
+
+
+def challenge_state(led, job_id: str, log_key: bytes | None = None) -> ChallengeState:
+    """Read the job, find its sealing checkpoint (under `log_key`, default the ledger's), derive the
+    challenge if every reveal is in, and count the answers to the first posted derived challenge.
+    Raises JobError when the ledger has no valid job.open for `job_id`."""
+    view = read_job_from_ledger(led, job_id)
+    st = ChallengeState(view)
+    if not view.committed:
+        st.problem = "the job's commitments are not all on the ledger"
+        return st
+    need = view.seal_size
+    key = led.log_key if log_key is None else log_key
+    st.seal = next((c for c in led.checkpoints() if c.size >= need and c.verify(key)), None)
+    try:
+        st.derived = view.derive_challenge(st.seal)
+    except (NotSealed, NotRevealed) as exc:
+        st.problem = str(exc)
+        return st
+    st.counted = view.counted_challenge(st.derived)
+    if st.counted is not None:
+        view.judge_answers(st.counted.index)
+    return st
+
+
+def published_manifest(led, model_id: str) -> dict:
+    """The manifest of the first `model.publish` of `model_id` on the ledger; raises JobError."""
+    import json
+
+    for le in led.query(kind=E.MODEL):
+        if le.entry.body.get("model_id") == model_id:
+            try:
+                return json.loads(led.get_blob(B.ModelPublish.from_entry(le.entry).manifest))
+            except (BodyError, ValueError) as exc:
+                raise JobError(f"model {model_id}: unreadable publication: {exc}") from None
+    raise JobError(f"model {model_id} is not published on this ledger")
