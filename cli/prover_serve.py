@@ -20,14 +20,17 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="run a node: serve assigned jobs and answer challenges from the ledger")
     add_daemon_arguments(p, "key file written by `prover keygen`",
                          "data directory (models/<model_id>/ and per-job state)")
-    p.add_argument("--cheat", default=None, help="deliberate deviation for tests: KIND[@STEP] (sim/adversary.py)")
+    from sim.cheat_spec import KINDS
+
+    p.add_argument("--cheat", default=None, metavar="KIND[@STEP]",
+                   help=f"deliberate deviation for tests (sim/adversary.py); KIND one of: {', '.join(KINDS)}")
     p.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs, once each was challenged")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ledger.errors import LedgerError
-    from sim.adversary import Cheat, CheatSpecError
+    from sim.adversary import Cheat, CheatingNodeDaemon, CheatSpecError
     from prover.daemon import NodeDaemon
     from prover.errors import NodeKeyError
     from prover.keys import NodeKeys
@@ -56,7 +59,11 @@ def run(args: argparse.Namespace) -> int:
         return bad(str(exc))
     with lock:
         try:
-            daemon = NodeDaemon(args.ledger, keys, args.data, cheat=cheat, poll_s=args.poll, timeout_s=args.timeout)
+            if cheat is None:
+                daemon = NodeDaemon(args.ledger, keys, args.data, poll_s=args.poll, timeout_s=args.timeout)
+            else:
+                daemon = CheatingNodeDaemon(args.ledger, keys, args.data, cheat, poll_s=args.poll,
+                                            timeout_s=args.timeout)
         except (LedgerError, OSError) as exc:
             return bad(f"cannot open the ledger: {exc}")
         return run_until_signalled(lambda stop: daemon.run(stop, max_jobs=args.max_jobs), "shardproof.daemon")

@@ -44,21 +44,16 @@ class TorchDistributedCommunicator(Communicator):
     """One party per process; openings are all_gathers in the parties' process group.
 
     With `broadcast_log` the round is run as point-to-point messages to every peer and
-    each message is chained into the log (mpc_core.broadcast); `outgoing(round, peer,
-    tensor)` may then replace the message to one peer (fault injection: equivocation)."""
+    each message is chained into the log (mpc_core.broadcast)."""
 
     def __init__(self, rank: int, n_parties: int, group: Any, device: torch.device | None = None,
-                 broadcast_log: BroadcastLog | None = None,
-                 outgoing: Callable[[int, int, torch.Tensor], torch.Tensor] | None = None):
+                 broadcast_log: BroadcastLog | None = None):
         self.n_parties = n_parties
         self.local_parties = (rank,)
         self.rank = rank
         self.group = group
         self.device = device or torch.device("cpu")
         self.broadcast_log = broadcast_log
-        self.outgoing = outgoing
-        if outgoing is not None and broadcast_log is None:
-            raise MPCError("per-peer messages need the point-to-point mode (a broadcast log)")
 
     def all_gather(self, local: torch.Tensor) -> torch.Tensor:
         if local.shape[0] != 1:
@@ -76,9 +71,7 @@ class TorchDistributedCommunicator(Communicator):
     def _p2p_round(self, mine: torch.Tensor, out: list[torch.Tensor]) -> torch.Tensor:
         log = self.broadcast_log
         peers = log.peers
-        sends = {j: mine for j in peers}
-        if self.outgoing is not None:
-            sends = {j: self.outgoing(log.count, j, mine) for j in peers}
+        sends = {j: self._message_for(log.count, j, mine) for j in peers}
         try:
             works = [dist.isend(sends[j], dst=j, group=self.group) for j in peers]
             for j in peers:
@@ -90,6 +83,11 @@ class TorchDistributedCommunicator(Communicator):
         out[self.rank] = mine
         log.record_round(sends, {j: out[j] for j in peers})
         return torch.stack(out).cpu()
+
+    def _message_for(self, round_index: int, peer: int, mine: torch.Tensor) -> torch.Tensor:
+        """The tensor this party sends `peer` in point-to-point round `round_index`: its own share, the same for
+        every peer."""
+        return mine
 
 
 class DealerChannel:

@@ -59,7 +59,6 @@ class Session:
         self.transcripts = {p: Transcript(p, transcript_dir) for p in self.local_parties} if record else {}
         self.input_seed = input_seed
         self.request_log: list[Request] = []  # every material request in op-index order (audits, dealer replays)
-        self.tamper: Callable[["Session", str, int, dict[str, torch.Tensor]], None] | None = None
         self._op_index = 0
         self._step_index = 0
         self._input_index = 0
@@ -190,13 +189,16 @@ class Session:
         return exact()
 
     # --- transcripts -----------------------------------------------------------
+    @property
+    def next_step_index(self) -> int:
+        """The index the next recorded step will get."""
+        return self._step_index
+
     def record(self, kind: str, local: dict[str, torch.Tensor], public: dict[str, torch.Tensor] | None = None) -> int:
         """Record one step for every local party: `local` tensors have the party axis, `public` do not."""
         index = self._step_index
         self._step_index += 1
         self.counters.steps += 1
-        if self.tamper is not None:  # fault injection for audit tests: may modify a party's rows in place
-            self.tamper(self, kind, index, local)
         if not self.record_steps:
             return index
         scope = self.scope_path

@@ -1,4 +1,8 @@
-"""Deliberate deviations for testing the audit: `prover serve --cheat KIND[@STEP]`.
+"""Deliberate deviations for testing the audit: `prover serve --cheat KIND[@STEP]` and in-process jobs.
+
+Cheating lives here, never in production code: `install` makes an in-process session cheat for one
+party, `CheatingNodeDaemon` is a node daemon (prover.daemon) that deviates where a `--cheat` says, and
+`EquivocatingCommunicator` is the networked transport of an equivocating party.
 
 A cheat corrupts one party's computation at the first matching step at or after
 STEP (default 0); the corrupted value is used downstream and committed, exactly
@@ -17,42 +21,40 @@ as a dishonest node would do to stay self-consistent. Kinds:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import weakref
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
 from mpc_core import prg
-
-KINDS = ("matmul-random", "matmul-2^63", "trunc", "zeros", "weights", "bad-opening", "refuse", "equivocate")
-NETWORK_ONLY = ("equivocate",)
-MATMUL_KINDS = ("beaver_matmul", "fixed_matmul")
-
-
-class CheatSpecError(ValueError):
-    """A --cheat argument that names no known kind."""
-
-
-@dataclass(frozen=True)
-class Cheat:
-    kind: str
-    step: int = 0
-
-    @classmethod
-    def parse(cls, text: str) -> "Cheat":
-        kind, _, step = text.partition("@")
-        if kind not in KINDS:
-            raise CheatSpecError(f"unknown cheat {kind!r}; known: {', '.join(KINDS)}")
-        try:
-            return cls(kind, int(step) if step else 0)
-        except ValueError:
-            raise CheatSpecError(f"bad step in {text!r}") from None
-
-    def __str__(self) -> str:
-        return f"{self.kind}@{self.step}"
+from mpc_core.broadcast import BroadcastLog
+from mpc_core.distributed import TorchDistributedCommunicator
+from mpc_core.encoding import canonical_cbor
+from mpc_core.session import Session
+from prover.daemon import NodeDaemon
+from prover.keys import NodeKeys
+from protocol.opening import MATMUL_KINDS
+from sim.cheat_spec import KINDS, NETWORK_ONLY, Cheat, CheatSpecError  # noqa: F401 (the spec, re-exported)
 
 
-def install(session, party: int, cheat: Cheat) -> dict:
-    """Hook `cheat` into `session` for `party`'s rows; returns a dict that records where it struck."""
+def tamper_steps(session: Session, tamper: Callable[[str, int, dict[str, torch.Tensor]], None]) -> None:
+    """Make `session` call `tamper(kind, index, local)` on every step just before recording it; `tamper` may
+    modify the local parties' rows in place, so the altered values are used downstream and committed."""
+    ref = weakref.ref(session)  # no reference cycle: a dropped session still closes its transcripts at once
+    inner = session.__dict__.get("record")  # a cheat installed earlier on this session (another party)
+
+    def record(kind: str, local: dict[str, torch.Tensor], public: dict[str, torch.Tensor] | None = None) -> int:
+        s = ref()
+        tamper(kind, s.next_step_index, local)
+        return inner(kind, local, public) if inner is not None else type(s).record(s, kind, local, public)
+
+    session.record = record  # type: ignore[method-assign]  # this instance only
+
+
+def install(session: Session, party: int, cheat: Cheat) -> dict:
+    """Make `session` cheat with `cheat` in `party`'s rows; returns a dict that records where it struck."""
     fired: dict = {}
     if cheat.kind in NETWORK_ONLY and getattr(session.comm, "broadcast_log", None) is None:
         raise CheatSpecError(f"cheat {cheat.kind!r} needs a networked party (prover serve)")
@@ -61,7 +63,7 @@ def install(session, party: int, cheat: Cheat) -> dict:
         return fired
     row = session.local_parties.index(party)
 
-    def tamper(s, kind: str, index: int, local: dict[str, torch.Tensor]) -> None:
+    def tamper(kind: str, index: int, local: dict[str, torch.Tensor]) -> None:
         if fired or index < cheat.step or kind not in targets[cheat.kind]:
             return
         out = local["out"][row]
@@ -75,24 +77,59 @@ def install(session, party: int, cheat: Cheat) -> dict:
             out += 1 << 20
         fired.update(step=index, kind=kind)
 
-    session.tamper = tamper
+    tamper_steps(session, tamper)
     return fired
 
 
-def equivocation_hook(cheat: Cheat, party: int, n_parties: int):
-    """For `equivocate`: the communicator hook that alters the message of round `cheat.step` to one peer
-    (the highest-numbered); None for other kinds."""
-    if cheat.kind != "equivocate":
-        return None
-    victim = max(j for j in range(n_parties) if j != party)
-    fired: dict = {}
+class EquivocatingCommunicator(TorchDistributedCommunicator):
+    """For `equivocate`: a networked party that sends the highest-numbered peer an altered message in the
+    first point-to-point round at or after `cheat.step`, and every other message honestly."""
 
-    def outgoing(round_index: int, peer: int, t: torch.Tensor) -> torch.Tensor:
-        if fired or round_index < cheat.step or peer != victim:
-            return t
-        fired.update(round=round_index, peer=peer)
-        return altered(t)
-    return outgoing
+    def __init__(self, rank: int, n_parties: int, group: Any, broadcast_log: BroadcastLog | None, cheat: Cheat,
+                 device: torch.device | None = None):
+        if broadcast_log is None:
+            raise CheatSpecError("per-peer messages need the point-to-point mode (a broadcast log)")
+        super().__init__(rank, n_parties, group, device=device, broadcast_log=broadcast_log)
+        self.cheat = cheat
+        self.victim = max(j for j in range(n_parties) if j != rank)
+        self.fired: dict = {}
+
+    def _message_for(self, round_index: int, peer: int, mine: torch.Tensor) -> torch.Tensor:
+        if self.fired or round_index < self.cheat.step or peer != self.victim:
+            return mine
+        self.fired.update(round=round_index, peer=peer)
+        return altered(mine)
+
+
+def stale_share(share: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """For `weights`: `share` with one weight one unit off (a stale share), in place of the published one."""
+    name = sorted(n for n in share if n.endswith("c_fc.weight"))[0]
+    share[name] = share[name].clone()
+    share[name].view(-1)[0] += 1
+    return share
+
+
+def refusal_blob() -> bytes:
+    """For `refuse`: what a node posts instead of its opening."""
+    return canonical_cbor({"refused": "node declines to open"})
+
+
+class _BadOpeningView:
+    """A transcript as a `bad-opening` cheater reveals it: one matmul output altered."""
+
+    def __init__(self, transcript, cheat: Cheat):
+        self.records = transcript.records
+        self._honest = transcript.load
+        self._target = bad_opening_step(transcript.records, cheat)
+
+    def load(self, index: int) -> dict[str, torch.Tensor]:
+        data = self._honest(index)
+        return {**data, "out": altered(data["out"])} if index == self._target else data
+
+
+def opened_transcript(transcript, cheat: Cheat | None):
+    """What a node with `cheat` reveals of `transcript` in an opening (`records`, `load(step)`)."""
+    return _BadOpeningView(transcript, cheat) if cheat is not None and cheat.kind == "bad-opening" else transcript
 
 
 def bad_opening_step(records, cheat: Cheat) -> int:
@@ -105,3 +142,34 @@ def altered(t: torch.Tensor) -> torch.Tensor:
     t = t.clone()
     t.view(-1)[0] += 1
     return t
+
+
+class CheatingNodeDaemon(NodeDaemon):
+    """`prover serve --cheat`: a node daemon that deviates as `cheat` says and is honest otherwise."""
+
+    def __init__(self, ledger_url: str, keys: NodeKeys, data_dir: str | os.PathLike, cheat: Cheat,
+                 poll_s: float = 0.2, timeout_s: float = 60.0):
+        super().__init__(ledger_url, keys, data_dir, poll_s=poll_s, timeout_s=timeout_s)
+        self.cheat = cheat
+
+    def make_communicator(self, party: int, n_parties: int, group, bcast: BroadcastLog) -> TorchDistributedCommunicator:
+        if self.cheat.kind == "equivocate":
+            return EquivocatingCommunicator(party, n_parties, group, bcast, self.cheat)
+        return super().make_communicator(party, n_parties, group, bcast)
+
+    def make_session(self, comm: TorchDistributedCommunicator, dealer, job: bytes, jdir: Path,
+                     frac_bits: int) -> Session:
+        session = super().make_session(comm, dealer, job, jdir, frac_bits)
+        install(session, comm.rank, self.cheat)
+        return session
+
+    def weight_share(self, model_dir: Path, manifest: dict, party: int,
+                     refresh_job: str | None) -> dict[str, torch.Tensor]:
+        share = super().weight_share(model_dir, manifest, party, refresh_job)
+        return stale_share(share) if self.cheat.kind == "weights" else share
+
+    def opening_payload(self, job_id: str, state: dict) -> bytes:
+        return refusal_blob() if self.cheat.kind == "refuse" else super().opening_payload(job_id, state)
+
+    def opened_transcript(self, transcript):
+        return opened_transcript(transcript, self.cheat)
