@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # so that pip never pulls a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test soak demo bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ setup: $(STAMP)
 
 test: setup
 	$(PY) -m pytest
+
+# The long sweeps that `make test` runs in a smaller version (tests marked `soak`, see tests/conftest.py).
+soak: setup
+	$(PY) -m pytest --soak -m soak --timeout 3600 --durations=20
 
 demo: setup
 	$(VENV)/bin/shardproof demo

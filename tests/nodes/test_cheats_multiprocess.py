@@ -4,7 +4,11 @@ A dealer daemon and three `prover serve` nodes run as separate processes; this p
 client, the log operator and the auditor. For each kind, node 1 is restarted with `--cheat`,
 jobs run until the challenge opens node 1's share index (equivocation is proven without an
 opening), and the audit must name node 1 and nobody else, with an evidence bundle that
-verifies offline. Fifty honest jobs on the same deployment must audit clean.
+verifies offline. Honest jobs on the same deployment must audit clean.
+
+`make test` runs every cheat kind on SQLite, a representative subset on PostgreSQL (PG_QUICK) and a
+short honest run (at least HONEST_JOBS_QUICK jobs, continued until the challenge has closed every share
+index once); `make soak` adds the full cheat matrix on PostgreSQL and fifty honest jobs per backend.
 """
 from __future__ import annotations
 
@@ -30,7 +34,10 @@ CHEATER = 1
 CHEATS = {"matmul-random": "matmul-random@3", "matmul-2^63": "matmul-2^63@20", "trunc": "trunc@5",
           "zeros": "zeros@8", "weights": "weights", "bad-opening": "bad-opening@4", "refuse": "refuse",
           "equivocate": "equivocate@7"}
-HONEST_JOBS = 50
+HONEST_JOBS = 50  # make soak
+HONEST_JOBS_QUICK = 6  # make test: at least this many ...
+HONEST_JOBS_CAP = 30  # ... and on until every share index was closed once (P[> 30 needed] = 3 (2/3)^30 ~ 2e-5)
+PG_QUICK = ("matmul-random", "equivocate", "refuse")  # one matmul kind, one network-only, one audit-time
 WEIGHT = "transformer.h.0.mlp.c_fc.weight"
 _jobs = itertools.count()
 
@@ -67,12 +74,16 @@ def _record_opened_weights(net, job_id: str, opened: dict) -> None:
             opened.setdefault(e.entry.body["party"], []).append(op["weights"][WEIGHT])
 
 
-def test_fifty_honest_jobs_audit_clean(network):
-    """50 honest jobs (one forward pass each, fresh seeds and challenges): no accusation, no incomplete audit."""
+@pytest.mark.parametrize("jobs", [pytest.param(HONEST_JOBS_QUICK, id="quick"),
+                                  pytest.param(HONEST_JOBS, marks=pytest.mark.soak, id="fifty")])
+def test_honest_jobs_audit_clean(network, jobs):
+    """Honest jobs (one forward pass each, fresh seeds and challenges): no accusation, no incomplete audit,
+    and the challenge closes every share index in some job."""
     net, model_id = network
     closed = set()
     opened: dict[int, list] = {}
-    for k in range(HONEST_JOBS):
+    k = 0
+    while k < jobs or (closed != {0, 1, 2} and k < max(jobs, HONEST_JOBS_CAP)):
         job_id = _job_id("honest")
         out = net.run_job(model_id, [k % CFG.vocab_size, 1, 4], 1, job_id)
         res = net.audit(job_id)
@@ -82,6 +93,7 @@ def test_fifty_honest_jobs_audit_clean(network):
         closed.add(res.verdict.closed_party)
         if k < 6:
             _record_opened_weights(net, job_id, opened)
+        k += 1
     assert closed == {0, 1, 2}  # every share index was opened in some job
     # Per-job refresh: what an audit opens is that job's fresh share, never the published one, and the
     # openings of all these audits together do not add up to the weights.
@@ -121,9 +133,18 @@ def test_verify_audit_cli_names_a_stopped_node_unresponsive_not_a_cheater(networ
             net.start_node(victim)
 
 
-@pytest.mark.parametrize("kind", list(CHEATS))
-def test_cheat_is_caught_and_attributed(network, kind):
+# (backend, (backend, kind)): the second value is unique per case, so pytest's module-scope grouping
+# keeps each backend's deployment up for all of its cases.
+CHEAT_CASES = ([pytest.param("sqlite", ("sqlite", k), id=f"sqlite-{k}") for k in CHEATS]
+               + [pytest.param("postgres", ("postgres", k), id=f"postgres-{k}",
+                               marks=[pytest.mark.postgres] + ([] if k in PG_QUICK else [pytest.mark.soak]))
+                  for k in CHEATS])
+
+
+@pytest.mark.parametrize("network,case", CHEAT_CASES, indirect=["network"], scope="module")
+def test_cheat_is_caught_and_attributed(network, case):
     net, model_id = network
+    kind = case[1]
     assert net.restart_node(CHEATER, CHEATS[kind]) == 0, net.logs()
     try:
         for _attempt in range(12):
@@ -169,9 +190,7 @@ def test_a_node_killed_mid_job_fails_that_job_only(network):
     t.start()
     joined = f"job {job_id}: joined the group as party {victim}"
     log = net.log_file(net.nodes[victim].node_id)
-    deadline = time.monotonic() + 120
-    while joined not in log.read_text(errors="replace") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    net.wait_until(lambda: joined in log.read_text(errors="replace"), 120)  # progress-based: a busy machine is slow
     assert joined in log.read_text(errors="replace"), net.logs()
     time.sleep(0.5)  # well inside the job: 6 forward passes take seconds
     net.procs[net.nodes[victim].node_id].kill()
@@ -179,11 +198,10 @@ def test_a_node_killed_mid_job_fails_that_job_only(network):
     t.join(240)
     assert not t.is_alive(), "the client hung after a node died"
     assert "error" in outcome, outcome
-    from prover.ledger_view import wait_for
-
     for i in (0, 1):
         st = net.data_dir(net.nodes[i].node_id) / "jobs" / job_id / "status"
-        assert wait_for(lambda: st.read_text() == "failed", 120), (st.read_text(), net.logs())
+        # A peer may only notice at its gloo timeout (net.timeout_s); progress extends the wait.
+        assert net.wait_until(lambda: st.read_text() == "failed", net.timeout_s + 30), (st.read_text(), net.logs())
     net.start_node(victim)
     assert net.wait_serving(net.nodes[victim].node_id, 120), net.logs()
     job_id = _job_id("after-kill")
