@@ -40,6 +40,10 @@ class DuplicateEntry(EntryError):
     """The exact same signed entry is already in the log (replay)."""
 
 
+class DuplicateJob(EntryError):
+    """A `job.open` names a job id that an earlier `job.open` in the log already opened."""
+
+
 # --- authors and signatures ------------------------------------------------
 class AuthError(LedgerError):
     """Authorship cannot be established."""
@@ -123,6 +127,10 @@ class SchemaVersionError(StorageError):
 
 class LedgerConfigMismatch(StorageError):
     """Opening an existing ledger with a different origin or hash function."""
+
+
+class WriteConflict(StorageError):
+    """The store refused a write because a unique key (leaf hash, tree node, registration) already exists."""
 
 
 # --- evidence --------------------------------------------------------------

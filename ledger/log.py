@@ -1,25 +1,22 @@
 """The Ledger API: open by URL, append (single or batch), read, proofs, checkpoints, blobs, subscribe.
 
-I/O lives here; the math is in ledger.merkle, the formats in ledger.entries
-and ledger.checkpoints. Every append is validated in full (canonical CBOR,
-schema, Ed25519 signature by a registered author, referenced blobs present)
-before anything is written, and written in one transaction under the
-ledger's append lock: entry rows, the new complete-subtree hashes (so that
-appends and proofs are O(log n), never a recomputation) and registrations.
+The log's rules live here; rows live in a `ledger.storage.LogStorage`
+(ledger.sql_storage: SQLite or PostgreSQL), the math in ledger.merkle and the
+formats in ledger.entries and ledger.checkpoints. Every append is validated in
+full (canonical CBOR, schema, Ed25519 signature by a registered author,
+referenced blobs present, no second job.open of a job) before anything is
+written, and written in one storage transaction under the log's append lock:
+entry rows, the new complete-subtree hashes (so that appends and proofs are
+O(log n), never a recomputation) and registrations.
 """
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
-
-from sqlalchemy import Engine, and_, func, select
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from ledger import entries as E
-from ledger import merkle, storage
+from ledger import merkle
 from ledger.blobs import BlobStore
 from ledger.checkpoints import (
     Checkpoint,
@@ -36,6 +33,7 @@ from ledger.errors import (
     CheckpointError,
     CheckpointOutOfOrder,
     DuplicateEntry,
+    DuplicateJob,
     DuplicateRegistration,
     EntryTooLarge,
     InconsistentCheckpoint,
@@ -46,11 +44,16 @@ from ledger.errors import (
     ProofError,
     StorageError,
     UnknownAuthor,
+    WriteConflict,
 )
 from ledger.keys import Identity, bls_pop_verify
+from ledger.storage import LogReader, LogStorage, LogWriter
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from ledger.check import CheckReport
+    from ledger.subscribe import Subscription
 
 DEFAULT_ORIGIN = "shardproof.local/ledger"
 
@@ -105,21 +108,20 @@ class _Frontier:
 
 
 class Ledger:
-    """An append-only Merkle log in a SQL database. Use `Ledger.open(url)`."""
+    """An append-only Merkle log over a LogStorage. Use `Ledger.open(url)`."""
 
-    def __init__(self, engine: Engine, url: str, origin: str, hash_name: str, log_key: bytes | None,
+    def __init__(self, store: LogStorage, origin: str, hash_name: str, log_key: bytes | None,
                  log_node: str | None, identity: Identity | None) -> None:
-        self.engine = engine
-        self.url = url
+        self.store = store
+        self.url = store.url
         self.origin = origin
         self.hash_name = hash_name
         self.log_key = log_key
         self.log_node = log_node
         self.identity = identity
-        self.blobs = BlobStore(engine)
+        self.blobs = BlobStore(store)
         self._regs: dict[str, Registration] = {}
         self._frontier = _Frontier()
-        self._lock = threading.Lock()
 
     # --- opening -------------------------------------------------------------
     @classmethod
@@ -138,41 +140,28 @@ class Ledger:
         `log_identity`) in its metadata and registers the log identity at index 0.
         Reopening with a different origin, hash or log key raises LedgerConfigMismatch.
         """
-        url = storage.normalize_url(url)
-        if not create and url.startswith("sqlite"):
-            path = make_url(url).database or ""
-            if not os.path.exists(path):
-                raise StorageError(f"no ledger at {url}")
-        engine = storage.make_engine(url)
-        if not create:
-            try:
-                with storage.read_tx(engine) as conn:
-                    version = storage.schema_version(conn)
-            except SQLAlchemyError as exc:
-                raise StorageError(f"cannot read {url}: {exc}") from exc
-            if version == 0:
-                raise StorageError(f"no ledger at {url}")
-        storage.migrate(engine)
-        meta = _read_meta(engine)
+        from ledger.sql_storage import open_storage
+
+        store = open_storage(url, create=create)
+        with store.snapshot() as r:
+            meta = r.meta()
         if not meta:
             if not create:
-                raise StorageError(f"no ledger at {url}")
+                store.close()
+                raise StorageError(f"no ledger at {store.url}")
             want_hash = hash_name or "blake3"
             merkle.hasher(want_hash)
             rows = {"origin": (origin or DEFAULT_ORIGIN).encode(), "hash": want_hash.encode()}
             if log_identity is not None:
                 rows["log_key"] = log_identity.bls_pub
                 rows["log_node"] = log_identity.node_id.encode()
-            try:
-                with storage.write_tx(engine) as conn:
-                    if not _read_meta_conn(conn):  # lost a creation race: someone else initialised
-                        conn.execute(storage.ledger_meta.insert(), [{"key": k, "value": v} for k, v in rows.items()])
-            except SQLAlchemyError as exc:
-                raise StorageError(f"cannot initialise ledger: {exc}") from exc
-            meta = _read_meta(engine)
+            with store.transaction() as tx:
+                if not tx.meta():  # lost a creation race: someone else initialised
+                    tx.set_meta(rows)
+            with store.snapshot() as r:
+                meta = r.meta()
         led = cls(
-            engine,
-            url,
+            store,
             meta["origin"].decode(),
             meta["hash"].decode(),
             meta.get("log_key"),
@@ -198,7 +187,7 @@ class Ledger:
 
     def close(self) -> None:
         """Release database connections."""
-        self.engine.dispose()
+        self.store.close()
 
     def __enter__(self) -> "Ledger":
         return self
@@ -208,7 +197,12 @@ class Ledger:
 
     @property
     def backend(self) -> str:
-        return self.engine.dialect.name
+        return self.store.backend
+
+    @property
+    def engine(self) -> "Engine":
+        """The SQLAlchemy engine of a SQL store (tamper tests write behind the Ledger's back with it)."""
+        return self.store.engine  # type: ignore[attr-defined]
 
     # --- registry ------------------------------------------------------------
     def registration(self, node_id: str) -> Registration | None:
@@ -216,18 +210,16 @@ class Ledger:
         reg = self._regs.get(node_id)
         if reg is not None:
             return reg
-        with storage.read_tx(self.engine) as conn:
-            reg = _load_reg(conn, node_id)
-        if reg is not None:
-            self._regs[node_id] = reg
+        with self.store.snapshot() as r:
+            row = r.registration(node_id)
+        if row is not None:
+            reg = self._regs[node_id] = Registration(*row)
         return reg
 
     def registrations(self) -> list[Registration]:
         """All registrations in index order."""
-        t = storage.registrations
-        with storage.read_tx(self.engine) as conn:
-            rows = conn.execute(select(t.c.node_id, t.c.idx, t.c.ed25519, t.c.bls).order_by(t.c.idx)).all()
-        return [Registration(r[0], int(r[1]), bytes(r[2]), bytes(r[3])) for r in rows]
+        with self.store.snapshot() as r:
+            return [Registration(*row) for row in r.registrations()]
 
     # --- appending -----------------------------------------------------------
     def _prepare(self, item: E.Entry | bytes) -> _Prepared:
@@ -272,7 +264,8 @@ class Ledger:
     def append_many(self, items: Sequence[E.Entry | bytes]) -> list[int]:
         """Append signed entries atomically in order, in one transaction; returns their indexes.
 
-        Any invalid item refuses the whole batch (typed LedgerError) and nothing is written.
+        Any invalid item refuses the whole batch (typed LedgerError) and nothing is written;
+        a `job.open` of a job id already opened (in the log or earlier in the batch) is DuplicateJob.
         """
         prepared = [self._prepare(x) for x in items]
         if not prepared:
@@ -300,75 +293,73 @@ class Ledger:
             if missing:
                 raise BlobNotFound(f"entry refers to blob {missing[0].hex()} which is not stored; put it first")
         try:
-            with storage.write_tx(self.engine) as conn:
-                return self._append_locked(conn, prepared)
-        except IntegrityError as exc:
+            with self.store.transaction() as tx:
+                return self._append_locked(tx, prepared)
+        except WriteConflict as exc:
             self._frontier = _Frontier()
-            raise self._explain_integrity(prepared, exc) from exc
+            raise self._explain_conflict(prepared, exc) from exc
         except LedgerError:
             self._frontier = _Frontier()
             raise
-        except SQLAlchemyError as exc:
-            self._frontier = _Frontier()
-            raise StorageError(f"append failed: {exc}") from exc
 
-    def _explain_integrity(self, prepared: list[_Prepared], exc: Exception) -> LedgerError:
-        t = storage.tree_nodes
-        with storage.read_tx(self.engine) as conn:
-            dup = conn.execute(
-                select(t.c.nid).where(and_(t.c.hash.in_([p.lh for p in prepared]), t.c.nid < (1 << merkle.LEVEL_SHIFT)))
-            ).first()
+    def _explain_conflict(self, prepared: list[_Prepared], exc: WriteConflict) -> LedgerError:
+        with self.store.snapshot() as r:
+            dup = r.leaf_index([p.lh for p in prepared])
             if dup is not None:
-                return DuplicateEntry(f"entry already in the log at index {dup[0]}")
+                return DuplicateEntry(f"entry already in the log at index {dup}")
             for p in prepared:
-                if p.reg is not None and _load_reg(conn, p.reg.node_id) is not None:
+                if p.reg is not None and r.registration(p.reg.node_id) is not None:
                     return DuplicateRegistration(f"node {p.reg.node_id!r} is already registered")
-        return StorageError(f"append refused by the database: {exc}")
+        return exc
 
-    def _size_conn(self, conn: Any) -> int:
-        v = conn.execute(select(func.max(storage.entries.c.idx))).scalar()
-        return 0 if v is None else int(v) + 1
+    def _check_new_jobs(self, tx: LogReader, prepared: list[_Prepared]) -> None:
+        """Refuse a job.open whose job id was opened before (audit integrity: one job, one opening)."""
+        opened: set[str] = set()
+        for p in prepared:
+            if p.entry.kind != E.JOB_OPEN:
+                continue
+            job = p.entry.job_id
+            before = tx.entries(job_id=job, kind=E.JOB_OPEN, limit=1)
+            if before and before[0][1] == p.data:
+                raise DuplicateEntry(f"entry already in the log at index {before[0][0]}")
+            if before or job in opened:
+                where = f"at index {before[0][0]}" if before else "earlier in this batch"
+                raise DuplicateJob(f"job {job!r} was already opened {where}; a job id is opened once")
+            opened.add(job)
 
-    def _load_frontier(self, conn: Any, n: int) -> merkle.MerkleFrontier:
+    def _load_frontier(self, tx: LogReader, n: int) -> merkle.MerkleFrontier:
         if self._frontier.size == n:
             return merkle.MerkleFrontier(n, self._frontier.hashes, self.hash_name)
         keys = [merkle.node_id(lv, i) for lv, i in merkle.range_subtrees(0, n)]
-        got = _fetch_nodes(conn, keys)
+        got = tx.nodes(keys)
         if len(got) != len(keys):
             raise StorageError(f"tree nodes for size {n} are missing: the database is corrupt")
         return merkle.MerkleFrontier(n, [got[k] for k in keys], self.hash_name)
 
-    def _append_locked(self, conn: Any, prepared: list[_Prepared]) -> list[int]:
-        n = self._size_conn(conn)
-        frontier = self._load_frontier(conn, n)
+    def _append_locked(self, tx: LogWriter, prepared: list[_Prepared]) -> list[int]:
+        from ledger.check import EntryRow
+
+        self._check_new_jobs(tx, prepared)
+        frontier = self._load_frontier(tx, tx.size())
         entry_rows, node_rows, reg_rows = [], [], []
-        out = []
         for p in prepared:
             idx = frontier.size
             if p.checkpoint is not None:
-                self._check_checkpoint_against_tree(conn, p.checkpoint, frontier)
-            for lv, i, h in frontier.append(p.lh):
-                node_rows.append({"nid": merkle.node_id(lv, i), "hash": h})
+                self._check_checkpoint_against_tree(tx, p.checkpoint, frontier)
+            node_rows += [(merkle.node_id(lv, i), h) for lv, i, h in frontier.append(p.lh)]
             e = p.entry
-            entry_rows.append(
-                {"idx": idx, "kind": e.kind, "author": e.author, "job_id": e.job_id, "node": e.node, "data": p.data}
-            )
+            entry_rows.append(EntryRow(idx, e.kind, e.author, e.job_id, e.node, p.data))
             if p.reg is not None:
-                reg_rows.append({"node_id": p.reg.node_id, "idx": idx, "ed25519": p.reg.ed25519, "bls": p.reg.bls})
-            out.append(idx)
-        conn.execute(storage.entries.insert(), entry_rows)
-        conn.execute(storage.tree_nodes.insert(), node_rows)
-        if reg_rows:
-            conn.execute(storage.registrations.insert(), reg_rows)
-        if self.engine.dialect.name == "postgresql":
-            conn.exec_driver_sql(f"SELECT pg_notify('{storage.NOTIFY_CHANNEL}', '{frontier.size}')")
+                reg_rows.append((p.reg.node_id, idx, p.reg.ed25519, p.reg.bls))
+        tx.append_batch(entry_rows, node_rows, reg_rows)
         self._frontier = _Frontier(frontier.size, list(frontier.hashes))
-        return out
+        return [r.idx for r in entry_rows]
 
-    def _check_checkpoint_against_tree(self, conn: Any, scp: SignedCheckpoint, frontier: merkle.MerkleFrontier) -> None:
+    def _check_checkpoint_against_tree(self, tx: LogReader, scp: SignedCheckpoint,
+                                       frontier: merkle.MerkleFrontier) -> None:
         if scp.size > frontier.size:
             raise InconsistentCheckpoint(f"checkpoint size {scp.size} is beyond the log ({frontier.size})")
-        root = frontier.root() if scp.size == frontier.size else self._root_conn(conn, scp.size)
+        root = frontier.root() if scp.size == frontier.size else self._root_at(tx, scp.size)
         if root != scp.root:
             raise InconsistentCheckpoint(f"checkpoint root at size {scp.size} does not match the log")
 
@@ -384,20 +375,23 @@ class Ledger:
     # --- reading -------------------------------------------------------------
     def size(self) -> int:
         """Number of entries."""
-        with storage.read_tx(self.engine) as conn:
-            return self._size_conn(conn)
+        return self.store.size()
 
-    def _rows_to_entries(self, rows: Iterable[Any]) -> list[LoggedEntry]:
-        return [LoggedEntry(int(r[0]), E.decode_entry(bytes(r[1])), bytes(r[1])) for r in rows]
+    def wait_for_new(self, after_size: int, timeout: float, stop: threading.Event | None = None) -> int:
+        """Block until the log has more than `after_size` entries, `timeout` passes or `stop` is set;
+        returns the size last read (LISTEN/NOTIFY on PostgreSQL, a cheap backed-off poll on SQLite)."""
+        return self.store.wait_for_new(after_size, timeout, stop)
+
+    def _rows_to_entries(self, rows: Iterable[tuple[int, bytes]]) -> list[LoggedEntry]:
+        return [LoggedEntry(i, E.decode_entry(d), d) for i, d in rows]
 
     def get(self, index: int) -> LoggedEntry:
         """The entry at `index` (NotFound)."""
-        t = storage.entries
-        with storage.read_tx(self.engine) as conn:
-            row = conn.execute(select(t.c.idx, t.c.data).where(t.c.idx == index)).first()
-        if row is None:
+        with self.store.snapshot() as r:
+            rows = r.entries(start=index, stop=index + 1) if isinstance(index, int) else []
+        if not rows:
             raise NotFound(f"no entry at index {index}")
-        return self._rows_to_entries([row])[0]
+        return self._rows_to_entries(rows)[0]
 
     def read(self, start: int = 0, stop: int | None = None) -> list[LoggedEntry]:
         """Entries with start <= index < stop, in order."""
@@ -415,23 +409,8 @@ class Ledger:
         limit: int | None = None,
     ) -> list[LoggedEntry]:
         """Entries filtered by job id, kind, node (body.node or author) and author, in index order."""
-        t = storage.entries
-        q = select(t.c.idx, t.c.data).where(t.c.idx >= start)
-        if stop is not None:
-            q = q.where(t.c.idx < stop)
-        if job_id is not None:
-            q = q.where(t.c.job_id == job_id)
-        if kind is not None:
-            q = q.where(t.c.kind == kind)
-        if node is not None:
-            q = q.where(t.c.node == node)
-        if author is not None:
-            q = q.where(t.c.author == author)
-        q = q.order_by(t.c.idx)
-        if limit is not None:
-            q = q.limit(limit)
-        with storage.read_tx(self.engine) as conn:
-            rows = conn.execute(q).all()
+        with self.store.snapshot() as r:
+            rows = r.entries(start=start, stop=stop, job_id=job_id, kind=kind, node=node, author=author, limit=limit)
         return self._rows_to_entries(rows)
 
     def by_job(self, job_id: str, kind: str | None = None) -> list[LoggedEntry]:
@@ -445,33 +424,29 @@ class Ledger:
         return self.query(node=node, start=start)
 
     # --- tree ----------------------------------------------------------------
-    def _root_conn(self, conn: Any, size: int) -> bytes:
+    def _root_at(self, r: LogReader, size: int) -> bytes:
         if size == 0:
             return merkle.empty_root(self.hash_name)
-        keys = [merkle.node_id(lv, i) for lv, i in merkle.range_subtrees(0, size)]
-        got = _fetch_nodes(conn, keys)
-        if len(got) != len(keys):
-            raise StorageError(f"tree nodes for size {size} are missing")
-        return merkle.fold_subtrees([got[k] for k in keys], self.hash_name)
+        return self._ranges_to_hashes(r, [(0, size)])[0]
 
     def root(self, size: int | None = None) -> bytes:
         """MTH of the first `size` entries (default: all). O(log n)."""
-        with storage.read_tx(self.engine) as conn:
-            n = self._size_conn(conn)
+        with self.store.snapshot() as r:
+            n = r.size()
             size = n if size is None else size
             if not 0 <= size <= n:
                 raise ProofError(f"size {size} outside [0, {n}]")
-            return self._root_conn(conn, size)
+            return self._root_at(r, size)
 
     def tree_head(self) -> tuple[int, bytes]:
         """(size, root) read in one snapshot."""
-        with storage.read_tx(self.engine) as conn:
-            n = self._size_conn(conn)
-            return n, self._root_conn(conn, n)
+        with self.store.snapshot() as r:
+            n = r.size()
+            return n, self._root_at(r, n)
 
-    def _ranges_to_hashes(self, conn: Any, ranges: list[tuple[int, int]]) -> list[bytes]:
+    def _ranges_to_hashes(self, r: LogReader, ranges: list[tuple[int, int]]) -> list[bytes]:
         plans = [[merkle.node_id(lv, i) for lv, i in merkle.range_subtrees(a, b)] for a, b in ranges]
-        got = _fetch_nodes(conn, list({k for p in plans for k in p}))
+        got = r.nodes(list({k for p in plans for k in p}))
         try:
             return [merkle.fold_subtrees([got[k] for k in p], self.hash_name) for p in plans]
         except KeyError:
@@ -479,21 +454,21 @@ class Ledger:
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         """PATH(index, D[size]) (RFC 9162 section 2.1.3.1) from O(log n) stored subtree hashes."""
-        with storage.read_tx(self.engine) as conn:
+        with self.store.snapshot() as r:
             if size is None:
-                size = self._size_conn(conn)
+                size = r.size()
             if not isinstance(index, int) or not 0 <= index < size:
                 raise ProofError(f"index {index} out of range for tree size {size}")
-            return self._ranges_to_hashes(conn, merkle.inclusion_ranges(index, size))
+            return self._ranges_to_hashes(r, merkle.inclusion_ranges(index, size))
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """PROOF(old_size, D[new_size]) (RFC 9162 section 2.1.4.1)."""
-        with storage.read_tx(self.engine) as conn:
-            n = self._size_conn(conn)
+        with self.store.snapshot() as r:
+            n = r.size()
             new_size = n if new_size is None else new_size
             if not 0 <= old_size <= new_size <= n:
                 raise ProofError(f"need 0 <= old ({old_size}) <= new ({new_size}) <= size ({n})")
-            return self._ranges_to_hashes(conn, merkle.consistency_ranges(old_size, new_size))
+            return self._ranges_to_hashes(r, merkle.consistency_ranges(old_size, new_size))
 
     # --- checkpoints ---------------------------------------------------------
     def checkpoint(self, log_entry: bool = True) -> SignedCheckpoint:
@@ -506,38 +481,31 @@ class Ledger:
         if self.identity is None or self.log_key is None:
             raise NoLogKey("opening the ledger with log_identity= is needed to sign checkpoints")
         try:
-            with storage.write_tx(self.engine) as conn:
-                n = self._size_conn(conn)
-                root = self._root_conn(conn, n)
+            with self.store.transaction() as tx:
+                n = tx.size()
+                root = self._root_at(tx, n)
                 scp = sign_checkpoint(Checkpoint(self.origin, n, root, self.hash_name), self.identity)
-                latest = self._latest_checkpoint_conn(conn)
+                latest = _decode(tx.latest_checkpoint())
                 if latest is None or latest.size != n or latest.root != root:
-                    conn.execute(storage.checkpoints.insert().values(size=n, root=root, data=scp.encode()))
+                    tx.add_checkpoint(n, root, scp.encode())
                 if log_entry:
                     e = E.make_entry(self.identity, E.CHECKPOINT, {"checkpoint": scp.to_obj()})
                     p = _Prepared(e, e.encode(), merkle.leaf_hash(e.encode(), self.hash_name), scp)
-                    self._append_locked(conn, [p])
+                    self._append_locked(tx, [p])
             return scp
-        except SQLAlchemyError as exc:
+        except LedgerError:
             self._frontier = _Frontier()
-            raise StorageError(f"checkpoint failed: {exc}") from exc
-
-    def _latest_checkpoint_conn(self, conn: Any) -> SignedCheckpoint | None:
-        t = storage.checkpoints
-        row = conn.execute(select(t.c.data).order_by(t.c.size.desc(), t.c.id.desc()).limit(1)).first()
-        return None if row is None else decode_checkpoint(bytes(row[0]))
+            raise
 
     def latest_checkpoint(self) -> SignedCheckpoint | None:
         """The stored checkpoint with the largest size."""
-        with storage.read_tx(self.engine) as conn:
-            return self._latest_checkpoint_conn(conn)
+        with self.store.snapshot() as r:
+            return _decode(r.latest_checkpoint())
 
     def checkpoints(self) -> list[SignedCheckpoint]:
         """All stored checkpoints, by size."""
-        t = storage.checkpoints
-        with storage.read_tx(self.engine) as conn:
-            rows = conn.execute(select(t.c.data).order_by(t.c.size, t.c.id)).all()
-        return [decode_checkpoint(bytes(r[0])) for r in rows]
+        with self.store.snapshot() as r:
+            return [decode_checkpoint(d) for d in r.checkpoints()]
 
     def checkpoint_at(self, size: int) -> SignedCheckpoint | None:
         """A stored checkpoint of exactly `size` (the one with the most signers)."""
@@ -554,27 +522,22 @@ class Ledger:
             scp = decode_checkpoint(bytes(scp))
         self._check_checkpoint_sig(scp)
         conflict: tuple[SignedCheckpoint, SignedCheckpoint | None, str] | None = None
-        try:
-            with storage.write_tx(self.engine) as conn:
-                latest = self._latest_checkpoint_conn(conn)
-                n = self._size_conn(conn)
-                if latest is not None and conflicting(latest, scp):
-                    conflict = (scp, latest, "same size, different root")
-                elif scp.size > n:
-                    conflict = (scp, latest, f"checkpoint size {scp.size} is beyond the log size {n}")
-                elif self._root_conn(conn, scp.size) != scp.root:
-                    conflict = (scp, latest, f"root at size {scp.size} differs from the log")
-                elif latest is not None and scp.size < latest.size:
-                    raise CheckpointOutOfOrder(f"checkpoint size {scp.size} < latest accepted {latest.size}")
-                if conflict is not None:
-                    a, b, reason = conflict
-                    conn.execute(
-                        storage.conflicts.insert().values(a=a.encode(), b=(b.encode() if b else b""), reason=reason)
-                    )
-                else:
-                    conn.execute(storage.checkpoints.insert().values(size=scp.size, root=scp.root, data=scp.encode()))
-        except SQLAlchemyError as exc:
-            raise StorageError(f"storing checkpoint failed: {exc}") from exc
+        with self.store.transaction() as tx:
+            latest = _decode(tx.latest_checkpoint())
+            n = tx.size()
+            if latest is not None and conflicting(latest, scp):
+                conflict = (scp, latest, "same size, different root")
+            elif scp.size > n:
+                conflict = (scp, latest, f"checkpoint size {scp.size} is beyond the log size {n}")
+            elif self._root_at(tx, scp.size) != scp.root:
+                conflict = (scp, latest, f"root at size {scp.size} differs from the log")
+            elif latest is not None and scp.size < latest.size:
+                raise CheckpointOutOfOrder(f"checkpoint size {scp.size} < latest accepted {latest.size}")
+            if conflict is not None:
+                a, b, reason = conflict
+                tx.add_conflict(a.encode(), b.encode() if b else b"", reason)
+            else:
+                tx.add_checkpoint(scp.size, scp.root, scp.encode())
         if conflict is not None:
             raise InconsistentCheckpoint(f"checkpoint refused and kept as evidence: {conflict[2]}")
         return scp
@@ -585,73 +548,22 @@ class Ledger:
         self._check_checkpoint_sig(b)
         if not conflicting(a, b):
             raise CheckpointError("the two checkpoints do not conflict (different sizes need a consistency check)")
-        with storage.write_tx(self.engine, lock=False) as conn:
-            conn.execute(storage.conflicts.insert().values(a=a.encode(), b=b.encode(), reason=reason))
+        with self.store.transaction(lock=False) as tx:
+            tx.add_conflict(a.encode(), b.encode(), reason)
 
     def conflicts(self) -> list[tuple[SignedCheckpoint, SignedCheckpoint | None, str]]:
         """Kept evidence of conflicting checkpoints."""
-        t = storage.conflicts
-        with storage.read_tx(self.engine) as conn:
-            rows = conn.execute(select(t.c.a, t.c.b, t.c.reason).order_by(t.c.id)).all()
-        return [
-            (decode_checkpoint(bytes(a)), decode_checkpoint(bytes(b)) if b else None, str(r)) for a, b, r in rows
-        ]
+        with self.store.snapshot() as r:
+            return [(decode_checkpoint(a), _decode(b or None), reason) for a, b, reason in r.conflicts()]
 
     # --- integrity -------------------------------------------------------------
     def check(self, log_key: bytes | None = None, chunk: int = 20000) -> "CheckReport":
         """Run `ledger.check.check_rows` over every row, in one read snapshot."""
-        from ledger.check import EntryRow, check_rows
+        from ledger.check import check_rows
 
-        e, tn, b = storage.entries, storage.tree_nodes, storage.blobs
-        lvl1 = 1 << merkle.LEVEL_SHIFT
-        with storage.read_tx(self.engine) as conn:
-            meta = _read_meta_conn(conn)
-            top = max(
-                conn.execute(select(func.max(e.c.idx))).scalar() or 0,
-                conn.execute(select(func.max(tn.c.nid)).where(tn.c.nid < lvl1)).scalar() or 0,
-            )
-
-            def entry_rows() -> Iterator[EntryRow]:
-                for a in range(0, top + 1, chunk):
-                    q = select(e.c.idx, e.c.kind, e.c.author, e.c.job_id, e.c.node, e.c.data)
-                    for r in conn.execute(q.where(e.c.idx >= a, e.c.idx < a + chunk).order_by(e.c.idx)).all():
-                        yield EntryRow(int(r[0]), r[1], r[2], r[3], r[4], bytes(r[5]))
-
-            def leaf_rows() -> Iterator[tuple[int, bytes]]:
-                for a in range(0, top + 1, chunk):
-                    q = select(tn.c.nid, tn.c.hash).where(tn.c.nid >= a, tn.c.nid < min(a + chunk, lvl1))
-                    for r in conn.execute(q.order_by(tn.c.nid)).all():
-                        yield int(r[0]), bytes(r[1])
-
-            def interior_rows() -> Iterator[tuple[int, bytes]]:
-                last = lvl1 - 1
-                while True:
-                    q = select(tn.c.nid, tn.c.hash).where(tn.c.nid > last).order_by(tn.c.nid).limit(chunk)
-                    rows = conn.execute(q).all()
-                    if not rows:
-                        return
-                    for r in rows:
-                        yield int(r[0]), bytes(r[1])
-                    last = int(rows[-1][0])
-
-            def blob_rows() -> Iterator[tuple[bytes, int, bytes]]:
-                last = b""
-                while True:
-                    q = select(b.c.digest, b.c.size, b.c.data).where(b.c.digest > last).order_by(b.c.digest).limit(64)
-                    rows = conn.execute(q).all()
-                    if not rows:
-                        return
-                    for r in rows:
-                        yield bytes(r[0]), int(r[1]), bytes(r[2])
-                    last = bytes(rows[-1][0])
-
-            c, r = storage.checkpoints, storage.registrations
-            cps = [(int(x[0]), bytes(x[1]), bytes(x[2])) for x in conn.execute(select(c.c.size, c.c.root, c.c.data))]
-            regs = [
-                (x[0], int(x[1]), bytes(x[2]), bytes(x[3]))
-                for x in conn.execute(select(r.c.node_id, r.c.idx, r.c.ed25519, r.c.bls))
-            ]
-            return check_rows(meta, entry_rows(), leaf_rows(), interior_rows(), cps, blob_rows(), regs, log_key)
+        with self.store.snapshot() as r:
+            return check_rows(r.meta(), r.scan_entries(chunk), r.scan_nodes(True, chunk), r.scan_nodes(False, chunk),
+                              r.checkpoint_rows(), r.scan_blobs(), r.registrations(), log_key)
 
     # --- evidence & subscriptions ----------------------------------------------
     def export_evidence(self, indexes: int | Sequence[int], checkpoint: SignedCheckpoint | None = None) -> bytes:
@@ -668,28 +580,8 @@ class Ledger:
         return Subscription(self, self.size() if start is None else start, poll_interval, filters)
 
 
-# --- helpers ---------------------------------------------------------------
-def _fetch_nodes(conn: Any, keys: list[int]) -> dict[int, bytes]:
-    if not keys:
-        return {}
-    t = storage.tree_nodes
-    return {int(r[0]): bytes(r[1]) for r in conn.execute(select(t.c.nid, t.c.hash).where(t.c.nid.in_(keys)))}
-
-
-def _load_reg(conn: Any, node_id: str) -> Registration | None:
-    t = storage.registrations
-    r = conn.execute(select(t.c.node_id, t.c.idx, t.c.ed25519, t.c.bls).where(t.c.node_id == node_id)).first()
-    return None if r is None else Registration(r[0], int(r[1]), bytes(r[2]), bytes(r[3]))
-
-
-def _read_meta_conn(conn: Any) -> dict[str, bytes]:
-    t = storage.ledger_meta
-    return {str(k): bytes(v) for k, v in conn.execute(select(t.c.key, t.c.value)).all()}
-
-
-def _read_meta(engine: Engine) -> dict[str, bytes]:
-    with storage.read_tx(engine) as conn:
-        return _read_meta_conn(conn)
+def _decode(data: bytes | None) -> SignedCheckpoint | None:
+    return None if data is None else decode_checkpoint(data)
 
 
 def open_ledger(url: str, **kwargs: Any) -> Ledger:

@@ -1,5 +1,6 @@
-"""Storage: SQLAlchemy 2 schema, engines (SQLite WAL / PostgreSQL via psycopg 3), write locks,
-append-only triggers and versioned migrations.
+"""Storage: the LogStorage interface (what every store MUST guarantee; at the end of this module),
+and for the SQL stores (ledger.sql_storage) the SQLAlchemy 2 schema, engines (SQLite WAL /
+PostgreSQL via psycopg 3), write locks, append-only triggers and versioned migrations.
 
 Append-only is enforced at three layers: the Ledger API has no update or
 delete; triggers here reject UPDATE, DELETE (and TRUNCATE on PostgreSQL) on
@@ -15,13 +16,14 @@ from __future__ import annotations
 
 import os
 import threading
-from contextlib import contextmanager, nullcontext
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - non-POSIX: fall back to SQLite's busy handler
     fcntl = None  # type: ignore[assignment]
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from sqlalchemy import (
     BigInteger,
@@ -46,6 +48,9 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ledger.errors import SchemaVersionError, StorageError
 from ledger.merkle import LEVEL_SHIFT
+
+if TYPE_CHECKING:
+    from ledger.check import EntryRow
 
 LOCK_KEY = 0x5348_4450_4C47  # "SHDPLG": pg advisory lock id of the append lock
 NOTIFY_CHANNEL = "shardproof_ledger"
@@ -329,3 +334,167 @@ def migrate(engine: Engine) -> int:
         raise
     except SQLAlchemyError as exc:
         raise StorageError(f"migration failed: {exc}") from exc
+
+
+# --- the storage interface -------------------------------------------------
+# `ledger.log.Ledger` keeps the log's rules (validation, Merkle math, proofs,
+# checkpoint checks, evidence); a LogStorage only keeps rows. Implementations:
+# ledger.sql_storage (SQLite, PostgreSQL). Rows cross the interface as plain
+# tuples: entries as ledger.check.EntryRow (idx, kind, author, job_id, node,
+# data), tree nodes as (node_id, hash), registrations as RegRow, blobs as
+# (digest, size, data), checkpoints as their encoded bytes.
+
+RegRow = tuple[str, int, bytes, bytes]  # (node_id, index of its node.register entry, ed25519, bls)
+
+
+class LogReader(ABC):
+    """One read snapshot of a log's storage.
+
+    Every read through one reader MUST see the same committed state: a reader
+    never sees part of a transaction (entries without their tree nodes, a
+    size without its entries), and never sees rows committed after it began.
+    A LogWriter is a reader too and also sees its own uncommitted writes.
+    """
+
+    @abstractmethod
+    def size(self) -> int:
+        """Number of entries (largest index + 1; 0 when empty)."""
+
+    @abstractmethod
+    def meta(self) -> dict[str, bytes]:
+        """The ledger's configuration rows (origin, hash, log key...); empty for an uninitialised store."""
+
+    @abstractmethod
+    def nodes(self, keys: Sequence[int]) -> dict[int, bytes]:
+        """Stored complete-subtree hashes by node id (ledger.merkle.node_id); keys not stored are absent."""
+
+    @abstractmethod
+    def entries(self, *, start: int = 0, stop: int | None = None, job_id: str | None = None,
+                kind: str | None = None, node: str | None = None, author: str | None = None,
+                limit: int | None = None) -> list[tuple[int, bytes]]:
+        """(index, encoded entry) with start <= index < stop matching every given column, in index order."""
+
+    @abstractmethod
+    def leaf_index(self, leaf_hashes: Sequence[bytes]) -> int | None:
+        """The index of a stored leaf whose hash is one of `leaf_hashes`, or None."""
+
+    @abstractmethod
+    def registration(self, node_id: str) -> RegRow | None:
+        """The registration row of `node_id`, or None."""
+
+    @abstractmethod
+    def registrations(self) -> list[RegRow]:
+        """All registration rows in index order."""
+
+    @abstractmethod
+    def checkpoints(self) -> list[bytes]:
+        """Every stored checkpoint (encoded), by size, then in the order they were stored."""
+
+    @abstractmethod
+    def latest_checkpoint(self) -> bytes | None:
+        """The stored checkpoint with the largest size (the last stored among equals), or None."""
+
+    @abstractmethod
+    def checkpoint_rows(self) -> list[tuple[int, bytes, bytes]]:
+        """(size, root, encoded checkpoint) as stored, for the integrity check (which never trusts size/root)."""
+
+    @abstractmethod
+    def conflicts(self) -> list[tuple[bytes, bytes, str]]:
+        """Kept conflicting-checkpoint evidence: (a, b or b"", reason), in the order stored."""
+
+    @abstractmethod
+    def scan_entries(self, chunk: int) -> Iterator["EntryRow"]:
+        """Every entry row in index order, fetched `chunk` rows at a time (gaps included as gaps)."""
+
+    @abstractmethod
+    def scan_nodes(self, leaves: bool, chunk: int) -> Iterator[tuple[int, bytes]]:
+        """Every stored leaf (`leaves`) or interior tree node as (node_id, hash), by node id."""
+
+    @abstractmethod
+    def scan_blobs(self) -> Iterator[tuple[bytes, int, bytes]]:
+        """Every stored blob as (digest, size, data), by digest, as stored (unverified)."""
+
+
+class LogWriter(LogReader):
+    """One write transaction: everything staged commits together or not at all.
+
+    Nothing staged is visible to other readers before the commit; after it,
+    all of it is (entries, their tree nodes and registrations never appear
+    apart). A unique-key clash (index, leaf hash, node id, registration)
+    MUST refuse the whole transaction with WriteConflict.
+    """
+
+    @abstractmethod
+    def append_batch(self, entries: Sequence["EntryRow"], nodes: Sequence[tuple[int, bytes]],
+                     regs: Sequence[RegRow]) -> None:
+        """Stage entries (indexes contiguous from size()), the tree nodes they complete and their registrations.
+
+        Once committed, waiters in `LogStorage.wait_for_new` (any process) MUST wake."""
+
+    @abstractmethod
+    def add_checkpoint(self, size: int, root: bytes, data: bytes) -> None:
+        """Stage a signed checkpoint (already verified by the caller)."""
+
+    @abstractmethod
+    def add_conflict(self, a: bytes, b: bytes, reason: str) -> None:
+        """Stage conflicting-checkpoint evidence."""
+
+    @abstractmethod
+    def set_meta(self, rows: dict[str, bytes]) -> None:
+        """Stage configuration rows; keys are write-once."""
+
+
+class LogStorage(ABC):
+    """Where a log's rows live. MUST guarantee:
+
+    - ordering: locked write transactions (`transaction()`) are serialised
+      across every handle and process on the same store, so size() read inside
+      one is the index the next appended entry gets;
+    - atomicity: a transaction commits all it staged or nothing;
+    - readers (`snapshot()`) see only whole committed transactions, and a
+      reader that starts after a commit sees it;
+    - append-only: nothing committed is ever changed or removed through it.
+    """
+
+    backend: str  # "sqlite", "postgresql", ...
+    url: str
+
+    @abstractmethod
+    def snapshot(self) -> AbstractContextManager[LogReader]:
+        """A read snapshot (see LogReader); storage failures raise StorageError."""
+
+    @abstractmethod
+    def transaction(self, lock: bool = True) -> AbstractContextManager[LogWriter]:
+        """A write transaction, committed when the block exits normally and rolled back on an exception.
+
+        With `lock` it holds the log's append lock (ordering above); without, it
+        may only stage rows that do not depend on the log's size."""
+
+    def size(self) -> int:
+        """Number of committed entries."""
+        with self.snapshot() as r:
+            return r.size()
+
+    @abstractmethod
+    def put_blobs(self, rows: Sequence[tuple[bytes, int, bytes]]) -> None:
+        """Store (digest, size, data) rows in one transaction; a digest already stored is left as it is."""
+
+    @abstractmethod
+    def get_blob(self, digest: bytes) -> bytes | None:
+        """The stored bytes under `digest` (unverified), or None."""
+
+    @abstractmethod
+    def missing_blobs(self, digests: Sequence[bytes]) -> list[bytes]:
+        """The digests among `digests` that are not stored, in the given order."""
+
+    @abstractmethod
+    def wait_for_new(self, after_size: int, timeout: float, stop: threading.Event | None = None) -> int:
+        """Block until the committed size exceeds `after_size`, `timeout` seconds pass or `stop` is set
+        (honoured within a fraction of a second); returns the size last read.
+
+        Waiting MUST be cheap (no busy loop: an idle waiter costs well under 1% of
+        a core) and MUST see appends made by other processes."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections (and any waiter's resources)."""

@@ -1,77 +1,81 @@
-"""Subscriptions for the control plane: a node watches the ledger for new entries.
+"""Subscriptions for the control plane: a daemon watches the ledger for new entries.
 
-SQLite: polling. PostgreSQL: LISTEN on the channel every append NOTIFYs in
-its transaction (so a wake-up always sees the committed rows), with a poll
-as a safety net for lost notifications.
+Waiting is `Ledger.wait_for_new` (the store's primitive: LISTEN/NOTIFY on
+PostgreSQL, a cheap backed-off `PRAGMA data_version` poll on SQLite), so an
+idle subscriber costs next to nothing and wakes when, and only when, the log
+grew (or its timeout or stop event fires).
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterator
-
-from sqlalchemy.engine import make_url
-
-from ledger import storage
 
 if TYPE_CHECKING:
     from ledger.log import Ledger, LoggedEntry
 
+BATCH = 1000
+
 
 class Subscription:
-    """Iterates new entries from a cursor; `poll(timeout)` returns a batch, `close()` stops iteration."""
+    """New entries from a cursor, filtered like `Ledger.query`.
+
+    `poll(timeout, stop)` returns the next batch (waiting up to `timeout` for
+    one); `wait(timeout, stop)` waits for the log to grow past what was last
+    read, whatever the filter; `close()` ends iteration. `cursor` is the next
+    index to read; `seen_size` the log size at the last read.
+    """
 
     def __init__(self, ledger: "Ledger", start: int, poll_interval: float, filters: dict[str, Any]) -> None:
         self.ledger = ledger
         self.cursor = start
-        self.poll_interval = poll_interval
+        self.seen_size = start
+        self.poll_interval = poll_interval  # the slice of `__iter__`'s waits
         self.filters = filters
         self.closed = False
-        self._pg: Any = None
-        if ledger.backend == "postgresql":
-            import psycopg
-
-            u = make_url(ledger.url).set(drivername="postgresql")
-            self._pg = psycopg.connect(u.render_as_string(hide_password=False), autocommit=True)
-            self._pg.execute(f"LISTEN {storage.NOTIFY_CHANNEL}")
 
     def _fetch(self) -> list["LoggedEntry"]:
         size = self.ledger.size()  # read first: entries committed later are seen next time
-        batch = self.ledger.query(start=self.cursor, stop=size, limit=1000, **self.filters)
-        if len(batch) == 1000:
+        batch = self.ledger.query(start=self.cursor, stop=size, limit=BATCH, **self.filters)
+        if len(batch) == BATCH:
             self.cursor = batch[-1].index + 1
         else:  # advance past filtered-out entries too
             self.cursor = max(self.cursor, size)
+        self.seen_size = max(self.seen_size, size)
         return batch
 
-    def _wait(self, timeout: float) -> None:
-        if self._pg is not None:
-            for _ in self._pg.notifies(timeout=timeout, stop_after=1):
-                break
-        else:
-            time.sleep(timeout)
+    def wait(self, timeout: float, stop: threading.Event | None = None) -> bool:
+        """Block until the log has grown past `seen_size` (True), or `timeout` passes or `stop` is set."""
+        if self.closed:
+            return False
+        return self.ledger.wait_for_new(self.seen_size, timeout, stop) > self.seen_size
 
-    def poll(self, timeout: float = 0.0) -> list["LoggedEntry"]:
-        """New entries since the last call; waits up to `timeout` seconds for some."""
+    def poll(self, timeout: float = 0.0, stop: threading.Event | None = None) -> list["LoggedEntry"]:
+        """New matching entries since the last call; waits up to `timeout` seconds for some."""
         deadline = time.monotonic() + timeout
         while True:
             got = self._fetch()
             left = deadline - time.monotonic()
-            if got or left <= 0 or self.closed:
+            if got or left <= 0 or self.closed or (stop is not None and stop.is_set()):
                 return got
-            self._wait(min(left, self.poll_interval))
+            self.wait(left, stop)
+
+    def drain(self) -> list["LoggedEntry"]:
+        """Every matching entry committed since the last read, without waiting."""
+        out: list["LoggedEntry"] = []
+        while True:
+            cursor = self.cursor
+            out += self._fetch()
+            if self.cursor == cursor or self.cursor >= self.seen_size:
+                return out
 
     def __iter__(self) -> Iterator["LoggedEntry"]:
         while not self.closed:
             yield from self.poll(self.poll_interval)
 
     def close(self) -> None:
-        """Stop iterating and release the LISTEN connection."""
+        """Stop iterating (the store's waiting connections are released with the ledger)."""
         self.closed = True
-        if self._pg is not None:
-            try:
-                self._pg.close()
-            finally:
-                self._pg = None
 
     def __enter__(self) -> "Subscription":
         return self
