@@ -19,6 +19,7 @@ setup: $(STAMP)
 	@bash tools/ensure_postgres.sh
 
 test: setup
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 # The long sweeps that `make test` runs in a smaller version (tests marked `soak`, see tests/conftest.py).

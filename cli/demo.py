@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from cli.audit_report import render_verdict
     from sim.adversary import Cheat, CheatSpecError
     from prover.errors import ProverError
+    from models.errors import ModelsError
     from models import TINY_MODEL_DIR, load_checkpoint, load_tokenizer
     from sim.process_network import ProcessNetwork
     from verifier.ledger_audit import AuditIncomplete, check_evidence
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cheat = None if args.cheat == "none" else Cheat.parse(args.cheat)
         model, tok = load_checkpoint(TINY_MODEL_DIR), load_tokenizer(TINY_MODEL_DIR)
-    except (CheatSpecError, ProverError) as exc:
+    except (CheatSpecError, ProverError, ModelsError) as exc:
         print(f"shardproof demo: {exc}", file=sys.stderr)
         return EXIT_INCOMPLETE
     if not 0 <= args.cheater < args.parties:
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         ok = res.verdict.clean and job["tokens"] == ref
         if cheat is not None:
             ok = _cheat_run(out, net, cheat, args, nodes, job_and_audit, summary, d, check_evidence) and ok
-    except (ProverError, AuditIncomplete, OSError) as exc:
+    except (ProverError, ModelsError, AuditIncomplete, OSError) as exc:
         out.print(f"[red]the demo could not finish: {type(exc).__name__}: {exc}[/]\n" + net.logs())
         return EXIT_INCOMPLETE
     finally:

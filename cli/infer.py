@@ -176,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     from ledger import LedgerError
     from mpc_core import MPCError
     from prover.errors import ProverError
+    from models.errors import ModelsError
     from models import load_checkpoint, load_tokenizer
 
     model_dir: Path = args.model if args.model is not None else _default_model_dir()
@@ -192,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             args.client_keys = NodeKeys.load(args.key)  # before any output: a bad key file is one line, exit 2
-        except ProverError as e:
+        except (ProverError, ModelsError) as e:
             _err(f"bad key file: {e}")
             return EXIT_INCOMPLETE
     if not args.plaintext and args.parties < 2:
@@ -201,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         tokenizer = load_tokenizer(model_dir)
         prompt_ids = tokenizer.encode(args.prompt)
-    except ProverError as e:
+    except (ProverError, ModelsError) as e:
         _err(str(e))
         return EXIT_INCOMPLETE
     if not prompt_ids:
@@ -221,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plaintext:
         try:
             model = load_checkpoint(model_dir)
-        except ProverError as e:
+        except (ProverError, ModelsError) as e:
             _err(str(e))
             return EXIT_INCOMPLETE
         if tokenizer.vocab_size > model.config.vocab_size:
@@ -236,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             stream = run_mpc_inference(request, model_dir, processes=args.processes)
         return _emit(request, tokenizer, stream, as_json=args.json)
-    except (ProverError, LedgerError, MPCError, OSError) as e:
+    except (ProverError, ModelsError, LedgerError, MPCError, OSError) as e:
         _err(str(e))
         return EXIT_INCOMPLETE
 

@@ -98,12 +98,13 @@ def _guard(fn, verb: str):
     def run(args: argparse.Namespace) -> int:
         from ledger.errors import LedgerError
         from prover.errors import ProverError
+        from models.errors import ModelsError
 
         try:
             return fn(args)
         except CommandError as exc:
             msg, code = str(exc), exc.code
-        except (LedgerError, ProverError, OSError, ValueError) as exc:
+        except (LedgerError, ProverError, ModelsError, OSError, ValueError) as exc:
             msg, code = f"{type(exc).__name__}: {exc}", EXIT_INCOMPLETE
         msg = " ".join(msg.split())  # one line
         if getattr(args, "json", False):

@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from ledger import Ledger, LedgerError
     from prover.errors import ProverError
+    from models.errors import ModelsError
     from prover.keys import NodeKeys
     from models.publish import read_manifest
     from prover.owner_service import OwnerService
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         keys = NodeKeys.load(args.key)
         published = {read_manifest(d)["model_id"]: d for d in args.published}
         led = Ledger.open(args.ledger, create=False)
-    except (ProverError, LedgerError, OSError) as exc:
+    except (ProverError, ModelsError, LedgerError, OSError) as exc:
         print(f"shardproof owner serve: {exc}", file=sys.stderr)
         return EXIT_INCOMPLETE
     if args.poll <= 0:

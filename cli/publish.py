@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from ledger import Ledger, LedgerError
     from prover.errors import ProverError
+    from models.errors import ModelsError
     from prover.keys import NodeKeys
     from prover.model_delivery import publish_and_deliver
     from models import TINY_MODEL_DIR, load_checkpoint
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         os.rename(tmp, out)  # atomic; replaces only an empty directory
         pub = [e for e in led.query(kind="model.publish") if e.entry.body["model_id"] == model_id][-1]
         delivered = {d["node"]: d["bytes"] for d in pub.entry.body["meta"]["deliveries"]}
-    except (ProverError, LedgerError, OSError, ValueError) as exc:
+    except (ProverError, ModelsError, LedgerError, OSError, ValueError) as exc:
         if posted and tmp.exists():  # on the ledger already: the owner needs these files (`owner serve`)
             print(f"shardproof publish: published, but the files stay in {tmp}: {exc}", file=sys.stderr)
         else:

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import torch
 
-from prover.errors import CheckpointError, ModelError, TokenizerError
+from models.errors import CheckpointError, ModelError, TokenizerError
 from models.gpt import GPT, GPTConfig
 from models.tokenizer import ByteBPETokenizer
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from prover.errors import ModelError
+from models.errors import ModelError
 
 # One layer's cache: (keys, values), each (B, nh, P, hs).
 LayerKV = tuple[torch.Tensor, torch.Tensor]

@@ -18,7 +18,7 @@ import torch
 
 from mpc_core import MaskedCache, MaskedWeight, Session, SharedTensor
 from mpc_core.protocols import arithmetic as A
-from prover.errors import ModelError
+from models.errors import ModelError
 from models.gpt import GPT, GPTConfig
 
 MASK_VALUE = -1e4  # added to scores a token may not attend to (exp(-1e4) is 0 in MPC and float)

@@ -26,7 +26,8 @@ from mpc_core.domains import COMMITMENT
 from mpc_core.encoding import canonical_cbor, tensor_bytes
 from mpc_core.ring import DEFAULT_FRAC_BITS, encode
 from mpc_core.shares import additive_split
-from prover.errors import CheckpointError
+from models.errors import CheckpointError
+from models.refresh_keys import deal_keys, write_keys
 from models.checkpoint import TOKENIZER_FILE, config_from_hf, config_to_hf
 from models.gpt import GPT, GPTConfig
 from models.gpt_mpc import state_dict_for_sharing
@@ -84,8 +85,6 @@ def publish_model(model: GPT, n_parties: int, out_dir: str | Path, owner_seed: b
                 "n_parties": n_parties, "tensors": tensors}
     manifest["config"] = json.loads(json.dumps(manifest["config"]))
     manifest["model_id"] = manifest_id(_hashable(manifest))
-    from protocol.weight_refresh import deal_keys, write_keys
-
     refresh_keys = deal_keys(owner_seed, n_parties)
     for p in range(n_parties):
         d = out / f"party{p}"

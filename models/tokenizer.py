@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from prover.errors import TokenizerError
+from models.errors import TokenizerError
 
 FORMAT = "shardproof-byte-bpe"
 FORMAT_VERSION = 1

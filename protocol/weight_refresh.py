@@ -23,26 +23,11 @@ from mpc_core.domains import WEIGHT_REFRESH, WEIGHT_REFRESH_SALT
 from mpc_core.encoding import canonical_cbor, decode_cbor
 from protocol.errors import ProtocolError
 
-REFRESH_FILE = "refresh.cbor"
-FORMAT = "shardproof/refresh-keys/v1"
+from models.refresh_keys import FORMAT, REFRESH_FILE, deal_keys, write_keys  # noqa: F401 (the key files)
 
 
 class RefreshError(ProtocolError):
     """Refresh keys missing or malformed, or a refresh that does not match its commitments."""
-
-
-def deal_keys(owner_seed: bytes, n_parties: int) -> list[dict]:
-    """Every party's refresh keys, derived from the owner's publication seed."""
-    def pair(i: int, j: int) -> bytes:
-        return prg.stream_bytes(owner_seed, b"publish", f"refresh-pair:{i}:{j}", 0, "refresh", 32)
-    return [{"format": FORMAT, "party": i, "n_parties": n_parties,
-             "pairs": {str(j): pair(min(i, j), max(i, j)) for j in range(n_parties) if j != i},
-             "salt_key": prg.stream_bytes(owner_seed, b"publish", "refresh-salt", i, "refresh", 32)}
-            for i in range(n_parties)]
-
-
-def write_keys(party_dir: str | Path, keys: dict) -> None:
-    (Path(party_dir) / REFRESH_FILE).write_bytes(canonical_cbor(keys))
 
 
 def read_keys(party_dir: str | Path, party: int, n_parties: int) -> dict:

@@ -300,8 +300,8 @@ def _finish(led: Ledger, out: LedgerAudit, view: JobView, st: ChallengeState, ve
     """Post the verdict (once per auditor, only when decided) and export the accused nodes' evidence."""
     v = out.verdict
     v.seconds = time.perf_counter() - t0
-    if v.pending:
-        return  # nothing is posted that the auditor cannot stand behind
+    if v.pending or (v.errors and not v.accused_nodes):
+        return  # nothing is posted that the auditor cannot stand behind (an answer still due, its own error)
     mine = [c for c in view.verdicts if verifier is not None and c.author == verifier.node_id]
     if mine and not force:
         out.existing_verdict = out.verdict_index = mine[0].index
