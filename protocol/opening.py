@@ -128,3 +128,17 @@ def decode_release(data: bytes) -> dict:
     if corr is not None and not isinstance(corr, bytes):
         raise ValueError("release: corrections must be a CBOR byte string")
     return {"seeds": seeds, "corrections": corr}
+
+
+def corrections_head(items: list, head: bytes = bytes(32)) -> bytes:
+    """The hash chain over correction messages [[descriptor, {component: tensor}], ...] (as the broadcast
+    receipts chain messages): h_{k+1} = BLAKE3(CORRECTIONS_CHAIN || h_k || canonical_cbor(item_k)), h_0 = 0^32.
+    The last party commits to the head it received in its job root, so a release that differs is the
+    dealer's fault, provably (specs/audit.md section 3)."""
+    import blake3
+
+    from mpc_core.domains import CORRECTIONS_CHAIN
+
+    for item in items:
+        head = blake3.blake3(CORRECTIONS_CHAIN + bytes(head) + canonical_cbor(item)).digest()
+    return head

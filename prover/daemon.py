@@ -314,7 +314,8 @@ class NodeDaemon:
         sig = self.keys.bls_sign(E.job_root_message(info.job_id, self.node_id, p, 0, root, commitment.steps))
         self.led.append(E.make_entry(self.keys.identity, E.JOB_ROOT, B.JobRoot(
             info.job_id, self.node_id, p, 0, root, commitment.steps, sig, commitment.views_root,
-            commitment.opened_root, beacon, tuple(B.Receipt(*r) for r in heard), tuple(disputes)).to_body()))
+            commitment.opened_root, beacon, tuple(B.Receipt(*r) for r in heard), tuple(disputes),
+            link.head if link is not None else None).to_body()))
 
     def make_communicator(self, party: int, n_parties: int, group, bcast: BroadcastLog) -> TorchDistributedCommunicator:
         """The transport of this node's party in a job: point-to-point rounds chained into `bcast`."""

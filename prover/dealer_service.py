@@ -37,7 +37,7 @@ from prover.ledger_view import next_wake
 from prover.local_files import safe_id, write_secret
 from prover.errors import ProverError
 from prover.keys import NodeKeys, lookup_peer
-from protocol.opening import correction_items, encode_release
+from protocol.opening import correction_items, corrections_head, enc_tensor, encode_release
 from prover.wire import (dealer_rank, join_group, leave_group, recv_exact, recv_fixed, send_bytes, send_exact,
                          send_fixed)
 
@@ -59,6 +59,7 @@ class SealedDealerLink:
         self.rank = dealer_rank(n_parties)
         self.job_id = job_id
         self.key = key
+        self.head = bytes(32)  # hash chain over every correction message received (protocol.opening.corrections_head)
 
     def fetch(self, req: Request, op_index: int) -> dict:
         desc = req.describe()
@@ -72,6 +73,7 @@ class SealedDealerLink:
         for comp, size in zip(comps, sizes):
             out[comp.name] = tensor_from_bytes(payload[pos:pos + size], tuple(comp.shape))
             pos += size
+        self.head = corrections_head([[desc, {k: enc_tensor(v) for k, v in sorted(out.items())}]], self.head)
         return out
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ from models.gpt import GPT
 from models.publish import MANIFEST_FILE, publish_model
 from protocol import bodies as B
 from protocol.challenge import DEALER_SLOT, beacon_commitment, beacon_value
-from protocol.opening import correction_items, encode_release, node_opening
+from protocol.opening import correction_items, corrections_head, encode_release, node_opening
 
 ORIGIN = "shardproof/local"
 
@@ -95,7 +95,11 @@ class LocalNetwork:
         nd, c = self.nodes[p], job.parties[p].commitment
         beacon = beacon_commitment(job_id, p, beacon_value(job.parties[p].node_secret, job_id, p))
         sig = nd.bls_sign(E.job_root_message(job_id, nd.node_id, p, 0, c.root, c.steps))
-        body = B.JobRoot(job_id, nd.node_id, p, 0, c.root, c.steps, sig, c.views_root, c.opened_root, beacon).to_body()
+        corrections = None
+        if p == len(self.nodes) - 1:  # the last party commits to the corrections it received
+            corrections = corrections_head(correction_items(job.session.dealer, job.session.request_log))
+        body = B.JobRoot(job_id, nd.node_id, p, 0, c.root, c.steps, sig, c.views_root, c.opened_root, beacon,
+                         corrections=corrections).to_body()
         return E.make_entry(nd, E.JOB_ROOT, {**body, **changes})
 
     def reveal_entry(self, job: Job, job_id: str, slot: int | str) -> E.Entry:

@@ -66,7 +66,8 @@ class Verdict:
     parties: list[PartyVerdict] = field(default_factory=list)
     seconds: float = 0.0
     dealer: str | None = None
-    dealer_status: str = "ok"  # "ok", "defaulted" (withheld its reveal or release), "pending"
+    dealer_status: str = "ok"  # "ok", "defaulted" (withheld its reveal or release), "cheated" (a release that
+    # does not open its commitments or differs from what the last party received)
     dealer_reason: str = ""
     noise: list[dict] = field(default_factory=list)  # entries that did not count (protocol.job_view)
 
@@ -94,7 +95,7 @@ class Verdict:
     def accused_nodes(self) -> list[str]:
         """Node ids named by this verdict (cheated or defaulted), the dealer included if it defaulted."""
         out = [p.node or f"party-{p.party}" for p in self.parties if p.status in ACCUSING]
-        if self.dealer_status == "defaulted" and self.dealer:
+        if self.dealer_status in ACCUSING and self.dealer:
             out.append(self.dealer)
         return out
 

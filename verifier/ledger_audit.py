@@ -38,7 +38,7 @@ from protocol.challenge import derive
 from protocol.commitments import JobCommitment, job_root, verify_records
 from protocol.errors import JobError
 from protocol.job_view import (ChallengeState, JobView, challenge_state, deadline_index, read_job)
-from protocol.opening import dec_tensor, decode_opening, decode_release
+from protocol.opening import corrections_head, dec_tensor, decode_opening, decode_release
 from protocol.program import program_for_parties
 from protocol.weight_refresh import refreshed_manifest
 from models.publish import commit_tensor, manifest_config
@@ -118,6 +118,14 @@ def _release(view: JobView, get_blob: Callable[[bytes], bytes]) -> tuple[dict | 
     for p, seed in rel["seeds"].items():
         if p not in commits or prg.seed_commitment(seed, view.job_id.encode(), p) != commits[p]:
             return None, f"released seed of party {p} does not open the dealer's commitment"
+    last = view.roots.get(view.n_parties - 1)
+    if rel["corrections"] is not None and last is not None and last.body.corrections is not None:
+        try:
+            head = corrections_head(decode_cbor(rel["corrections"]))
+        except Exception as exc:  # noqa: BLE001
+            return None, f"malformed corrections in the release: {type(exc).__name__}: {exc}"
+        if head != last.body.corrections:
+            return None, "released corrections differ from the ones the last party signed for in its job root"
     return rel, ""
 
 
@@ -139,7 +147,9 @@ def judge_job(view: JobView, challenge_index: int | None, seed: bytes, closed: i
     def late(c) -> bool:
         return c is None or (deadline is not None and c.index > deadline)
 
-    dealer_fault = ""
+    dealer_fault, dealer_kind = "", "defaulted"
+    if release is None and view.release is not None:  # a release that is malformed or does not open: provable
+        dealer_fault, dealer_kind = release_problem, "cheated"
     slots: list = []
     for p in range(n):
         node = view.nodes.get(p)
@@ -164,9 +174,7 @@ def judge_job(view: JobView, challenge_index: int | None, seed: bytes, closed: i
         elif release is None or p not in release["seeds"] or (p == n - 1 and not release.get("corrections")):
             why = release_problem or ("the dealer did not release this party's seed" if release is None
                                       or p not in release["seeds"] else "the dealer did not release its corrections")
-            if release is None and view.release is not None:  # a release that is malformed or does not open
-                dealer_fault = release_problem
-            elif late(view.release) and deadline is not None:
+            if late(view.release) and deadline is not None and not dealer_fault:
                 dealer_fault = dealer_fault or f"withheld the release for party {p} past the deadline"
             status = "unresponsive" if (dealer_fault or deadline is not None) else "pending"
             slots.append(PartyVerdict(p, status, why, node=node))
@@ -175,7 +183,7 @@ def judge_job(view: JobView, challenge_index: int | None, seed: bytes, closed: i
         else:
             slots.append(p)  # judged below, with the other opened parties
     if dealer_fault:
-        v.dealer_status, v.dealer_reason = "defaulted", dealer_fault
+        v.dealer_status, v.dealer_reason = dealer_kind, dealer_fault
     try:
         manifest = _manifest(view, get_blob)
     except AuditIncomplete as exc:

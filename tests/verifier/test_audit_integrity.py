@@ -149,7 +149,7 @@ def test_a_silent_opened_cheater_defaults_with_evidence_that_verifies_offline(ne
         jid = f"silent-{attempt}"
         job = net.run(tmp_path / "model", net.model_id, PROMPT, 2, job_id=jid, workdir=tmp_path / jid,
                       cheats={cheater: Cheat.parse("matmul-random@5")})
-        if job.challenge().closed != cheater:
+        if challenge_state(net.ledger, jid).derived.closed != cheater:
             break
     res = audit_on_ledger(net.ledger, jid, net.verifier, lam=8,
                           respond=lambda ci, ps: net.respond(job, jid, ci, ps, withhold=(cheater,)))
@@ -256,3 +256,32 @@ def test_a_grinding_cheater_is_still_opened_end_to_end(net, tmp_path):
             break
     assert caught is not None and caught.verdict.cheaters == [cheater], [predicted_closed]
     assert caught.verdict.accused_nodes == [net.nodes[cheater].node_id]
+
+
+def test_a_dealer_that_releases_other_corrections_is_named_not_the_last_party(net, tmp_path):
+    """Attack class 5: the last party committed to the corrections it received (a hash chain in its job
+    root); a release with different corrections is the dealer's fault, provably."""
+    from protocol.opening import correction_items, encode_release
+
+    last = 2
+    for attempt in range(16):
+        jid = f"bad-dealer-{attempt}"
+        job = net.run(tmp_path / "model", net.model_id, PROMPT, 2, job_id=jid, workdir=tmp_path / jid)
+        if challenge_state(net.ledger, jid).derived.closed != last:
+            break
+
+    def respond(ci, parties):
+        net.respond(job, jid, ci, parties, release=False)
+        items = correction_items(job.session.dealer, job.session.request_log)
+        k = next(i for i, (_, comps) in enumerate(items) if comps)  # the first request with corrections
+        name, (shape, data) = sorted(items[k][1].items())[0]
+        items[k][1][name] = [shape, bytes([data[0] ^ 1]) + data[1:]]  # one bit off
+        data = net.ledger.put_blob(encode_release({p: job.seed(p) for p in parties}, items))
+        net.ledger.append(_entry(net.dealer, E.RELEASE, B.DealerRelease(jid, ci, data).to_body()))
+
+    res = audit_on_ledger(net.ledger, jid, net.verifier, lam=8, respond=respond)
+    v = res.verdict
+    assert v.dealer_status == "cheated" and v.accused_nodes == [net.dealer.node_id], v.as_dict()
+    assert v.cheaters == [] and next(p for p in v.parties if p.party == last).status == "unresponsive"
+    chk = check_evidence(res.evidence[net.dealer.node_id], net.ledger.log_key)
+    assert chk.ok and chk.accused == [net.dealer.node_id], chk.as_dict()
