@@ -77,6 +77,7 @@ def _job(d: dict, job_id: str) -> dict:
 
 def _audit(d: dict, job_id: str, state_file: str):
     d["led"].checkpoint()  # seals the job roots before any challenge
+    release_for_challenge(d["url"], d["client"], state_file, job_id)  # the dealer (in the client) reveals its beacon
     return audit_on_ledger(d["led"], job_id, d["verifier"].identity, lam=40, wait_s=60,
                            respond=lambda ci, ps: release_for_challenge(d["url"], d["client"], state_file, job_id))
 
