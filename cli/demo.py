@@ -143,12 +143,12 @@ def _cheat_run(out, net, cheat, args, nodes, job_and_audit, summary, d, check_ev
         return False
     jid, job, res = caught
     ev = {}
-    for p, bundle in res.evidence.items():
-        path = d / f"evidence-{jid}-party{p}.cbor"
+    for node, bundle in res.evidence.items():
+        path = d / f"evidence-{jid}-{node}.cbor"
         path.write_bytes(bundle)
         chk = check_evidence(bundle, net.ledger.log_key)
-        ev[nodes[p]] = {"bytes": len(bundle), "verifies_offline": chk.ok}
-        out.print(Panel(f"evidence against {nodes[p]}: {len(bundle):,} bytes; checked offline "
+        ev[node] = {"bytes": len(bundle), "verifies_offline": chk.ok}
+        out.print(Panel(f"evidence against {node}: {len(bundle):,} bytes; checked offline "
                         f"(ledger proofs, signatures, challenge derivation, replay or receipts): "
                         f"{'[bold red]proves the cheating[/]' if chk.ok else '[yellow]does not verify[/]'}",
                         title="evidence"))

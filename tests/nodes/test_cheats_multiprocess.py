@@ -158,11 +158,11 @@ def test_cheat_is_caught_and_attributed(network, case):
         assert v.unresponsive == [], (kind, v.as_dict())
         body = net.ledger.get(res.verdict_index).entry.body
         assert body["outcome"] == "fail" and body["accused"] == [net.nodes[CHEATER].node_id]
-        chk = check_evidence(res.evidence[CHEATER], net.ledger.log_key)
+        chk = check_evidence(res.evidence[net.nodes[CHEATER].node_id], net.ledger.log_key)
         assert chk.ok and chk.accused == [net.nodes[CHEATER].node_id], (kind, chk.as_dict())
         # The honest nodes' receipts are on the ledger with their job roots.
         roots = net.ledger.by_job(job_id, kind=E.JOB_ROOT)
-        assert all(len(r.entry.body["meta"]["receipts"]) == 2 for r in roots if r.entry.body["party"] != CHEATER)
+        assert all(len(r.entry.body["receipts"]) == 2 for r in roots if r.entry.body["party"] != CHEATER)
     finally:
         assert net.restart_node(CHEATER, None) == 0, net.logs()
 
