@@ -14,6 +14,7 @@ error, bad input, log key mismatch).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
@@ -75,8 +76,11 @@ def run(args: argparse.Namespace) -> int:
             key, new = pin(led.origin, led.log_key)
             if new:
                 err.print(f"verify audit: pinned log {led.origin} with key {key.hex()[:16]}... (trust on first use)")
-        res = audit_on_ledger(led, args.job_id, identity, lam=args.lam, mode="exact" if args.exact else "freivalds",
-                              wait_s=args.wait, log_key=key, force=args.force)
+        spin = err.status(f"auditing {args.job_id}: waiting up to {args.wait:g} s for reveals, openings and a "
+                          "checkpoint") if err.is_terminal and not args.json else contextlib.nullcontext()
+        with spin:
+            res = audit_on_ledger(led, args.job_id, identity, lam=args.lam, mode="exact" if args.exact else "freivalds",
+                                  wait_s=args.wait, log_key=key, force=args.force)
     except (AuditIncomplete, LedgerError, KnownLogsError, OSError, ValueError) as exc:
         err.print(f"verify audit: {exc}")
         return EXIT_INCOMPLETE
@@ -90,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**v.as_dict(), "checks": res.checks, "evidence": paths,
                           "challenge_index": res.challenge_index, "verdict_index": res.verdict_index,
-                          "existing_verdict": res.existing_verdict}))
+                          "existing_verdict": res.existing_verdict, "missing_evidence": res.missing_evidence}))
     else:
         render_verdict(Console(), v, checks=res.checks)
         if res.existing_verdict is not None:
@@ -98,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
                             "--force posts another")
         for node, path in paths.items():
             Console().print(f"evidence against {node}: {path}  (check offline: verify evidence {path})")
+        for node in res.missing_evidence:
+            err.print(f"verify audit: no signed checkpoint covers the evidence against {node} yet "
+                      "(is `shardproof ledger serve` running?); run the audit again to write it")
     if v.outcome == "fail":
         return EXIT_FAILED
     return EXIT_OK if v.clean and all(res.checks.values()) else EXIT_INCOMPLETE

@@ -59,6 +59,7 @@ class LedgerAudit:
     evidence: dict[str, bytes] = field(default_factory=dict)  # accused node id -> bundle
     checks: dict[str, bool] = field(default_factory=dict)
     existing_verdict: int | None = None  # this auditor's verdict posted before (not posted again)
+    missing_evidence: list[str] = field(default_factory=list)  # accused nodes whose bundle needs a later checkpoint
 
 
 def _corrections_fn(blob) -> Callable[[Request, int], dict[str, torch.Tensor]]:
@@ -260,7 +261,8 @@ def audit_on_ledger(led: Ledger, job_id: str, verifier: Identity | None, *, lam:
         if "dealer" in missing:
             v.dealer_status, v.dealer_reason = "defaulted", f"withheld its challenge beacon past the deadline (#{dl})"
         out.verdict = v
-        _finish(led, out, view, st, verifier, post, force, lam, mode, window=(st.seal.size, dl + 1), t0=t0)
+        _finish(led, out, view, st, verifier, post, force, lam, mode, window=(st.seal.size, dl + 1), t0=t0,
+                until=deadline_t)
         return out
     if st.counted is None:
         if not (post and verifier is not None):
@@ -293,8 +295,22 @@ def audit_on_ledger(led: Ledger, job_id: str, verifier: Identity | None, *, lam:
     out.verdict = judge_job(view, out.challenge_index, st.derived.seed, st.derived.closed, dl, led.get_blob, reg_keys,
                             lam=lam, mode=mode)
     _finish(led, out, view, st, verifier, post, force, lam, mode, window=(out.challenge_index + 1, dl + 1)
-            if dl is not None else None, t0=t0)
+            if dl is not None else None, t0=t0, until=deadline_t)
     return out
+
+
+def _covering_checkpoint(led: Ledger, need: int, until: float):
+    """The latest stored checkpoint of size >= `need`; signs one if this handle is the log; else waits for
+    the log operator (`shardproof ledger serve`) to sign one until `until` (monotonic). None if none came."""
+    while True:
+        scp = next((c for c in reversed(led.checkpoints()) if c.size >= need), None)
+        if scp is not None:
+            return scp
+        if led.identity is not None:
+            return led.checkpoint()
+        if time.monotonic() >= until:
+            return None
+        time.sleep(0.2)
 
 
 def _all_answered(st: ChallengeState) -> bool:
@@ -304,8 +320,9 @@ def _all_answered(st: ChallengeState) -> bool:
 
 
 def _finish(led: Ledger, out: LedgerAudit, view: JobView, st: ChallengeState, verifier: Identity | None, post: bool,
-            force: bool, lam: int, mode: str, window: tuple[int, int] | None, t0: float) -> None:
-    """Post the verdict (once per auditor, only when decided) and export the accused nodes' evidence."""
+            force: bool, lam: int, mode: str, window: tuple[int, int] | None, t0: float, until: float = 0.0) -> None:
+    """Post the verdict (once per auditor, only when decided) and export the accused nodes' evidence, under
+    the first signed checkpoint that covers it (waiting for the log to sign one until `until`, monotonic)."""
     v = out.verdict
     v.seconds = time.perf_counter() - t0
     if v.pending or (v.errors and not v.accused_nodes):
@@ -346,11 +363,10 @@ def _finish(led: Ledger, out: LedgerAudit, view: JobView, st: ChallengeState, ve
         if reg is not None and reg.index >= 0:
             idx.append(reg.index)
         need = max([*idx, *([window[1] - 1] if window else [])]) + 1
-        scp = next((c for c in reversed(led.checkpoints()) if c.size >= need), None)
-        if scp is None and led.identity is not None:
-            scp = led.checkpoint()
+        scp = _covering_checkpoint(led, need, until)
         if scp is None:
-            continue  # no checkpoint covers the evidence yet: `verify audit` waits for one and exports again
+            out.missing_evidence.append(node)  # the log has not signed a checkpoint covering it yet
+            continue
         out.evidence[node] = export_bundle(led, sorted(set(idx)), scp, window=window, tree_heads=[st.seal.size])
 
 
