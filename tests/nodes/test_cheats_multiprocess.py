@@ -40,6 +40,11 @@ HONEST_JOBS_CAP = 30  # ... and on until every share index was closed once (P[> 
 PG_QUICK = ("matmul-random", "equivocate", "refuse")  # one matmul kind, one network-only, one audit-time
 WEIGHT = "transformer.h.0.mlp.c_fc.weight"
 _jobs = itertools.count()
+# The daemons' and the client's --timeout (gloo joins and every send/recv wait that long) and the harness's
+# idle window. Only a failure ever waits it out; a loaded machine (load 10 on 2 cores) slows a job tenfold
+# and had a starved dealer miss a 90 s send deadline.
+TIMEOUT_S = 300
+pytestmark = pytest.mark.timeout(1800)  # a test of a few jobs takes minutes on a loaded machine
 
 
 def test_every_cheat_kind_is_covered():
@@ -53,7 +58,7 @@ def network(request, tmp_path_factory):
         url = f"sqlite:///{tmp / 'ledger.db'}"
     else:
         url = request.getfixturevalue("pg_server").create_database(f"procnet{os.getpid()}")
-    net = ProcessNetwork(url, tmp, n_nodes=3, seed=11, timeout_s=90)
+    net = ProcessNetwork(url, tmp, n_nodes=3, seed=11, timeout_s=TIMEOUT_S)
     model_id = net.publish(random_model(CFG, seed=4))
     net.start()
     assert net.wait_ready(120), net.logs()
@@ -195,7 +200,7 @@ def test_a_node_killed_mid_job_fails_that_job_only(network):
     time.sleep(0.5)  # well inside the job: 6 forward passes take seconds
     net.procs[net.nodes[victim].node_id].kill()
     net.procs.pop(net.nodes[victim].node_id).wait(10)
-    t.join(240)
+    t.join(2 * net.timeout_s)
     assert not t.is_alive(), "the client hung after a node died"
     assert "error" in outcome, outcome
     for i in (0, 1):
