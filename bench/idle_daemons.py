@@ -4,7 +4,9 @@ process on a ledger with no job in flight, per engine (SQLite file; PostgreSQL v
     .venv/bin/python bench/idle_daemons.py [--window 60] [--engines sqlite,postgres] [--json PATH]
 
 What is measured: each process's CPU time (user + system, from /proc/<pid>/stat) over `--window` seconds
-once all three are serving and have settled, as a share of one core. The target is under 1 % per daemon:
+once all three are serving and have settled, as a share of one core. With `--history N` the node and the
+dealer first get N finished jobs on disk whose challenge never came (what a daemon accumulates over a
+day of unaudited jobs): a daemon that re-scans on a timer pays for them on every poll. The target is under 1 % per daemon:
 an idle daemon waits for the ledger to grow (LISTEN/NOTIFY on PostgreSQL, a backed-off PRAGMA data_version
 poll on SQLite) instead of re-scanning it every --poll seconds.
 """
@@ -19,7 +21,9 @@ from pathlib import Path
 from common import machine, print_table, write_json
 
 from ledger.pgserver import TempPostgres, find_bin_dir
+from mpc_core.encoding import canonical_cbor
 from models import GPTConfig, random_model
+from prover.local_files import write_secret
 from sim.process_network import ProcessNetwork, _cpu_seconds
 
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=40, block_size=16)
@@ -27,11 +31,27 @@ SETTLE_S = 3.0  # after "serving": let imports and the first scan finish before 
 DEFAULT_JSON = str(Path(__file__).resolve().parent / "results" / "idle_daemons.json")
 
 
-def start_idle_daemons(url: str, workdir: Path, poll_s: float = 0.2) -> tuple[ProcessNetwork, dict[str, int]]:
-    """A ledger at `url` with a published model and one node, dealer and owner process, all serving;
-    returns the network (stop it with `.stop()`) and role -> pid."""
+def seed_history(net: ProcessNetwork, n_jobs: int) -> None:
+    """N finished, never-challenged jobs in node 0's and the dealer's state directories."""
+    node_jobs = net.data_dir(net.nodes[0].node_id) / "jobs"
+    dealer_dir = net.data_dir(net.dealer.node_id) / "dealer"
+    dealer_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(n_jobs):
+        job = f"old-{i}"
+        (node_jobs / job).mkdir(parents=True, exist_ok=True)
+        (node_jobs / job / "status").write_text("done")
+        write_secret(dealer_dir / f"dealer-{job}.cbor", canonical_cbor({
+            "format": "shardproof/dealer-state/v1", "job_id": job, "n_parties": 3, "master_seed": b"m" * 32,
+            "requests": [], "status": "done"}))
+
+
+def start_idle_daemons(url: str, workdir: Path, poll_s: float = 0.2,
+                       history: int = 0) -> tuple[ProcessNetwork, dict[str, int]]:
+    """A ledger at `url` with a published model and one node, dealer and owner process, all serving
+    (with `history` finished jobs on disk); returns the network (stop it with `.stop()`) and role -> pid."""
     net = ProcessNetwork(url, workdir, n_nodes=3, poll_s=poll_s)
     net.publish(random_model(CFG, seed=4))
+    seed_history(net, history)
     owner_key = workdir / "owner.key"
     net.owner.save(owner_key)
     net.start_node(0)
@@ -63,11 +83,11 @@ def measure_idle(pids: dict[str, int], window_s: float) -> dict[str, dict[str, f
     return out
 
 
-def run_engine(engine: str, window_s: float, pg: TempPostgres | None) -> dict[str, dict[str, float]]:
+def run_engine(engine: str, window_s: float, pg: TempPostgres | None, history: int) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory(prefix=f"idle-{engine}-") as tmp:
         work = Path(tmp)
         url = f"sqlite:///{work / 'ledger.db'}" if engine == "sqlite" else pg.create_database(f"idle_{int(time.time())}")
-        net, pids = start_idle_daemons(url, work)
+        net, pids = start_idle_daemons(url, work, history=history)
         try:
             time.sleep(SETTLE_S)
             return measure_idle(pids, window_s)
@@ -80,6 +100,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--window", type=float, default=60.0, help="measurement window in seconds (default 60)")
     ap.add_argument("--engines", default="sqlite,postgres")
+    ap.add_argument("--history", type=int, default=0, help="finished, unchallenged jobs on disk (default 0)")
     ap.add_argument("--json", default=DEFAULT_JSON)
     args = ap.parse_args()
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
@@ -93,15 +114,16 @@ def main() -> None:
     results: dict[str, dict] = {}
     try:
         for engine in engines:
-            results[engine] = run_engine(engine, args.window, pg)
+            results[engine] = run_engine(engine, args.window, pg, args.history)
     finally:
         if pg is not None:
             pg.stop()
     rows = [[engine, role, m["cpu_s"], m["wall_s"], m["core_pct"], "yes" if m["core_pct"] < 1.0 else "NO"]
             for engine, per in results.items() for role, m in per.items()]
-    print_table(f"idle daemons: CPU over a {args.window:.0f} s window (no job in flight)",
+    print_table(f"idle daemons: CPU over a {args.window:.0f} s window (no job in flight, {args.history} old jobs)",
                 ["engine", "daemon", "cpu s", "wall s", "% of a core", "< 1 %"], rows)
-    write_json(args.json, {"bench": "idle_daemons", "window_s": args.window, "machine": machine(),
+    write_json(args.json, {"bench": "idle_daemons", "window_s": args.window, "history": args.history,
+                           "machine": machine(),
                            "results": results})
 
 
