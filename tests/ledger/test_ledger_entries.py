@@ -25,9 +25,13 @@ BODIES = {
     E.MODEL: {"model_id": "gpt2-tiny", "manifest": D32, "n_shares": 3, "commitments": D32},
     E.JOB_OPEN: {"job_id": "j", "model_id": "m", "n_parties": 3, "replicas": 1, "stages": 1, "dealer": "dealer"},
     E.JOB_ASSIGN: {"job_id": "j", "assignments": [{"node": "alice", "party": 0, "replica": 0, "stage": 0}]},
-    E.DEALER_COMMIT: {"job_id": "j", "seeds": [{"party": 0, "commitment": D32}]},
+    E.DEALER_COMMIT: {"job_id": "j", "seeds": [{"party": 0, "commitment": D32}], "beacon": D32},
     E.STEP_COMMIT: {"job_id": "j", "node": "alice", "party": 0, "first_step": 0, "count": 10, "root": D32},
-    E.JOB_ROOT: {"job_id": "j", "node": "alice", "party": 0, "replica": 0, "root": D32, "n_steps": 10, "bls_sig": b"\x01" * 96},
+    E.JOB_ROOT: {"job_id": "j", "node": "alice", "party": 0, "replica": 0, "root": D32, "n_steps": 10, "bls_sig": b"\x01" * 96,
+                 "views_root": D32, "opened_root": D32, "beacon": D32, "receipts": [[1, 3, D32, b"\x02" * 64]],
+                 "disputes": [2], "corrections": D32},
+    E.REVEAL: {"job_id": "j", "party": 1, "value": D32},
+    E.RELEASE: {"job_id": "j", "challenge": 9, "data": D32},
     E.CHALLENGE: {"job_id": "j", "checkpoint_size": 5, "checkpoint_root": D32, "seed": D32, "parties": [0, 1]},
     E.OPENING: {"job_id": "j", "node": "alice", "party": 0, "challenge": 4, "data": D32},
     E.VERDICT: {"job_id": "j", "outcome": "fail", "accused": ["bob"], "reason": "freivalds", "evidence": [D32]},
@@ -121,7 +125,7 @@ def test_job_roots_aggregate_in_one_check():
     for p, who in enumerate(nodes):
         root = bytes([p]) * 32
         sig = who.bls_sign(E.job_root_message("j", who.node_id, p, 0, root, 10))
-        es.append(E.make_entry(who, E.JOB_ROOT, {"job_id": "j", "node": who.node_id, "party": p, "replica": 0, "root": root, "n_steps": 10, "bls_sig": sig}))
+        es.append(E.make_entry(who, E.JOB_ROOT, {"job_id": "j", "node": who.node_id, "party": p, "replica": 0, "root": root, "n_steps": 10, "bls_sig": sig, "views_root": D32, "opened_root": D32, "beacon": D32}))
     keys = {w.node_id: w.bls_pub for w in nodes}
     assert E.job_roots_aggregate_ok(es, keys)
     forged = E.make_entry(nodes[1], E.JOB_ROOT, {**es[1].body, "root": b"\x09" * 32})
