@@ -36,10 +36,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cli.common import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, run_until_signalled
+from cli.common import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, add_ledger_argument, run_until_signalled
+
+from ledger.operator import DEFAULT_INTERVAL_S, DEFAULT_MAX_IDLE_S
 
 LOG_NODE_ID = "log"
-DEFAULT_INTERVAL_S = 1.0
 
 
 class CommandError(Exception):
@@ -50,14 +51,19 @@ class CommandError(Exception):
         self.code = code
 
 
+_VERBS_DOC = ("--ledger defaults to $SHARDPROOF_LEDGER, else `ledger` in ~/.config/shardproof/config.toml; "
+              "--key is the log's own key (no configured default). Exit 0 ok, 1 refused or bad, 2 could not run.")
+
+
 def register(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="the log operator's role: init, serve (sign checkpoints), info, get",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = p.add_subparsers(dest="verb", metavar="VERB")
     url_help = "ledger URL: sqlite:///path, postgresql://..., or a file path"
 
-    s = verbs.add_parser("init", help="create a ledger and record the log's key (refused if one exists)")
-    s.add_argument("--ledger", required=True, help=url_help)
+    s = verbs.add_parser("init", help="create a ledger and record the log's key (refused if one exists)",
+                         description="Create a ledger and record the log's key (refused if one exists). " + _VERBS_DOC)
+    add_ledger_argument(s, url_help)
     s.add_argument("--key", required=True, type=Path,
                    help="the log's key file (node key format, `prover keygen`); generated (id 'log', mode 0600) "
                         "if it does not exist")
@@ -66,22 +72,28 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     s.add_argument("--json", action="store_true", help="machine-readable result on stdout")
     s.set_defaults(func=_guard(run_init, "init"))
 
-    s = verbs.add_parser("serve", help="sign a checkpoint whenever new entries arrived (a daemon)")
-    s.add_argument("--ledger", required=True, help=url_help)
+    s = verbs.add_parser("serve", help="sign a checkpoint whenever new entries arrived (a daemon)",
+                         description="Sign a checkpoint whenever new entries arrived (a daemon). " + _VERBS_DOC)
+    add_ledger_argument(s, url_help)
     s.add_argument("--key", required=True, type=Path, help="the log's key file (the one `ledger init` recorded)")
     s.add_argument("--interval", type=float, default=DEFAULT_INTERVAL_S,
                    help=f"at most one checkpoint every this many seconds (default {DEFAULT_INTERVAL_S:g})")
+    s.add_argument("--max-idle", type=float, default=DEFAULT_MAX_IDLE_S,
+                   help=f"at least one checkpoint every this many seconds, even when no entry arrived: the log's "
+                        f"clock, in which job deadlines are counted (default {DEFAULT_MAX_IDLE_S:g})")
     s.set_defaults(func=_guard(run_serve, "serve"))
 
-    s = verbs.add_parser("info", help="tree size and root, latest checkpoint, origin and the log's public key")
-    s.add_argument("--ledger", required=True, help=url_help)
+    s = verbs.add_parser("info", help="tree size and root, latest checkpoint, origin and the log's public key",
+                         description="Tree size and root, latest checkpoint, origin and the log's public key. " + _VERBS_DOC)
+    add_ledger_argument(s, url_help)
     s.add_argument("--json", action="store_true", help="machine-readable result on stdout")
     s.set_defaults(func=_guard(run_info, "info"))
 
-    s = verbs.add_parser("get", help="an entry (or a job's entries) with its inclusion proof checked")
+    s = verbs.add_parser("get", help="an entry (or a job's entries) with its inclusion proof checked",
+                         description="An entry (or a job's entries) with its inclusion proof checked. " + _VERBS_DOC)
     s.add_argument("index", nargs="?", default=None, metavar="INDEX", help="entry index (0-based)")
     s.add_argument("--job", default=None, metavar="JOB", help="every entry of this job id instead of INDEX")
-    s.add_argument("--ledger", required=True, help=url_help)
+    add_ledger_argument(s, url_help)
     s.add_argument("--json", action="store_true", help="machine-readable result on stdout")
     s.set_defaults(func=_guard(run_get, "get"))
 
@@ -198,6 +210,8 @@ def run_init(args: argparse.Namespace) -> int:
         existing.close()
         raise CommandError(f"a ledger already exists at {args.ledger} (origin {origin!r}, {size} entries); "
                            f"init never touches an existing ledger")
+    from ledger.operator import init_ledger
+
     generated = not args.key.exists() and not args.key.is_symlink()
     if generated:
         keys = NodeKeys.generate(LOG_NODE_ID)
@@ -213,9 +227,9 @@ def run_init(args: argparse.Namespace) -> int:
         else contextlib.nullcontext()
     try:
         with busy:
-            led = Ledger.open(args.ledger, origin=args.origin, log_identity=keys.identity, create=True)
+            led = init_ledger(args.ledger, keys.identity, args.origin)
             try:
-                scp = led.checkpoint()
+                scp = led.latest_checkpoint()
                 size, root = led.tree_head()
                 info = {"ledger": args.ledger, "origin": led.origin, "hash": led.hash_name,
                         "log_node": keys.node_id, "log_key": (led.log_key or b"").hex(), "key_file": str(args.key),
@@ -240,24 +254,13 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 # --- serve --------------------------------------------------------------------------------
-def pending_entries(led) -> int:
-    """How many entries other than checkpoint entries arrived since the latest signed checkpoint."""
-    from ledger import entries as E
-
-    latest = led.latest_checkpoint()
-    size = led.size()
-    since = 0 if latest is None else latest.size
-    if size <= since:
-        return 0
-    return size - since - len(led.query(kind=E.CHECKPOINT, start=since))
-
-
 def run_serve(args: argparse.Namespace) -> int:
-    from ledger import LedgerError
     from ledger.errors import LedgerConfigMismatch
 
     if not args.interval > 0 or args.interval == float("inf"):
         raise CommandError("--interval must be a positive number of seconds")
+    if not args.max_idle >= args.interval or args.max_idle == float("inf"):
+        raise CommandError("--max-idle must be a number of seconds no smaller than --interval")
     keys = _load_key(args.key)
     try:
         led = _open_existing(args.ledger, log_identity=keys.identity)
@@ -266,19 +269,14 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     log = logging.getLogger("shardproof.log")
 
+    from ledger.operator import LogOperator
+
     def serve(stop) -> None:
-        log.info("log %s serving %s (origin %r, log key %s), a checkpoint at most every %gs", keys.node_id,
-                 args.ledger, led.origin, (led.log_key or b"").hex()[:16], args.interval)
+        log.info("log %s serving %s (origin %r, log key %s), a checkpoint at most every %gs and at least every "
+                 "%gs", keys.node_id, args.ledger, led.origin, (led.log_key or b"").hex()[:16], args.interval,
+                 args.max_idle)
         try:
-            while not stop.is_set():
-                try:
-                    new = pending_entries(led)
-                    if new > 0:
-                        scp = led.checkpoint()
-                        log.info("checkpoint: size %d root %s (%d new entries)", scp.size, scp.root.hex()[:16], new)
-                except LedgerError as exc:  # a busy or briefly unreachable database: try again next round
-                    log.warning("checkpoint failed, retrying: %s", exc)
-                stop.wait(args.interval)
+            LogOperator(led, args.interval, args.max_idle).serve(stop)
         finally:
             led.close()
             log.info("stopped")

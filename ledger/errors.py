@@ -129,6 +129,10 @@ class LedgerConfigMismatch(StorageError):
     """Opening an existing ledger with a different origin or hash function."""
 
 
+class LedgerExists(StorageError):
+    """`init` found a ledger already there (a ledger is created once)."""
+
+
 class WriteConflict(StorageError):
     """The store refused a write because a unique key (leaf hash, tree node, registration) already exists."""
 

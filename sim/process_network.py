@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ledger import Identity, Ledger
+from ledger import Ledger
+from ledger.errors import LedgerExists
+from ledger.operator import init_ledger
 from mpc_core import prg
 from prover.keys import NodeKeys, registration_entry
 from models.gpt import GPT
@@ -66,8 +68,12 @@ class ProcessNetwork:
         def keys(name: str) -> NodeKeys:
             return NodeKeys.generate(name, prg.master_from_int(seed, f"shardproof/loopback:{name}"))
 
-        self.log_identity = Identity("log", prg.master_from_int(seed, "shardproof/loopback:log"))
-        self.ledger = Ledger.open(url, origin=ORIGIN, log_identity=self.log_identity)
+        self.log_keys = keys("log")  # the log operator: `shardproof ledger serve` (start_log)
+        self.log_identity = self.log_keys.identity
+        try:
+            self.ledger = init_ledger(url, self.log_identity, ORIGIN)  # what `shardproof ledger init` does
+        except LedgerExists:
+            self.ledger = Ledger.open(url, origin=ORIGIN, log_identity=self.log_identity)
         self.owner, self.client, self.dealer, self.verifier = keys("owner"), keys("client"), keys("dealer"), keys("verifier")
         self.nodes = [keys(f"node-{i}") for i in range(n_nodes)]
         known = {r.node_id for r in self.ledger.registrations()}
@@ -81,6 +87,8 @@ class ProcessNetwork:
         for k in self.nodes + [self.dealer]:
             if not self._key_file(k.node_id).exists():
                 k.save(self._key_file(k.node_id))
+        if not self._key_file("log").exists():
+            self.log_keys.save(self._key_file("log"))
         self.procs: dict[str, subprocess.Popen] = {}
         self._log_offset: dict[str, int] = {}
         self.published: dict[str, Path] = {}  # model id -> the owner's publication directory
@@ -203,8 +211,17 @@ class ProcessNetwork:
             cmd += ["--cheat", cheat]
         self._spawn(name, cmd)
 
+    def start_log(self, interval_s: float = 0.5, max_idle_s: float = 5.0) -> None:
+        """The log operator as its own process: `shardproof ledger serve` signs checkpoints as entries arrive."""
+        if "log" in self.procs:
+            return
+        self._spawn("log", [sys.executable, "-m", "cli.shardproof", "ledger", "serve", "--ledger", self.url, "--key",
+                            str(self._key_file("log")), "--interval", str(interval_s), "--max-idle", str(max_idle_s)])
+
     def start(self, cheats: dict[int, str] | None = None) -> None:
-        """Start the owner's refresh service, the dealer and every node (node i with `cheats[i]`, if given)."""
+        """Start the log operator, the owner's refresh service, the dealer and every node (node i with
+        `cheats[i]`, if given)."""
+        self.start_log()
         self.start_owner()
         self.start_dealer()
         for i in range(self.n):
@@ -286,14 +303,14 @@ class ProcessNetwork:
                               job_id, dealer=self.dealer.node_id, timeout_s=self.timeout_s, **kw)
 
     def audit(self, job_id: str, lam: int = 40, mode: str = "freivalds", wait_s: float | None = None):
-        """Seal the job with a checkpoint, then audit it; the daemons answer the challenge themselves.
+        """Audit a job once the log operator sealed it; the daemons reveal and answer the challenge themselves.
 
         With `wait_s` None the audit waits for the answers as long as the deployment makes progress
         (`wait_until`, idle window timeout_s); a number is a fixed wait, as `shardproof verify audit --wait`."""
         from verifier.ledger_audit import audit_on_ledger
 
-        self.ledger.checkpoint()
-        # The participants reveal their challenge beacons once they see the seal (protocol.challenge).
+        # The log operator (start_log) seals the job; the participants reveal their challenge beacons once
+        # they see the seal (protocol.challenge).
         revealed = self.wait_until(lambda: self._revealed(job_id)) if wait_s is None else None
         if wait_s is not None:
             return audit_on_ledger(self.ledger, job_id, self.verifier.identity, lam=lam, mode=mode, wait_s=wait_s)

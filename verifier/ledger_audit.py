@@ -233,6 +233,10 @@ def audit_on_ledger(led: Ledger, job_id: str, verifier: Identity | None, *, lam:
             raise AuditIncomplete(str(exc)) from None
 
     st = state()
+    deadline_t = time.monotonic() + wait_s
+    while (st.seal is None or st.derived is None) and time.monotonic() < deadline_t:
+        time.sleep(0.2)  # the log seals the job, then the participants reveal their beacons
+        st = state()
     view = st.view
     if view.assign is None:
         raise AuditIncomplete(f"job {job_id} has no valid job.assign by its opener")
@@ -241,11 +245,6 @@ def audit_on_ledger(led: Ledger, job_id: str, verifier: Identity | None, *, lam:
     k = view.open.body.open_deadline
     reg_keys = {r.node_id: r.ed25519 for r in led.registrations()}
     out = LedgerAudit(Verdict(job_id, mode, lam, -1, False))
-    deadline_t = time.monotonic() + wait_s
-    while st.derived is None and time.monotonic() < deadline_t:
-        time.sleep(0.2)
-        st = state()
-    view = st.view
     if st.derived is None:  # some participant has not revealed its beacon
         dl = deadline_index(led, st.seal.size - 1, k, key)
         if dl is None:
