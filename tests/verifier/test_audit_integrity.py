@@ -71,6 +71,8 @@ def _forged_before_the_challenge(net, job, jid: str) -> list[E.Entry]:
         _entry(n1, E.CHALLENGE, B.Challenge(jid, 1, D32, D32, (0, 1, 2)).to_body()),
         # model.refresh by someone who did not publish the model: must never replace the commitments
         _entry(m, E.REFRESH, B.ModelRefresh(jid, net.model_id, net.ledger.put_blob(b"\xa0")).to_body()),
+        # model.publish of the same model id by an outsider (the first publication defines the model)
+        _entry(m, E.MODEL, B.ModelPublish(net.model_id, net.ledger.put_blob(b"{}"), 3, D32).to_body()),
         # a verdict by an outsider accusing node 0
         _entry(m, E.VERDICT, B.Verdict(jid, "fail", (n0.node_id,), "made up").to_body()),
     ]
