@@ -17,7 +17,8 @@ from cli.common import EXIT_INCOMPLETE, add_daemon_arguments, run_until_signalle
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="the dealer role: serve the jobs that name this dealer")
+    p = sub.add_parser(name, help="the dealer role: serve the jobs that name this dealer",
+                       description="The dealer role. Verbs: serve (run the dealer daemon).")
     verbs = p.add_subparsers(dest="verb", metavar="VERB")
     s = verbs.add_parser("serve", help="run the dealer daemon", description=__doc__,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,14 +37,15 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INCOMPLETE
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if args.poll <= 0 or args.timeout <= 0:
-        return bad("--poll and --timeout must be positive")
+    if args.poll <= 0 or args.timeout <= 0 or args.heartbeat <= 0:
+        return bad("--poll, --timeout and --heartbeat must be positive")
     try:
         keys = NodeKeys.load(args.key)
     except NodeKeyError as exc:
         return bad(str(exc))
     try:
-        daemon = DealerDaemon(args.ledger, keys, args.data, poll_s=args.poll, timeout_s=args.timeout)
+        daemon = DealerDaemon(args.ledger, keys, args.data, poll_s=args.poll, timeout_s=args.timeout,
+                              heartbeat_s=args.heartbeat)
     except (LedgerError, OSError) as exc:
         return bad(f"cannot open the ledger: {exc}")
     return run_until_signalled(lambda stop: daemon.run(stop), "shardproof.dealer")

@@ -4,9 +4,20 @@
     shardproof infer --model DIR --prompt TEXT --max-new-tokens N --parties 3 --json
     shardproof infer --ledger URL --nodes node-0,node-1,node-2 --key client.key --model-id M --prompt TEXT
 
-`--json` prints exactly {"text", "tokens", "seconds", "seconds_per_token", "parties"}:
+`--json` prints exactly {"text", "tokens", "seconds", "seconds_per_token", "parties", "job_id"}:
 text is the generated continuation, tokens its token ids, seconds the generation
-wall time (model loading excluded), parties 0 for plaintext.
+wall time (model loading excluded), parties 0 for plaintext, job_id null for plaintext.
+An MPC run prints its job id on stderr first (`job: ID`; --job-id chooses it, default
+job-<12 hex>): the id `verify audit JOB` and `shardproof ledger get --job JOB` take.
+
+On a ledger (--ledger, or --nodes with a configured ledger), before opening the job every
+node (and the --dealer daemon) must be registered, have posted a node.heartbeat within
+--max-heartbeat-age seconds, and (nodes) list --model-id; else exit 2 with one line.
+A job that fails once opened is closed on the ledger with a job.fail entry and its reason.
+--ledger and --key default to $SHARDPROOF_LEDGER / $SHARDPROOF_KEY, else `ledger` / `key`
+in ~/.config/shardproof/config.toml.
+Exit 0: generated. Exit 2: bad input, a node not ready, or the job failed (one line; details
+with --verbose).
 """
 from __future__ import annotations
 
@@ -84,20 +95,47 @@ def run_mpc_inference(request: InferenceRequest, model_dir: Path, processes: boo
 def run_ledger_inference(request: InferenceRequest, args: argparse.Namespace) -> Iterator[int]:
     """Open a job on the ledger and run it on registered `prover serve` nodes; this process is the
     client, and the dealer too unless --dealer names a `shardproof dealer serve` daemon."""
-    import os
-
     from prover.keys import NodeKeys
     from prover.remote_client import run_remote_job
 
     if request.max_new_tokens == 0:
         return
-    job_id = args.job_id or f"job-{os.urandom(6).hex()}"
+    job_id = args.job_id or new_job_id()
     keys = getattr(args, "client_keys", None) or NodeKeys.load(args.key)
     out = run_remote_job(args.ledger, keys, [n for n in args.nodes.split(",") if n], args.model_id,
                          request.prompt_ids, request.max_new_tokens, job_id, dealer=args.dealer,
-                         state_dir=args.dealer_state or Path.cwd(),
+                         state_dir=args.dealer_state or Path.cwd(), timeout_s=args.timeout,
+                         dealer_log=not args.verbose,
                          temperature=request.temperature, top_k=request.top_k, seed=request.seed)
     yield from out["tokens"]
+
+
+def new_job_id() -> str:
+    """A fresh random job id: job-<12 hex>."""
+    import os
+
+    return f"job-{os.urandom(6).hex()}"
+
+
+def _job_id(text: str) -> str:
+    """An argparse type: a job id that can name files and directories (as prover.local_files.safe_id; checked
+    here without importing it, so that torch is not loaded before `run` sets its log level)."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9._:@-]{1,128}", text) or text in (".", ".."):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a job id (1-128 of: letters, digits, . _ : @ -)")
+    return text
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (0.0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
 
 
 def _int_at_least(lo: int) -> Callable[[str], int]:
@@ -150,20 +188,32 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--processes", action="store_true",
                    help="one process per party over torch.distributed (gloo on loopback) instead of in-process")
     net = p.add_argument_group("on a ledger, with `prover serve` nodes")
-    net.add_argument("--ledger", default=None, metavar="URL", help="open the job on this ledger and run it on --nodes")
+    net.add_argument("--ledger", default=None, metavar="URL",
+                     help="open the job on this ledger (sqlite:///path, postgresql://...) and run it on --nodes "
+                     "(default with --nodes: $SHARDPROOF_LEDGER, else `ledger` in ~/.config/shardproof/config.toml)")
     net.add_argument("--nodes", default=None, metavar="ID,ID,...", help="registered node ids; party i is the i-th")
-    net.add_argument("--key", type=Path, default=None, metavar="FILE", help="the client's key file (also the dealer's without --dealer)")
+    net.add_argument("--key", type=Path, default=None, metavar="FILE",
+                     help="the client's key file (also the dealer's without --dealer; default: $SHARDPROOF_KEY, "
+                     "else `key` in the config file)")
     net.add_argument("--dealer", default=None, metavar="ID", help="a registered dealer daemon (default: the dealer "
                      "runs inside this client)")
     net.add_argument("--model-id", default=None, help="id of the published model (its model.publish entry)")
-    net.add_argument("--job-id", default=None, help="job id (default: random)")
+    net.add_argument("--timeout", type=_seconds, default=60.0, metavar="S",
+                     help="seconds to wait for the job's group to form and for each step (default 60)")
+    net.add_argument("--max-heartbeat-age", type=_seconds, default=180.0, metavar="S",
+                     help="refuse nodes (and the dealer) whose last node.heartbeat is older (default 180: 3x the "
+                     "daemons' default --heartbeat of 60)")
     net.add_argument("--dealer-state", type=Path, default=None, metavar="DIR",
                      help="where the in-client dealer keeps what it must release to an auditor, as "
                      "dealer-<job>.cbor (default: the current directory)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (default 0)")
     p.add_argument("--temperature", type=_temperature, default=0.8, metavar="T", help="0 for greedy (default 0.8)")
     p.add_argument("--top-k", type=_positive_int, default=40, metavar="K", help="sample among the K most likely tokens (default 40)")
+    p.add_argument("--job-id", type=_job_id, default=None, metavar="ID",
+                   help="the job's id (1-128 of: letters, digits, . _ : @ -; default: job-<12 random hex>)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text")
+    p.add_argument("--verbose", action="store_true",
+                   help="on failure, the full cause (tracebacks, gloo messages; the in-client dealer logs to the terminal)")
     p.set_defaults(func=run)
 
 
@@ -173,16 +223,31 @@ def _err(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `shardproof infer`; returns the exit code."""
+    import os
+
+    if not args.verbose:  # before torch loads: no C++ messages or stack traces from c10d/gloo on the terminal
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
     from ledger import LedgerError
     from mpc_core import MPCError
     from prover.errors import ProverError
     from models.errors import ModelsError
     from models import load_checkpoint, load_tokenizer
 
+    from cli.common import ConfigError, configured
+
     model_dir: Path = args.model if args.model is not None else _default_model_dir()
     if not model_dir.is_dir():
         _err(f"model directory not found: {model_dir}")
         return EXIT_INCOMPLETE
+    if args.nodes is not None and not args.plaintext:
+        try:  # flag > environment > config file
+            if args.ledger is None:
+                args.ledger = configured("ledger")
+            if args.key is None and configured("key") is not None:
+                args.key = Path(configured("key"))
+        except ConfigError as e:
+            _err(str(e))
+            return EXIT_INCOMPLETE
     if args.ledger is not None:
         missing = [f"--{n}" for n in ("nodes", "key", "model-id") if getattr(args, n.replace("-", "_")) is None]
         if missing or args.plaintext or args.processes:
@@ -195,6 +260,17 @@ def run(args: argparse.Namespace) -> int:
             args.client_keys = NodeKeys.load(args.key)  # before any output: a bad key file is one line, exit 2
         except (ProverError, ModelsError) as e:
             _err(f"bad key file: {e}")
+            return EXIT_INCOMPLETE
+        from prover.remote_client import PreflightError, preflight
+
+        try:
+            preflight(args.ledger, [n for n in args.nodes.split(",") if n], args.model_id, args.dealer,
+                      args.max_heartbeat_age)
+        except PreflightError as e:
+            _err(f"not starting the job: {e}")
+            return EXIT_INCOMPLETE
+        except LedgerError as e:
+            _err(f"cannot read the ledger {args.ledger}: {e}")
             return EXIT_INCOMPLETE
     if not args.plaintext and args.parties < 2:
         _err(f"MPC needs at least 2 parties, got {args.parties}")
@@ -229,6 +305,10 @@ def run(args: argparse.Namespace) -> int:
             _err(f"tokenizer has {tokenizer.vocab_size} ids but the model only {model.config.vocab_size}")
             return EXIT_INCOMPLETE
 
+    job_id = None
+    if not args.plaintext:
+        job_id = args.job_id = args.job_id or new_job_id()
+        print(f"job: {job_id}", file=sys.stderr, flush=True)
     try:
         if args.plaintext:
             stream = run_plaintext_inference(request, model, tokenizer)
@@ -236,13 +316,17 @@ def run(args: argparse.Namespace) -> int:
             stream = run_ledger_inference(request, args)
         else:
             stream = run_mpc_inference(request, model_dir, processes=args.processes)
-        return _emit(request, tokenizer, stream, as_json=args.json)
+        return _emit(request, tokenizer, stream, as_json=args.json, job_id=job_id)
     except (ProverError, ModelsError, LedgerError, MPCError, OSError) as e:
-        _err(str(e))
+        if args.verbose:
+            import traceback
+
+            traceback.print_exception(e, file=sys.stderr)
+        _err(str(e) if args.verbose else (str(e).strip().splitlines() or [type(e).__name__])[0])
         return EXIT_INCOMPLETE
 
 
-def _emit(request: InferenceRequest, tokenizer, stream: Iterator[int], as_json: bool) -> int:
+def _emit(request: InferenceRequest, tokenizer, stream: Iterator[int], as_json: bool, job_id: str | None = None) -> int:
     """Consume `stream`, showing progress on stderr and the text on stdout (or JSON at the end)."""
     from rich.console import Console, Group
     from rich.live import Live
@@ -298,6 +382,7 @@ def _emit(request: InferenceRequest, tokenizer, stream: Iterator[int], as_json: 
             "seconds": round(seconds, 6),
             "seconds_per_token": round(seconds / len(tokens), 6) if tokens else 0.0,
             "parties": request.parties,
+            "job_id": job_id,
         }))
     elif in_live:
         print(request.prompt + text)

@@ -9,12 +9,13 @@ import argparse
 import json
 import sys
 
-from cli.common import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK
+from cli.common import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, add_ledger_argument
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="recompute every leaf, node, root, signature and checkpoint of a ledger")
-    p.add_argument("--ledger", required=True, help="ledger URL: sqlite:///path, postgresql://..., or a file path")
+    p = sub.add_parser(name, help="recompute every leaf, node, root, signature and checkpoint of a ledger",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_ledger_argument(p)
     p.add_argument("--log-key", default=None, help="pin the log's BLS public key (hex, 48 bytes)")
     p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
     p.set_defaults(func=run)

@@ -12,16 +12,17 @@ import logging
 import sys
 from pathlib import Path
 
-from cli.common import EXIT_INCOMPLETE, run_until_signalled
+from cli.common import EXIT_INCOMPLETE, add_key_argument, add_ledger_argument, run_until_signalled
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="the model owner's role: per-job refresh commitments")
+    p = sub.add_parser(name, help="the model owner's role: per-job refresh commitments",
+                       description="The model owner's role. Verbs: serve (post per-job refresh commitments).")
     verbs = p.add_subparsers(dest="verb", metavar="VERB")
     s = verbs.add_parser("serve", help="post the refresh commitments of every new job of the published models",
                          description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("--ledger", required=True, help="ledger URL")
-    s.add_argument("--key", required=True, type=Path, help="the owner's key file (the one that published)")
+    add_ledger_argument(s)
+    add_key_argument(s, "the owner's key file (the one that published)", type=Path)
     s.add_argument("--published", required=True, nargs="+", type=Path, help="publication directories")
     s.add_argument("--poll", type=float, default=0.2, help="ledger poll interval in seconds (default 0.2)")
     s.set_defaults(func=run)

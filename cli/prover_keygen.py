@@ -41,7 +41,8 @@ def public_fields(keys: Any) -> dict[str, str]:
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="create a node key file (Ed25519, BLS12-381, X25519) with mode 0600")
+    p = sub.add_parser(name, help="create a node key file (Ed25519, BLS12-381, X25519) with mode 0600",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="key file to create (refused if it exists)")
     p.add_argument("--id", default=None, help="node id (default: node-<16 hex of BLAKE3 of the Ed25519 key>)")
     p.add_argument("--json", action="store_true", help="machine-readable result on stdout")

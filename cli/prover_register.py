@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from cli.common import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK
+from cli.common import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, add_key_argument, add_ledger_argument
 from cli.prover_keygen import emit, public_fields
 
 _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)")
@@ -42,11 +42,13 @@ def parse_roles(values: list[str]) -> tuple[str, ...]:
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="register this node's public keys and endpoint on the ledger")
-    p.add_argument("--ledger", required=True, help="ledger URL: sqlite:///path, postgresql://..., or a file path")
-    p.add_argument("--key", required=True, help="key file written by `prover keygen`")
+    p = sub.add_parser(name, help="register this node's public keys and endpoint on the ledger",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_ledger_argument(p)
+    add_key_argument(p, "key file written by `prover keygen`")
     p.add_argument("--endpoint", required=True, help="HOST:PORT where this node accepts private channels")
-    p.add_argument("--roles", action="append", default=None, help="roles, comma-separated or repeated (default: node)")
+    p.add_argument("--roles", action="append", default=None, metavar="ROLE[,ROLE...]",
+                   help=f"roles, comma-separated or repeated, each one of: {', '.join(REGISTRABLE_ROLES)} (default: node)")
     p.add_argument("--json", action="store_true", help="machine-readable result on stdout")
     p.set_defaults(func=run)
 

@@ -17,14 +17,15 @@ from cli.common import EXIT_INCOMPLETE, add_daemon_arguments, run_until_signalle
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="run a node: serve assigned jobs and answer challenges from the ledger")
+    p = sub.add_parser(name, help="run a node: serve assigned jobs and answer challenges from the ledger",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_daemon_arguments(p, "key file written by `prover keygen`",
                          "data directory (models/<model_id>/ and per-job state)")
     from sim.cheat_spec import KINDS
 
     p.add_argument("--cheat", default=None, metavar="KIND[@STEP]",
                    help=f"deliberate deviation for tests (sim/adversary.py); KIND one of: {', '.join(KINDS)}")
-    p.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs, once each was challenged")
+    p.add_argument("--max-jobs", type=int, default=None, metavar="N", help="stop after this many jobs, once each was challenged")
     p.set_defaults(func=run)
 
 
@@ -43,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.max_jobs is not None and args.max_jobs < 1:
         return bad("--max-jobs must be at least 1")
-    if args.poll <= 0 or args.timeout <= 0:
-        return bad("--poll and --timeout must be positive")
+    if args.poll <= 0 or args.timeout <= 0 or args.heartbeat <= 0:
+        return bad("--poll, --timeout and --heartbeat must be positive")
     try:
         cheat = Cheat.parse(args.cheat) if args.cheat else None
     except CheatSpecError as exc:
@@ -66,4 +67,5 @@ def run(args: argparse.Namespace) -> int:
                                             timeout_s=args.timeout)
         except (LedgerError, OSError) as exc:
             return bad(f"cannot open the ledger: {exc}")
+        daemon.heartbeat_s = args.heartbeat
         return run_until_signalled(lambda stop: daemon.run(stop, max_jobs=args.max_jobs), "shardproof.daemon")

@@ -19,18 +19,18 @@ import shutil
 import sys
 from pathlib import Path
 
-from cli.common import EXIT_INCOMPLETE, EXIT_OK
+from cli.common import EXIT_INCOMPLETE, EXIT_OK, add_key_argument, add_ledger_argument
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="publish a model as shares delivered sealed to registered nodes",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ledger", required=True, help="ledger URL")
-    p.add_argument("--key", required=True, type=Path, help="the model owner's key file (prover keygen; registered)")
+    add_ledger_argument(p)
+    add_key_argument(p, "the model owner's key file (prover keygen; registered)", type=Path)
     p.add_argument("--nodes", required=True, metavar="ID,ID,...", help="registered node ids; node i gets share i")
     p.add_argument("--model", type=Path, default=None, help="HF-layout model directory (default: the shipped model)")
     p.add_argument("--out", type=Path, default=None, help="where to write the publication (default ./published-<id>)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the panel")
     p.set_defaults(func=run)
 
 

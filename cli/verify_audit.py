@@ -18,15 +18,15 @@ import contextlib
 import json
 from pathlib import Path
 
-from cli.common import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK
+from cli.common import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, add_key_argument, add_ledger_argument
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="audit a job and post a verdict", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("job_id")
-    p.add_argument("--ledger", required=True, help="ledger URL (sqlite:///path or postgresql://...)")
-    p.add_argument("--key", type=Path, help="the auditor's key file (prover keygen); needed to post")
+    p.add_argument("job_id", metavar="JOB", help="the job id (printed by `shardproof infer`)")
+    add_ledger_argument(p)
+    add_key_argument(p, "the auditor's key file (prover keygen); needed to post", required=False, type=Path)
     p.add_argument("--lambda", dest="lam", type=int, default=40, help="Freivalds columns (default 40: 2^-40)")
     p.add_argument("--exact", action="store_true", help="recompute every product instead of Freivalds")
     p.add_argument("--wait", type=float, default=60.0,

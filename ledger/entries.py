@@ -48,6 +48,8 @@ CHECKPOINT = "checkpoint"
 REFRESH = "model.refresh"  # the owner's commitments to one job's refreshed weight shares
 REVEAL = "challenge.reveal"  # a participant's beacon value, revealed after the seal (protocol.challenge)
 RELEASE = "dealer.release"  # the dealer's release of the opened parties' seeds (and corrections)
+HEARTBEAT = "node.heartbeat"  # a daemon says it is live and which models it holds (author = body.node)
+JOB_FAIL = "job.fail"  # the job's opener closes a job that failed, with a reason
 
 
 # --- a small schema language -----------------------------------------------
@@ -292,6 +294,16 @@ SCHEMAS: dict[str, dict[str, _Spec]] = {
         **_JOB,
         "model_id": _req(Str()),
         "commitments": _req(Blob()),  # canonical CBOR {tensor name: [commitment of party i's refreshed share]}
+        **_META,
+    },
+    HEARTBEAT: {
+        "node": _req(Str()),
+        "models": _req(List(Str())),  # ids of the published models whose share this node holds
+        **_META,
+    },
+    JOB_FAIL: {
+        **_JOB,
+        "reason": _req(Str(4096)),
         **_META,
     },
     CHECKPOINT: {

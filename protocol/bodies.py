@@ -346,3 +346,38 @@ class Verdict:
         if self.defaulted:
             body["defaulted"] = list(self.defaulted)
         return body
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """`node.heartbeat`: a daemon (node or dealer) says it is live, and which published models it holds.
+    Its time is the entry's time; it counts only when written by `node` itself (protocol.job_view)."""
+
+    KIND: ClassVar[str] = E.HEARTBEAT
+    node: str
+    models: tuple[str, ...] = ()
+
+    @classmethod
+    def from_entry(cls, entry: E.Entry) -> "Heartbeat":
+        b = _checked(entry, cls.KIND)
+        return cls(b["node"], tuple(b["models"]))
+
+    def to_body(self) -> dict:
+        return {"node": self.node, "models": list(self.models)}
+
+
+@dataclass(frozen=True)
+class JobFail:
+    """`job.fail`: the job's opener closes a job that failed (the group never formed, a node died...)."""
+
+    KIND: ClassVar[str] = E.JOB_FAIL
+    job_id: str
+    reason: str
+
+    @classmethod
+    def from_entry(cls, entry: E.Entry) -> "JobFail":
+        b = _checked(entry, cls.KIND)
+        return cls(b["job_id"], b["reason"])
+
+    def to_body(self) -> dict:
+        return {"job_id": self.job_id, "reason": self.reason[:4096] or "failed"}

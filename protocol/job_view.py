@@ -16,6 +16,10 @@ which entries count (specs/ledger.md, "Who may write what").
 | model.publish      | anyone; the first per model id is the model       | -                                    |
 | model.refresh      | the model's publisher; the first for the job      | the job's model                      |
 | verdict            | any auditor (one per auditor counts)              | -                                    |
+| job.fail           | the job's opener; the first                       | - (the job is closed: nodes stop     |
+|                    |                                                   | waiting for it)                      |
+| node.heartbeat     | the node itself (author = body.node); not a job   | - (the latest one: `last_heartbeat`) |
+|                    | entry                                             |                                      |
 
 Every other entry with the job's id is noise: never counted against anyone, reported apart.
 Entry signatures are checked before (by the ledger on append, or by ledger.evidence for a
@@ -82,6 +86,7 @@ class JobView:
     conflicting: dict[int, Counted[B.Opening]] = field(default_factory=dict)  # a second, different opening
     release: Counted[B.DealerRelease] | None = None
     verdicts: list[Counted[B.Verdict]] = field(default_factory=list)
+    fail: Counted[B.JobFail] | None = None  # the opener closed the job as failed
     noise: list[Noise] = field(default_factory=list)
     _pending: list = field(default_factory=list, repr=False)  # entries that need the challenge to be judged
 
@@ -298,6 +303,16 @@ def read_job(job_id: str, entries: Iterable[_Logged], models: Iterable[_Logged] 
             v = _typed(B.Verdict, le, view)
             if v is not None:
                 view.verdicts.append(Counted(le.index, e, v))
+        elif kind == E.JOB_FAIL:
+            jf = _typed(B.JobFail, le, view)
+            if jf is None:
+                continue
+            if e.author != view.opener:
+                noise(le, f"job.fail by {e.author}, not by the job's opener {view.opener}")
+            elif view.fail is not None:
+                noise(le, "a later job.fail")
+            else:
+                view.fail = Counted(le.index, e, jf)
         else:
             noise(le, f"{kind} is not part of the job protocol")
     return view
@@ -314,6 +329,31 @@ def _assignment_problem(a: B.JobAssign, n: int, dealer: str) -> str:
     if dealer in nodes:
         return "job.assign names the job's dealer as a node"
     return ""
+
+
+def job_failed(led, job_id: str) -> B.JobFail | None:
+    """The counted `job.fail` of a job (written by its opener), or None; cheap enough to poll."""
+    fails = led.query(job_id=job_id, kind=E.JOB_FAIL)
+    if not fails:
+        return None
+    opens = led.query(job_id=job_id, kind=E.JOB_OPEN, limit=1)
+    if not opens:
+        return None
+    for le in fails:
+        if le.entry.author == opens[0].entry.author:
+            jf = _typed(B.JobFail, le, None)
+            if jf is not None:
+                return jf
+    return None
+
+
+def last_heartbeat(led, node: str) -> Counted[B.Heartbeat] | None:
+    """The latest `node.heartbeat` that counts for `node`: written by the node itself (author = body.node)."""
+    for le in reversed(led.query(kind=E.HEARTBEAT, node=node, author=node)):
+        hb = _typed(B.Heartbeat, le, None)
+        if hb is not None and hb.node == node:
+            return Counted(le.index, le.entry, hb)
+    return None
 
 
 def read_job_from_ledger(led, job_id: str) -> JobView:

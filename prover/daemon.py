@@ -112,8 +112,10 @@ class NodeDaemon:
     honest node's choices; test adversaries override them (sim.adversary.CheatingNodeDaemon)."""
 
     def __init__(self, ledger_url: str, keys: NodeKeys, data_dir: str | os.PathLike,
-                 poll_s: float = 0.2, timeout_s: float = 60.0):
+                 poll_s: float = 0.2, timeout_s: float = 60.0, heartbeat_s: float | None = 60.0):
         self.ledger_url = ledger_url
+        self.heartbeat_s = heartbeat_s  # None: post no node.heartbeat
+        self._next_heartbeat = 0.0  # monotonic time the next heartbeat is due
         self.keys = keys
         self.node_id = keys.node_id
         self.data_dir = Path(data_dir)
@@ -148,13 +150,43 @@ class NodeDaemon:
         (self.data_dir / "jobs").mkdir(parents=True, exist_ok=True)
         log.info("node %s serving %s", self.node_id, self.ledger_url)
         while not stop.is_set():
+            self._heartbeat_if_due()
             ran = self.poll_once(stop)
             if max_jobs is not None and self.jobs_run >= max_jobs and not self._open_challenges_pending():
                 break
             if not ran:  # re-scan once the ledger grew, or a pending job's timeout is due
-                self._feed().wait(next_wake((seen + self.timeout_s for _, _, seen in self._pending.values()),
-                                            self.poll_s), stop)
+                self._feed().wait(next_wake([*(seen + self.timeout_s for _, _, seen in self._pending.values()),
+                                             *self._heartbeat_due()], self.poll_s), stop)
         log.info("node %s stopped", self.node_id)
+
+    def _heartbeat_due(self) -> list[float]:
+        return [self._next_heartbeat] if self.heartbeat_s is not None else []
+
+    def _heartbeat_if_due(self) -> None:
+        """Post a `node.heartbeat` (at start, then every `heartbeat_s`): live, and the models held."""
+        if self.heartbeat_s is None or time.monotonic() < self._next_heartbeat:
+            return
+        self._next_heartbeat = time.monotonic() + self.heartbeat_s
+        try:
+            self.led.append(E.make_entry(self.keys.identity, E.HEARTBEAT,
+                                         B.Heartbeat(self.node_id, tuple(self.models_held())).to_body()))
+        except Exception as exc:  # a missed heartbeat must not take the daemon down
+            log.warning("heartbeat not posted: %s: %s", type(exc).__name__, exc)
+
+    def models_held(self) -> list[str]:
+        """Published model ids whose share this node holds: on disk, or delivered to it on the ledger."""
+        d = self.data_dir / "models"
+        held = {p.name for p in d.iterdir() if (p / MANIFEST_FILE).exists()} if d.exists() else set()
+        first: set[str] = set()
+        for le in self.led.query(kind=E.MODEL):
+            if le.entry.body["model_id"] in first:
+                continue  # the first publication of an id is the model (prover.model_delivery.fetch_share)
+            first.add(le.entry.body["model_id"])
+            deliveries = (le.entry.body.get("meta") or {}).get("deliveries", [])
+            if isinstance(deliveries, list) and any(isinstance(x, dict) and x.get("node") == self.node_id
+                                                    for x in deliveries):
+                held.add(le.entry.body["model_id"])
+        return sorted(held)[:E.MAX_LIST]
 
     def _feed(self) -> Subscription:
         """The job.assign entries from `_cursor` on (created once; `wait` wakes on any growth of the ledger)."""
@@ -223,6 +255,8 @@ class NodeDaemon:
             view = read_job_from_ledger(self.led, job_id)
         except JobError as exc:
             raise DaemonError(str(exc)) from None
+        if view.fail is not None:
+            raise DaemonError(f"the job's opener closed it: {view.fail.body.reason}")
         if view.assign is None:
             raise DaemonError(f"no valid job.assign by the job's opener {view.opener} (seen one by {assigned_by})")
         if view.nodes.get(party) != self.node_id:

@@ -32,7 +32,7 @@ from mpc_core.errors import MPCError
 from prover.channels import CORRECTION_KEY_BYTES, PURPOSE_DEALER, TAG_BYTES, open_correction, seal, seal_correction
 from protocol import bodies as B
 from protocol.challenge import DEALER_SLOT, beacon_commitment, beacon_value
-from protocol.job_view import challenge_state
+from protocol.job_view import challenge_state, job_failed
 from prover.ledger_view import next_wake
 from prover.local_files import safe_id, write_secret
 from prover.errors import ProverError
@@ -188,8 +188,21 @@ def run_dealer_job(led: Ledger, keys: NodeKeys, job_id: str, state_dir: str | os
 
 
 def dealer_process(ledger_url: str, key_bytes: bytes, job_id: str, state_dir: str, timeout_s: float,
-                   master_seed: bytes | None) -> None:
-    """Entry point of the dealer process a client starts when the dealer runs inside the client."""
+                   master_seed: bytes | None, log_path: str | None = None) -> None:
+    """Entry point of the dealer process a client starts when the dealer runs inside the client.
+
+    With `log_path`, everything this process writes to stderr (its log, a traceback, gloo's own
+    messages) goes to that file instead of the client's terminal."""
+    if log_path is not None:
+        import logging as _logging
+        import sys
+
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(fd, 2)
+        os.dup2(fd, 1)
+        os.close(fd)
+        _logging.basicConfig(level=_logging.INFO, stream=sys.stderr,
+                             format="%(asctime)s %(name)s %(levelname)s %(message)s")
     import torch
 
     torch.set_num_threads(1)
@@ -254,8 +267,10 @@ class DealerDaemon:
     """`shardproof dealer serve`: serves every job that names this dealer, and releases seeds on challenge."""
 
     def __init__(self, ledger_url: str, keys: NodeKeys, data_dir: str | os.PathLike, poll_s: float = 0.2,
-                 timeout_s: float = 60.0):
+                 timeout_s: float = 60.0, heartbeat_s: float | None = 60.0):
         self.led = Ledger.open(ledger_url, create=False)
+        self.heartbeat_s = heartbeat_s  # None: post no node.heartbeat
+        self._next_heartbeat = 0.0
         self.keys = keys
         self.data_dir = Path(data_dir)
         self.poll_s = poll_s
@@ -291,6 +306,10 @@ class DealerDaemon:
                 if _state_path(self.data_dir / "dealer", job_id).exists() or self.led.by_job(job_id, kind=E.DEALER_COMMIT):
                     del self._pending[job_id]
                     continue
+                if job_failed(self.led, job_id) is not None:
+                    del self._pending[job_id]
+                    log.warning("job %r: closed by its opener (job.fail); not serving it", job_id)
+                    continue
                 if not self.led.by_job(job_id, kind=E.JOB_ASSIGN):
                     if time.monotonic() - seen > self.timeout_s:
                         del self._pending[job_id]
@@ -324,10 +343,22 @@ class DealerDaemon:
         stop = stop or threading.Event()
         log.info("dealer %s serving", self.keys.node_id)
         while not stop.is_set():
+            self._heartbeat_if_due()
             if not self.poll_once():  # re-scan once the ledger grew, or a pending job's timeout is due
-                self._feed().wait(next_wake((seen + self.timeout_s for seen in self._pending.values()), self.poll_s),
-                                  stop)
+                self._feed().wait(next_wake([*(seen + self.timeout_s for seen in self._pending.values()),
+                                             *([self._next_heartbeat] if self.heartbeat_s is not None else [])],
+                                            self.poll_s), stop)
         log.info("dealer %s stopped", self.keys.node_id)
+
+    def _heartbeat_if_due(self) -> None:
+        """Post a `node.heartbeat` (no models: a dealer holds none) at start, then every `heartbeat_s`."""
+        if self.heartbeat_s is None or time.monotonic() < self._next_heartbeat:
+            return
+        self._next_heartbeat = time.monotonic() + self.heartbeat_s
+        try:
+            self.led.append(E.make_entry(self.keys.identity, E.HEARTBEAT, B.Heartbeat(self.keys.node_id).to_body()))
+        except Exception as exc:  # a missed heartbeat must not take the dealer down
+            log.warning("heartbeat not posted: %s: %s", type(exc).__name__, exc)
 
     def _feed(self) -> Subscription:
         """The job.open entries from `_cursor` on (created once; `wait` wakes on any growth of the ledger)."""

@@ -30,7 +30,8 @@ from prover.keys import NodeKeys, lookup_peer
 from prover.ledger_view import wait_for
 from prover.local_files import safe_id
 from protocol.errors import JobError
-from protocol.job_view import published_manifest
+from protocol import bodies as B
+from protocol.job_view import job_failed, last_heartbeat, published_manifest
 from models.gpt import sample_next_token
 from models.publish import manifest_config
 from prover.wire import client_rank, join_group, leave_group, recv_bytes, send_bytes
@@ -46,10 +47,93 @@ def _onehot(ids: list[int], vocab: int) -> torch.Tensor:
     return t
 
 
+class PreflightError(RemoteJobError):
+    """A node or the dealer is not ready for a job (not registered, not live, not holding the model)."""
+
+
+DEFAULT_MAX_HEARTBEAT_AGE_S = 180.0  # 3x the daemons' default --heartbeat interval (60 s)
+
+
+def preflight(ledger: str | Ledger, node_ids: list[str], model_id: str, dealer: str | None = None,
+              max_age_s: float = DEFAULT_MAX_HEARTBEAT_AGE_S) -> None:
+    """Before opening a job: every node (and the dealer daemon, if named) is registered, has posted a
+    `node.heartbeat` of its own within `max_age_s` seconds, and each node's lists `model_id`.
+    Raises PreflightError with a one-line reason."""
+    led = Ledger.open(ledger, create=False) if isinstance(ledger, str) else ledger
+    now = E.now_ms()
+    for role, nid in [("node", n) for n in node_ids] + ([("dealer", dealer)] if dealer is not None else []):
+        if lookup_peer(led, nid) is None:
+            raise PreflightError(f"{role} {nid!r} is not registered on the ledger")
+        hb = last_heartbeat(led, nid)
+        if hb is None:
+            raise PreflightError(f"{role} {nid!r} never announced itself on the ledger (no node.heartbeat); "
+                                 f"is its daemon running?")
+        age = (now - hb.entry.time) / 1000
+        if age > max_age_s:
+            raise PreflightError(f"{role} {nid!r} last announced itself {age:.0f} s ago (more than {max_age_s:g} s); "
+                                 f"is its daemon running?")
+        if role == "node" and model_id not in hb.body.models:
+            held = ", ".join(hb.body.models[:5]) or "none"
+            raise PreflightError(f"node {nid!r} does not hold model {model_id!r} (it holds: {held})")
+
+
+def one_line(exc: BaseException, limit: int = 400) -> str:
+    """The first line of an exception's message (gloo and c10d append C++ stack traces), shortened."""
+    text = str(exc).strip().splitlines()
+    first = text[0].strip() if text else type(exc).__name__
+    return first if len(first) <= limit else first[:limit - 3] + "..."
+
+
+def fail_job(led: Ledger, client_keys: NodeKeys, job_id: str, reason: str, opened_after: int = 0) -> bool:
+    """Close `job_id` on the ledger with a `job.fail`, if this client opened it (at an index >= `opened_after`)
+    and it is not closed yet. Returns whether a job.fail was posted."""
+    opens = led.query(job_id=job_id, kind=E.JOB_OPEN, limit=1)
+    if not opens or opens[0].entry.author != client_keys.node_id or opens[0].index < opened_after:
+        return False
+    if job_failed(led, job_id) is not None:
+        return False
+    led.append(E.make_entry(client_keys.identity, E.JOB_FAIL, B.JobFail(job_id, reason).to_body()))
+    return True
+
+
 def run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str], model_id: str, prompt_ids: list[int],
-                   steps: int, job_id: str, *, dealer: str | None = None, master_seed: bytes | None = None,
-                   port: int | None = None, timeout_s: float = 60.0, state_dir: str | os.PathLike | None = None,
-                   temperature: float = 0.0, top_k: int | None = None, seed: int = 0, keep_logits: bool = False) -> dict:
+                   steps: int, job_id: str, *, dealer_log: bool = False, **kwargs) -> dict:
+    """Run one job (`_run_remote_job`, whose keyword arguments this takes); if it fails once opened, close it
+    on the ledger with a `job.fail` and raise RemoteJobError with a one-line cause (the original is its
+    __cause__). With `dealer_log`, the in-client dealer's stderr goes to `dealer-<job>.log` in its state dir."""
+    led = Ledger.open(ledger_url, create=False)
+    size_before = led.size()
+    try:
+        return _run_remote_job(ledger_url, client_keys, node_ids, model_id, prompt_ids, steps, job_id,
+                               dealer_log=dealer_log, **kwargs)
+    except (Exception, KeyboardInterrupt) as exc:
+        reason = "interrupted by the client" if isinstance(exc, KeyboardInterrupt) else one_line(exc)
+        try:
+            fail_job(led, client_keys, job_id, reason, opened_after=size_before)
+        except Exception:  # noqa: BLE001 - closing the job is best effort; the cause below matters more
+            pass
+        if not isinstance(exc, RemoteJobError):
+            raise
+        where = ""
+        log_file = Path(kwargs.get("state_dir") or Path.cwd()) / f"dealer-{job_id}.log"
+        if dealer_log and kwargs.get("dealer") is None and log_file.exists():
+            where = f" (dealer log: {log_file})"
+        raise RemoteJobError(reason + where) from exc
+    finally:
+        led.close()
+
+
+def _onehot(ids: list[int], vocab: int) -> torch.Tensor:
+    t = torch.zeros(len(ids), vocab, dtype=torch.int64)
+    t[torch.arange(len(ids)), torch.tensor(ids)] = 1
+    return t
+
+
+def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str], model_id: str, prompt_ids: list[int],
+                    steps: int, job_id: str, *, dealer: str | None = None, master_seed: bytes | None = None,
+                    port: int | None = None, timeout_s: float = 60.0, state_dir: str | os.PathLike | None = None,
+                    temperature: float = 0.0, top_k: int | None = None, seed: int = 0, keep_logits: bool = False,
+                    dealer_log: bool = False) -> dict:
     """Run one private-generation job on the registered nodes `node_ids` (party i = node_ids[i]).
 
     `dealer` names a registered dealer daemon; None runs the dealer inside the client (a child
@@ -93,7 +177,8 @@ def run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str], 
         sdir = Path(state_dir) if state_dir is not None else Path.cwd()
         state_file = sdir / f"dealer-{job_id}.cbor"
         inside = multiprocessing.get_context("spawn").Process(
-            target=dealer_process, args=(ledger_url, client_keys.to_bytes(), job_id, str(sdir), timeout_s, master_seed),
+            target=dealer_process, args=(ledger_url, client_keys.to_bytes(), job_id, str(sdir), timeout_s, master_seed,
+                                         str(sdir / f"dealer-{job_id}.log") if dealer_log else None),
             daemon=True)
         inside.start()
     client_seed = os.urandom(32)

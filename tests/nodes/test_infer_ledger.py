@@ -15,6 +15,8 @@ from mpc_core import prg
 from prover.keys import NodeKeys, registration_entry
 from models import TINY_MODEL_DIR, load_checkpoint, load_tokenizer
 from models.publish import MANIFEST_FILE, publish_model
+from protocol.job_view import last_heartbeat
+from prover.ledger_view import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,11 +50,15 @@ def test_infer_on_ledger_nodes_matches_plaintext(tmp_path, capsys):
                     [sys.executable, "-m", "cli.prover", "serve", "--ledger", url, "--key", str(tmp_path / f"node{i}.key"),
                      "--data", str(tmp_path / f"data{i}"), "--poll", "0.1", "--timeout", "60"],
                     cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
+        # infer's pre-flight wants every node's own node.heartbeat (posted when `prover serve` starts)
+        assert wait_for(lambda: all(last_heartbeat(led, k.node_id) is not None for k in nodes), 120)
         prompt = "And Moses said"
         rc = main(["infer", "--ledger", url, "--nodes", ",".join(k.node_id for k in nodes), "--key",
                    str(tmp_path / "client.key"), "--model-id", model_id, "--prompt", prompt, "--max-new-tokens", "3",
                    "--temperature", "0", "--job-id", "cli-job", "--dealer-state", str(tmp_path), "--json"])
-        out = json.loads(capsys.readouterr().out)
+        cap = capsys.readouterr()
+        out = json.loads(cap.out)
+        assert out["job_id"] == "cli-job" and "job: cli-job" in cap.err
         logs = "\n".join((tmp_path / f"node{i}.log").read_text(errors="replace")[-2000:] for i in range(3))
         assert rc == 0, logs
         ids = load_tokenizer(TINY_MODEL_DIR).encode(prompt)

@@ -36,6 +36,8 @@ BODIES = {
     B.Verdict: st.builds(B.Verdict, ids, st.sampled_from(E.OUTCOMES), st.lists(ids, max_size=3).map(tuple),
                          st.text(max_size=40), st.one_of(st.none(), st.integers(0, 64)),
                          st.lists(ids, max_size=3).map(tuple)),
+    B.Heartbeat: st.builds(B.Heartbeat, ids, st.lists(ids, max_size=4).map(tuple)),
+    B.JobFail: st.builds(B.JobFail, ids, st.text(min_size=1, max_size=40)),
 }
 
 

@@ -1,0 +1,169 @@
+"""`shardproof infer --ledger`: pre-flight on node.heartbeat, job.fail on a failed job, one-line failures."""
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cli.shardproof import main
+from ledger import Identity, Ledger
+from ledger import entries as E
+from mpc_core import prg
+from protocol import bodies as B
+from protocol.job_view import job_failed, last_heartbeat, read_job_from_ledger
+from prover.daemon import DaemonError, NodeDaemon
+from prover.dealer_service import DealerDaemon
+from prover.keys import NodeKeys, registration_entry
+from models import TINY_MODEL_DIR
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "m-tiny"
+
+
+def _keys(name: str) -> NodeKeys:
+    return NodeKeys.generate(name, prg.master_from_int(12, f"test-preflight:{name}"))
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    led = Ledger.open(url, origin="test.shardproof/preflight", log_identity=Identity("log", prg.master_from_int(12, "log")))
+    client, dealer = _keys("client"), _keys("dealer")
+    nodes = [_keys(f"node-{i}") for i in range(2)]
+    led.append_many([registration_entry(client, ("client", "dealer")), registration_entry(dealer, ("dealer",))]
+                    + [registration_entry(k, ("node",), f"127.0.0.1:{29800 + i}") for i, k in enumerate(nodes)])
+    client.save(tmp_path / "client.key")
+    yield {"url": url, "led": led, "client": client, "dealer": dealer, "nodes": nodes, "tmp": tmp_path}
+    led.close()
+
+
+def _beat(d, keys: NodeKeys, models=(MODEL,), age_s: float = 0.0, node: str | None = None) -> None:
+    d["led"].append(E.make_entry(keys.identity, E.HEARTBEAT, B.Heartbeat(node or keys.node_id, tuple(models)).to_body(),
+                                 time=E.now_ms() - int(age_s * 1000)))
+
+
+def _infer(d, *extra: str) -> int:
+    return main(["infer", "--ledger", d["url"], "--nodes", ",".join(k.node_id for k in d["nodes"]), "--key",
+                 str(d["tmp"] / "client.key"), "--model-id", MODEL, "--prompt", "And", "--max-new-tokens", "1",
+                 "--dealer-state", str(d["tmp"]), *extra])
+
+
+@pytest.mark.parametrize("case,expect", [
+    ("silent", "never announced itself"),
+    ("stale", "last announced itself"),
+    ("no-model", "does not hold model"),
+    ("forged", "never announced itself"),  # a heartbeat for node-1 written by node-0 does not count
+    ("dealer-silent", "dealer 'dealer'"),
+])
+def test_infer_refuses_nodes_that_are_not_ready(deployment, capsys, case, expect):
+    d = deployment
+    n0, n1 = d["nodes"]
+    _beat(d, n0)
+    if case == "stale":
+        _beat(d, n1, age_s=1000)
+    elif case == "no-model":
+        _beat(d, n1, models=("other",))
+    elif case == "forged":
+        _beat(d, n0, node=n1.node_id)
+    elif case == "dealer-silent":
+        _beat(d, n1)
+    size = d["led"].size()
+    rc = _infer(d, *(["--dealer", "dealer"] if case == "dealer-silent" else []))
+    err = capsys.readouterr().err
+    assert rc == 2 and expect in err and len(err.strip().splitlines()) == 1, err
+    assert d["led"].size() == size  # no job opened
+
+
+def test_heartbeats_count_only_from_the_node_itself_and_the_latest_wins(deployment):
+    d = deployment
+    n0, n1 = d["nodes"]
+    _beat(d, n0, models=("a",), age_s=10)
+    _beat(d, n0, models=("b",))
+    _beat(d, n1, models=("forged",), node=n0.node_id)
+    assert last_heartbeat(d["led"], n0.node_id).body.models == ("b",)
+    assert last_heartbeat(d["led"], n1.node_id) is None
+
+
+def _open(d, job: str, opener: NodeKeys) -> None:
+    d["led"].append_many([
+        E.make_entry(opener.identity, E.JOB_OPEN, {"job_id": job, "model_id": MODEL, "n_parties": 2, "replicas": 1,
+                                                   "stages": 1, "dealer": opener.node_id, "client": opener.node_id,
+                                                   "params": {"prompt_len": 1, "steps": 1, "rendezvous": "127.0.0.1:1"}}),
+        E.make_entry(opener.identity, E.JOB_ASSIGN, {"job_id": job, "assignments": [
+            {"node": k.node_id, "party": p, "replica": 0, "stage": 0} for p, k in enumerate(d["nodes"])]})])
+
+
+def test_job_fail_counts_only_from_the_opener_and_nodes_stop_waiting(deployment):
+    d = deployment
+    _open(d, "j1", d["client"])
+    d["led"].append(E.make_entry(d["nodes"][0].identity, E.JOB_FAIL, B.JobFail("j1", "not mine").to_body()))
+    view = read_job_from_ledger(d["led"], "j1")
+    assert view.fail is None and any(n.kind == E.JOB_FAIL for n in view.noise)
+    assert job_failed(d["led"], "j1") is None
+    node = NodeDaemon(d["url"], d["nodes"][0], d["tmp"] / "n0", heartbeat_s=None)
+    node.poll_once()
+    assert "j1" in node._pending  # waiting for the dealer's commitment
+    d["led"].append(E.make_entry(d["client"].identity, E.JOB_FAIL, B.JobFail("j1", "the group did not form").to_body()))
+    assert read_job_from_ledger(d["led"], "j1").fail.body.reason == "the group did not form"
+    with pytest.raises(DaemonError, match="closed"):
+        node._job_info("j1", 0, d["client"].node_id)
+    node.poll_once()
+    assert "j1" not in node._pending and node.status("j1") is None
+    dealer = DealerDaemon(d["url"], d["client"], d["tmp"] / "dealer", heartbeat_s=None)
+    dealer.poll_once()
+    assert not d["led"].by_job("j1", kind=E.DEALER_COMMIT) and not dealer._pending
+
+
+def test_daemons_post_heartbeats_at_start_and_every_interval(deployment):
+    d = deployment
+    n0 = d["nodes"][0]
+    (d["tmp"] / "n0" / "models" / MODEL).mkdir(parents=True)
+    (d["tmp"] / "n0" / "models" / MODEL / "manifest.json").write_text("{}")
+    node = NodeDaemon(d["url"], n0, d["tmp"] / "n0", poll_s=0.05, heartbeat_s=0.3)
+    dealer = DealerDaemon(d["url"], d["dealer"], d["tmp"] / "dealer", poll_s=0.05, heartbeat_s=0.3)
+    stop = threading.Event()
+    threads = [threading.Thread(target=x.run, args=(stop,)) for x in (node, dealer)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    beats = d["led"].query(kind=E.HEARTBEAT, author=n0.node_id)
+    assert 2 <= len(beats) <= 6 and last_heartbeat(d["led"], n0.node_id).body.models == (MODEL,)
+    assert 2 <= len(d["led"].query(kind=E.HEARTBEAT, author="dealer")) <= 6
+    assert last_heartbeat(d["led"], "dealer").body.models == ()
+
+
+@pytest.mark.skipif(not (TINY_MODEL_DIR / "model.safetensors").is_file(), reason="no shipped model")
+def test_a_job_whose_nodes_are_down_fails_in_one_line_and_is_closed(deployment, tmp_path):
+    """Nodes announced themselves but are gone: the group never forms; one line, exit 2, job.fail posted."""
+    d = deployment
+    from models import load_checkpoint
+    from models.publish import MANIFEST_FILE, publish_model
+
+    manifest = publish_model(load_checkpoint(TINY_MODEL_DIR), 2, tmp_path / "model", prg.master_from_int(1, "owner"))
+    digest = d["led"].put_blob((tmp_path / "model" / MANIFEST_FILE).read_bytes())
+    owner = d["client"]
+    d["led"].append(E.make_entry(owner.identity, E.MODEL, {"model_id": MODEL, "manifest": digest, "n_shares": 2,
+                                                          "commitments": bytes.fromhex(manifest["model_id"])}))
+    for k in d["nodes"]:
+        _beat(d, k)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.shardproof", "infer", "--ledger", d["url"], "--nodes",
+         ",".join(k.node_id for k in d["nodes"]), "--key", str(tmp_path / "client.key"), "--model-id", MODEL,
+         "--prompt", "And", "--max-new-tokens", "1", "--dealer-state", str(tmp_path), "--job-id", "down-job",
+         "--timeout", "3", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    err = [line for line in proc.stderr.strip().splitlines() if line]
+    assert proc.returncode == 2, proc.stderr
+    assert err[0] == "job: down-job" and len(err) == 2, proc.stderr
+    assert err[1].startswith("shardproof infer: job down-job:") and "Traceback" not in proc.stderr
+    assert "frame #" not in proc.stderr and f"dealer log: {tmp_path / 'dealer-down-job.log'}" in err[1]
+    assert proc.stdout == ""
+    fail = job_failed(d["led"], "down-job")
+    assert fail is not None and "did not form" in fail.reason
+    assert json.dumps(fail.reason) and len(fail.reason.splitlines()) == 1
