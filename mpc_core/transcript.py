@@ -70,6 +70,21 @@ class Transcript:
             self.path = d / f"party{party}.steps.bin"
             self._file = open(self.path, "ab+")
 
+    @classmethod
+    def reopen(cls, party: int, store_dir: str | os.PathLike, records: list[StepRecord]) -> "Transcript":
+        """The transcript of a finished job, reopened from its spill directory and its kept records
+        (with their spill offsets): `load` reads its step tensors back; new steps append."""
+        t = cls(party, store_dir)
+        for rec in records:
+            if t.records and rec.index <= t.records[-1].index:
+                t.close()
+                raise TranscriptError(f"party {party}: step index {rec.index} after {t.records[-1].index}")
+            t._index.setdefault(rec.index, len(t.records))
+            t.records.append(rec)
+            t._chain = blake3.blake3(t._chain + rec.digest()).digest()
+        t._indexed = (id(t.records), len(t.records))
+        return t
+
     def record(self, index: int, kind: str, scope: str, tensors: dict[str, torch.Tensor]) -> StepRecord:
         """Append one step; `tensors` maps names (in.*, sent, opened, out) to this party's tensors."""
         if self.records and index <= self.records[-1].index:

@@ -43,7 +43,7 @@ def encode_opening(records: list[StepRecord], salts: list[bytes],
                    tokens: list[torch.Tensor], weight_salts: dict[str, bytes] | None = None) -> bytes:
     outs = {r.index: enc_tensor(load(r.index)["out"]) for r in records if r.kind in MATMUL_KINDS}
     return canonical_cbor({
-        "records": [r.body() for r in records],
+        "records": encode_records(records),
         "salts": list(salts),
         "public": public_values(records, load),
         "outs": outs,
@@ -53,11 +53,34 @@ def encode_opening(records: list[StepRecord], salts: list[bytes],
     })
 
 
-def decode_records(body: list) -> list[StepRecord]:
+# --- step records: the one codec (openings, and a node's own job state with spill offsets) ------------
+def encode_records(records: list[StepRecord], *, with_offsets: bool = False) -> list:
+    """Step records as CBOR lists: each record's body, [index, kind, scope, [[name, shape, digest], ...]]
+    (names sorted); `with_offsets` adds each tensor's spill offset to its field (-1 if not spilled), for a
+    node's own state (never in an opening)."""
+    if not with_offsets:
+        return [r.body() for r in records]
+    return [[r.index, r.kind, r.scope,
+             [[n, r.shapes[n], r.digests[n], r.offsets.get(n, -1)] for n in sorted(r.digests)]] for r in records]
+
+
+def decode_records(body: list, *, with_offsets: bool = False) -> list[StepRecord]:
+    """The step records `encode_records` wrote (with the same `with_offsets`); raises on garbage
+    (ValueError, TypeError, KeyError: openings are attacker-controlled)."""
     recs = []
     for index, kind, scope, fields in body:
-        recs.append(StepRecord(int(index), str(kind), str(scope), {str(n): [int(d) for d in sh] for n, sh, _ in fields},
-                               {str(n): bytes(dg) for n, _, dg in fields}))
+        r = StepRecord(int(index), str(kind), str(scope), {}, {})
+        for field in fields:
+            if with_offsets:
+                n, sh, dg, off = field
+            else:
+                n, sh, dg = field
+                off = -1
+            r.shapes[str(n)] = [int(d) for d in sh]
+            r.digests[str(n)] = bytes(dg)
+            if int(off) >= 0:
+                r.offsets[str(n)] = int(off)
+        recs.append(r)
     return recs
 
 

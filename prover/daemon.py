@@ -33,13 +33,13 @@ from ledger import entries as E
 from ledger.keys import ed25519_verify
 from ledger.subscribe import Subscription
 from prover.ledger_view import next_wake
-from mpc_core import SharedTensor, prg
+from mpc_core import prg
 from mpc_core.dealer import SeededDealerClient
 from mpc_core.broadcast import BroadcastLog, receipt_message
 from mpc_core.distributed import TorchDistributedCommunicator
 from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_from_bytes
 from mpc_core.session import Session
-from mpc_core.transcript import StepRecord, Transcript
+from mpc_core.transcript import Transcript
 from prover.channels import PURPOSE_DEALER, PURPOSE_INPUT, PURPOSE_OUTPUT, ReplayGuard, open_, seal
 from prover.dealer_service import SealedDealerLink
 from protocol.commitments import commit
@@ -50,10 +50,10 @@ from protocol.challenge import beacon_commitment, beacon_value
 from protocol.errors import JobError
 from protocol.job_view import challenge_state, read_job_from_ledger
 from prover.local_files import safe_id, write_secret
-from models.gpt_mpc import SharedGPT
 from prover.model_delivery import REFRESH_SCHEME, fetch_share
 from models.publish import MANIFEST_FILE, commit_tensor, load_party_share, manifest_config, read_manifest
-from protocol.opening import dec_tensor, enc_tensor, node_opening
+from protocol.opening import dec_tensor, decode_records, enc_tensor, encode_records, node_opening
+from protocol.program import party_program
 from protocol.weight_refresh import job_salts, read_keys, refreshed
 from prover.wire import client_rank, dealer_rank, exchange_bytes, join_group, leave_group, recv_bytes, send_bytes
 
@@ -67,25 +67,6 @@ class DaemonError(ProverError):
 
 class _NotYet(DaemonError):
     """The job's entries are not all on the ledger yet (e.g. the dealer has not committed)."""
-
-
-# --- persisted job state --------------------------------------------------------------------
-def _records_to_cbor(records: list[StepRecord]) -> list:
-    return [[r.index, r.kind, r.scope, [[n, r.shapes[n], r.digests[n], r.offsets.get(n, -1)] for n in sorted(r.digests)]]
-            for r in records]
-
-
-def _records_from_cbor(obj: list) -> list[StepRecord]:
-    out = []
-    for index, kind, scope, fields in obj:
-        r = StepRecord(int(index), str(kind), str(scope), {}, {})
-        for n, shape, digest, off in fields:
-            r.shapes[n] = [int(d) for d in shape]
-            r.digests[n] = bytes(digest)
-            if off >= 0:
-                r.offsets[n] = int(off)
-        out.append(r)
-    return out
 
 
 @dataclass
@@ -310,10 +291,10 @@ class NodeDaemon:
             dealer_client = SeededDealerClient(p, n, job, seed, client_fetch)
             comm = self.make_communicator(p, n, group, bcast)
             session = self.make_session(comm, dealer_client, job, jdir, manifest["frac_bits"])
-            try:
-                model = SharedGPT(session, manifest_config(manifest),
-                                  self._weights(session, model_dir, manifest, p, info.job_id if info.refresh else None))
-                V = model.config.vocab_size
+            V = manifest_config(manifest).vocab_size
+
+            def inputs():
+                """The client's sealed one-hot input shares (1, T, V), one per step, as the program asks."""
                 for i in range(info.steps):
                     T = info.prompt_len if i == 0 else 1
                     opened = open_(self.keys, recv_bytes(client), client_peer.x25519, sender=info.client,
@@ -322,7 +303,12 @@ class NodeDaemon:
                         raise DaemonError(f"input share #{opened.counter} where #{i} was due")
                     onehot = tensor_from_bytes(opened.payload, (T, V))
                     token_shares.append(onehot.clone())
-                    logits = model.forward(onehot.unsqueeze(0), all_logits=False)
+                    yield onehot.unsqueeze(0)
+
+            try:
+                share = self.weight_share(model_dir, manifest, p, info.job_id if info.refresh else None)
+                weights = {name: t.unsqueeze(0) for name, t in share.items()}
+                for i, logits in enumerate(party_program(session, manifest, weights, inputs())):
                     out = tensor_bytes(logits.data[0].contiguous())
                     send_bytes(seal(self.keys, client_peer.x25519, info.client, info.job_id, PURPOSE_OUTPUT, out, i),
                                client)
@@ -342,7 +328,8 @@ class NodeDaemon:
         write_secret(jdir / "secret.bin", secret)
         write_secret(jdir / "state.cbor", canonical_cbor({
             "job_id": info.job_id, "party": p, "n_parties": n, "model_id": info.model_id, "refresh": info.refresh,
-            "records": _records_to_cbor(transcript.records), "tokens": [enc_tensor(t) for t in token_shares]}))
+            "records": encode_records(transcript.records, with_offsets=True),
+            "tokens": [enc_tensor(t) for t in token_shares]}))
         root = commitment.root
         beacon = beacon_commitment(info.job_id, p, beacon_value(secret, info.job_id, p))
         sig = self.keys.bls_sign(E.job_root_message(info.job_id, self.node_id, p, 0, root, commitment.steps))
@@ -399,11 +386,6 @@ class NodeDaemon:
                 disputes.append(j)
                 log.warning("job %s: party %d's broadcast receipt does not match what it sent here", info.job_id, j)
         return heard, disputes
-
-    def _weights(self, session: Session, model_dir: Path, manifest: dict, party: int,
-                 refresh_job: str | None) -> dict[str, SharedTensor]:
-        share = self.weight_share(model_dir, manifest, party, refresh_job)
-        return {n: SharedTensor.from_shares(session, share[n].unsqueeze(0)) for n in sorted(manifest["tensors"])}
 
     def weight_share(self, model_dir: Path, manifest: dict, party: int,
                      refresh_job: str | None) -> dict[str, torch.Tensor]:
@@ -473,8 +455,7 @@ class NodeDaemon:
         jdir = self.job_dir(job_id)
         p = state["party"]
         secret = (jdir / "secret.bin").read_bytes()
-        transcript = Transcript(p, str(jdir))  # reopens the spilled step tensors (append mode)
-        transcript.records = _records_from_cbor(state["records"])
+        transcript = Transcript.reopen(p, jdir, decode_records(state["records"], with_offsets=True))
         try:
             _, salts = commit(transcript.records, secret, job_id.encode(), p)
             model_dir = self.data_dir / "models" / safe_id(state["model_id"], "model id")

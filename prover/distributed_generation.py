@@ -5,7 +5,9 @@ Ranks 0..N-1 are the parties; rank N is the dealer with the client co-located
 only its own published, commitment-checked weight shares. Per step the client
 sends party i its one-hot share, the parties run the shared model, party N-1
 signals the dealer rank (a marker), every party sends its logit share to the
-client, and the client reconstructs, samples and sends the next shares.
+client, and the client reconstructs, samples and sends the next shares. The
+parties run the one party program and the client samples through the one client
+loop (protocol.program).
 """
 from __future__ import annotations
 
@@ -23,8 +25,8 @@ from mpc_core.ring import decode
 from mpc_core.shares import additive_split
 from mpc_core.session import Session
 from prover.errors import ModelError
-from models.gpt import sample_next_token
-from models.publish import load_shared_model, manifest_config, read_manifest
+from models.publish import load_party_share, manifest_config, read_manifest
+from protocol.program import client_loop, party_program
 
 LOGITS_READY = 1
 READY_FOR_PROMPT = 2
@@ -42,19 +44,29 @@ def _client_shares(values: torch.Tensor, n: int, client_seed: bytes, step: int) 
 
 def party_main(session: Session, model_dir: str, steps: int, prompt_len: int) -> dict:
     """One party: load its shares, then for each step receive one-hot shares, return logit shares."""
-    model = load_shared_model(session, model_dir)  # masks the weights: needs the dealer, so before the prompt
-    n, V = session.n_parties, model.config.vocab_size
+    manifest = read_manifest(model_dir)
+    if manifest["n_parties"] != session.n_parties or manifest["frac_bits"] != session.frac_bits:
+        raise ModelError(f"model published for {manifest['n_parties']} parties at f = {manifest['frac_bits']}, "
+                         f"session has {session.n_parties} at f = {session.frac_bits}")
+    shares = {p: load_party_share(model_dir, p, manifest) for p in session.local_parties}  # each verified
+    weights = {name: torch.stack([shares[p][name] for p in session.local_parties]) for name in manifest["tensors"]}
+    n, V = session.n_parties, manifest_config(manifest).vocab_size
     client = n
-    if session.dealer_channel is not None:
-        session.dealer_channel.marker(READY_FOR_PROMPT)
-    times = []
-    for i in range(steps):
-        T = prompt_len if i == 0 else 1
-        onehot = torch.empty(T, V, dtype=torch.int64)
-        dist.recv(onehot, src=client)
-        t0 = time.perf_counter()
-        logits = model.forward(onehot.unsqueeze(0), all_logits=False)
-        times.append(time.perf_counter() - t0)
+    started, times = [], []  # when each step's forward pass began; how long it took
+
+    def inputs():
+        # The program asks for the prompt once the weights are masked (that needs the dealer): then say so.
+        if session.dealer_channel is not None:
+            session.dealer_channel.marker(READY_FOR_PROMPT)
+        for i in range(steps):
+            T = prompt_len if i == 0 else 1
+            onehot = torch.empty(T, V, dtype=torch.int64)
+            dist.recv(onehot, src=client)
+            started.append(time.perf_counter())
+            yield onehot.unsqueeze(0)
+
+    for logits in party_program(session, manifest, weights, inputs()):
+        times.append(time.perf_counter() - started[-1])
         if session.dealer_channel is not None:
             session.dealer_channel.marker(LOGITS_READY)
         dist.send(logits.data[0].contiguous(), dst=client)
@@ -69,12 +81,22 @@ def client_dealer_main(dealer: TrustedDealer, n_parties: int, prompt_ids: list[i
     Markers come from party N-1 in program order: READY_FOR_PROMPT once the weights are
     masked, LOGITS_READY after each forward pass (then every party sends its logit share)."""
     client_seed = prg.master_from_int(seed, "shardproof/client")
-    gen = torch.Generator().manual_seed(int(seed))
     tokens: list[int] = []
+    sent: list[list[int]] = []  # what each step fed the parties
+    received: list[torch.Tensor] = []  # the logits of the step the client loop asks for next
 
     def send_tokens(ids: list[int]) -> None:
-        for p, sh in enumerate(_client_shares(_onehot(ids, vocab), n_parties, client_seed, len(tokens))):
+        for p, sh in enumerate(_client_shares(_onehot(ids, vocab), n_parties, client_seed, len(sent))):
             dist.send(sh.contiguous(), dst=p)
+        sent.append(list(ids))
+
+    def step(feed: list[int], i: int) -> torch.Tensor:
+        # The markers drive this rank: step i's tokens went out before its logits came in (on_marker).
+        if i >= len(sent) or sent[i] != list(feed) or not received:
+            raise ModelError(f"step {i}: the client loop and the markers disagree")
+        return received.pop()
+
+    loop = client_loop(prompt_ids, steps, step, temperature=temperature, top_k=top_k, seed=seed)
 
     def on_marker(code: int) -> None:
         if code == READY_FOR_PROMPT:
@@ -87,11 +109,13 @@ def client_dealer_main(dealer: TrustedDealer, n_parties: int, prompt_ids: list[i
             part = torch.empty(1, vocab, dtype=torch.int64)
             dist.recv(part, src=p)
             total += part
-        logits = decode(total, frac_bits)
-        nxt = int(sample_next_token(logits, temperature, top_k, gen if temperature > 0 else None)[0, 0])
+        received.append(decode(total, frac_bits))
+        nxt = next(loop, None)
+        if nxt is None:
+            raise ModelError(f"logits after the last of {steps} steps")
         tokens.append(nxt)
         if len(tokens) < steps:
-            send_tokens([nxt])
+            send_tokens([tokens[-1]])
 
     served = serve_dealer(dealer, n_parties - 1, on_marker=on_marker)
     return {"tokens": tokens, "dealer_requests": served}

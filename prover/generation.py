@@ -2,7 +2,8 @@
 
 The client secret-shares the prompt as one-hot integer rows, the parties run
 the shared model and return logit shares, the client adds them up, samples the
-next token locally (greedy, temperature, top-k, seeded) and shares it back.
+next token locally (greedy, temperature, top-k, seeded; the one client loop,
+protocol.program.client_loop) and shares it back.
 In-process, every party and the client live in this process; the arithmetic,
 randomness and transcripts are exactly those of the multi-process run.
 """
@@ -16,8 +17,9 @@ import torch
 
 from mpc_core import Session
 from mpc_core.prg import master_from_int
-from models.gpt import GPT, sample_next_token
+from models.gpt import GPT
 from models.gpt_mpc import SharedGPT, client_reconstruct, share_tokens
+from protocol.program import client_loop
 
 
 @dataclass
@@ -69,10 +71,9 @@ class PrivateGenerator:
     def generate(self, prompt_ids: list[int], max_new_tokens: int, temperature: float = 0.0,
                  top_k: int | None = None, seed: int = 0, keep_logits: bool = False) -> Iterator[int]:
         """Yield new token ids one at a time (KV-cached decode after the prompt's prefill)."""
-        gen = torch.Generator().manual_seed(int(seed))
         c = self.session.counters
-        feed = list(prompt_ids)
-        for i in range(max_new_tokens):
+
+        def timed_step(feed: list[int], i: int) -> torch.Tensor:
             if self.model.length + len(feed) > self.config.block_size:
                 raise ValueError(f"context of {self.model.length + len(feed)} tokens exceeds block_size")
             b0, t0 = c.bytes_per_party, time.perf_counter()
@@ -86,13 +87,14 @@ class PrivateGenerator:
                 self.stats.decode_bytes_per_party.append(c.bytes_per_party - b0)
             if keep_logits:
                 self.stats.logits.append(logits[-1].clone())
-            nxt = int(sample_next_token(logits[-1:].to(torch.float64), temperature, top_k,
-                                        gen if temperature > 0 else None)[0, 0])
+            return logits
+
+        for nxt in client_loop(prompt_ids, max_new_tokens, timed_step, temperature=temperature, top_k=top_k,
+                               seed=seed):
             self.stats.tokens.append(nxt)
             self.stats.dealer_seconds = c.dealer_seconds
             self.stats.rounds = c.rounds
             self.stats.bytes_per_party = c.bytes_per_party
-            feed = [nxt]
             yield nxt
 
 

@@ -3,7 +3,8 @@
 `run_remote_job` posts `job.open` (params: prompt length, steps, the gloo
 rendezvous) and `job.assign`, joins the job's group as the client rank
 (prover.wire) and plays the client: sealed one-hot input shares out, sealed
-logit shares in, sampling locally. The dealer is a separate role: a
+logit shares in, sampling locally through the one client loop
+(protocol.program.client_loop). The dealer is a separate role: a
 `shardproof dealer serve` daemon named by `dealer=`, or, when the deployment
 puts the dealer inside the client, a dealer process this function starts with
 the client's own keys (prover.dealer_service).
@@ -32,8 +33,8 @@ from prover.local_files import safe_id
 from protocol.errors import JobError
 from protocol import bodies as B
 from protocol.job_view import job_failed, last_heartbeat, published_manifest
-from models.gpt import sample_next_token
 from models.publish import manifest_config
+from protocol.program import client_loop
 from prover.wire import client_rank, join_group, leave_group, recv_bytes, send_bytes
 
 
@@ -182,25 +183,22 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
             daemon=True)
         inside.start()
     client_seed = os.urandom(32)
-    gen = torch.Generator().manual_seed(int(seed))
     guard = ReplayGuard()
     tokens: list[int] = []
     kept: list[torch.Tensor] = []
 
-    def send_tokens(ids: list[int]) -> None:
-        step = len(tokens)
-        shares = additive_split(_onehot(ids, vocab), n, client_seed, job, f"tokens:{step}")
+    def step(feed: list[int], i: int) -> torch.Tensor:
+        """Send step i's sealed one-hot shares of `feed` to the nodes; their sealed logit shares, added up."""
+        shares = additive_split(_onehot(feed, vocab), n, client_seed, job, f"tokens:{i}")
         for p, sh in enumerate(shares):
             send_bytes(seal(client_keys, peers[p].x25519, node_ids[p], job_id, PURPOSE_INPUT,
-                            tensor_bytes(sh.contiguous()), step), p)
-
-    def receive_logits() -> torch.Tensor:
+                            tensor_bytes(sh.contiguous()), i), p)
         total = torch.zeros(1, vocab, dtype=torch.int64)
         for p in range(n):
             opened = open_(client_keys, recv_bytes(p), peers[p].x25519, sender=node_ids[p], job=job_id,
                            purpose=PURPOSE_OUTPUT, replay=guard)
-            if opened.counter != len(tokens):
-                raise RemoteJobError(f"logit share #{opened.counter} from party {p}, #{len(tokens)} was due")
+            if opened.counter != i:
+                raise RemoteJobError(f"logit share #{opened.counter} from party {p}, #{i} was due")
             total += tensor_from_bytes(opened.payload, (1, vocab))
         if keep_logits:
             kept.append(total.clone())
@@ -213,13 +211,8 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
         except Exception as exc:  # a party or the dealer never joined, or died while the group formed
             raise RemoteJobError(f"job {job_id}: the job's group did not form: {type(exc).__name__}: {exc}") from exc
         try:
-            send_tokens(list(prompt_ids))
-            while True:
-                logits = receive_logits()
-                tokens.append(int(sample_next_token(logits, temperature, top_k, gen if temperature > 0 else None)[0, 0]))
-                if len(tokens) == steps:
-                    break
-                send_tokens([tokens[-1]])
+            for nxt in client_loop(prompt_ids, steps, step, temperature=temperature, top_k=top_k, seed=seed):
+                tokens.append(nxt)
         except RemoteJobError:
             raise
         except Exception as exc:

@@ -4,31 +4,24 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
-
-from mpc_core import SharedTensor
-from models.gpt_mpc import SharedGPT
-from models.publish import load_party_share, manifest_config, read_manifest
+from models.publish import load_party_share, read_manifest
 from protocol.opening import MATMUL_KINDS
+from protocol.program import program_for_parties
 from sim.adversary import altered, bad_opening_step
 from sim.local_job import party_program
 from verifier.audit import DEFAULT_LAMBDA, Refused, Verdict, audit
 
 
 def joint_party_program(model_dir, parties: tuple[int, ...], token_shares: list[list]) -> Callable:
-    """The program the parties `parties` ran (sim.local_job.party_program), on one session holding them all:
-    their published weight shares and one-hot input shares stacked on the party axis, in that order."""
+    """The program the parties `parties` ran (protocol.program.program_for_parties), on one session holding
+    them all: their published weight shares and one-hot input shares stacked on the party axis, in that order."""
     if len(token_shares) != len(parties) or len({len(t) for t in token_shares}) > 1:
         raise ValueError("the parties' input shares do not line up")
 
     def program(s) -> None:
         manifest = read_manifest(model_dir)
         shares = [load_party_share(model_dir, p, manifest) for p in parties]  # checked against the manifest
-        weights = {n: SharedTensor.from_shares(s, torch.stack([sh[n] for sh in shares]))
-                   for n in sorted(manifest["tensors"])}
-        model = SharedGPT(s, manifest_config(manifest), weights)
-        for onehots in zip(*token_shares):
-            model.forward(torch.stack(list(onehots)), all_logits=False)
+        program_for_parties(manifest, shares, token_shares)(s)
     return program
 
 

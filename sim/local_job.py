@@ -2,8 +2,9 @@
 
 Each party keeps its transcript on disk (spilled step tensors), its one-hot
 input shares per step, and a node secret for commitment salts; at the end it
-commits (protocol.commitments). `party_program` rebuilds exactly the program a
-party ran, for the auditor's replay.
+commits (protocol.commitments). The parties run the one party program and the
+client samples through the one client loop (protocol.program); `party_program`
+rebuilds exactly the program a party ran, for the auditor's replay.
 """
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ from typing import Callable
 
 import torch
 
-from mpc_core import Session, SharedTensor
+from mpc_core import Session
 from mpc_core import prg
 from mpc_core.transcript import StepRecord, Transcript
 from protocol.challenge import DEALER_SLOT, Challenge, beacon_value, derive
 from sim.adversary import Cheat, install, stale_share
 from protocol.commitments import JobCommitment, commit
-from models.gpt import sample_next_token
-from models.gpt_mpc import SharedGPT, client_reconstruct, share_tokens
+from protocol import program as protocol_program
+from protocol.program import client_loop, program_for_parties
+from models.gpt_mpc import client_reconstruct, share_tokens
 from models.publish import load_party_share, manifest_config, read_manifest
 
 
@@ -69,13 +71,13 @@ class Job:
         return lambda req, i: self.session.dealer.correction(req, i)
 
 
-def _weights(session: Session, model_dir: Path, manifest: dict, cheats: dict[int, Cheat]) -> dict[str, SharedTensor]:
+def _weights(session: Session, model_dir: Path, manifest: dict, cheats: dict[int, Cheat]) -> dict[str, torch.Tensor]:
+    """The local parties' weight shares (P_local, ...) by name, a `weights` cheater's one stale."""
     shares = {p: load_party_share(model_dir, p, manifest) for p in session.local_parties}
     for p, c in cheats.items():
         if c.kind == "weights":
             stale_share(shares[p])
-    return {n: SharedTensor.from_shares(session, torch.stack([shares[p][n] for p in session.local_parties]))
-            for n in sorted(manifest["tensors"])}
+    return {n: torch.stack([shares[p][n] for p in session.local_parties]) for n in sorted(manifest["tensors"])}
 
 
 def run_job(model_dir: str | Path, prompt_ids: list[int], max_new_tokens: int, *, workdir: str | Path, seed: int = 0,
@@ -92,18 +94,20 @@ def run_job(model_dir: str | Path, prompt_ids: list[int], max_new_tokens: int, *
     tdir = Path(workdir) / "transcripts"
     session = Session.in_process(n, master, job=job_id, transcript_dir=str(tdir), frac_bits=manifest["frac_bits"])
     fired = {p: install(session, p, c) for p, c in cheats.items()}
-    model = SharedGPT(session, cfg, _weights(session, model_dir, manifest, cheats))
     token_shares: dict[int, list[torch.Tensor]] = {p: [] for p in range(n)}
-    gen = torch.Generator().manual_seed(seed)
-    feed, tokens = list(prompt_ids), []
-    for _ in range(max_new_tokens):
+    fed: list[torch.Tensor] = []  # the one-hot shares of the step the program asks for next
+    program = protocol_program.party_program(session, manifest, _weights(session, model_dir, manifest, cheats),
+                                             iter(fed.pop, None))
+
+    def step(feed: list[int], i: int) -> torch.Tensor:
         onehot = share_tokens(session, feed, cfg.vocab_size)
         for row, p in enumerate(session.local_parties):
             token_shares[p].append(onehot[row].clone())
-        logits = client_reconstruct(model.forward(onehot, all_logits=False))
-        nxt = int(sample_next_token(logits, temperature, top_k, gen if temperature > 0 else None)[0, 0])
-        tokens.append(nxt)
-        feed = [nxt]
+        fed.append(onehot)
+        return client_reconstruct(next(program))
+
+    tokens = list(client_loop(prompt_ids, max_new_tokens, step, temperature=temperature, top_k=top_k, seed=seed))
+    program.close()
     parties = {}
     for p in range(n):
         secret = prg.master_from_int(seed * 1000 + p, "node-secret")  # a node draws its own in a deployment
@@ -114,14 +118,11 @@ def run_job(model_dir: str | Path, prompt_ids: list[int], max_new_tokens: int, *
 
 
 def party_program(model_dir: Path, party: int, token_shares: list[torch.Tensor]) -> Callable[[Session], None]:
-    """The program party `party` ran, driven by its own inputs (published share, token shares)."""
+    """The program party `party` ran (protocol.program), driven by its own inputs (published share, token shares)."""
     def program(s: Session) -> None:
         manifest = read_manifest(model_dir)
         share = load_party_share(model_dir, party, manifest)  # checked against the manifest commitments
-        weights = {n: SharedTensor.from_shares(s, share[n].unsqueeze(0)) for n in sorted(manifest["tensors"])}
-        model = SharedGPT(s, manifest_config(manifest), weights)
-        for onehot in token_shares:
-            model.forward(onehot.unsqueeze(0), all_logits=False)
+        program_for_parties(manifest, [share], [token_shares])(s)
     return program
 
 

@@ -77,7 +77,7 @@ def test_load_follows_appends_and_a_reassigned_record_list(tmp_path):
     t = s.transcripts[2]
     recs = list(t.records)
     assert set(t.load(recs[4].index)) == set(recs[4].digests)
-    t.records = recs[:6]  # what a daemon does after reopening a job
+    t.records = recs[:6]  # a caller may still reassign the list
     assert set(t.load(recs[5].index)) == set(recs[5].digests)
     with pytest.raises(TranscriptError, match="no step"):
         t.load(recs[6].index)
@@ -85,6 +85,27 @@ def test_load_follows_appends_and_a_reassigned_record_list(tmp_path):
     assert set(t.load(recs[6].index)) == set(recs[6].digests)
     t.records.append(recs[0])  # an in-place append is seen too
     assert set(t.load(recs[0].index)) == set(recs[0].digests)
+
+
+def test_reopen_reads_back_a_finished_transcript(tmp_path):
+    from mpc_core.transcript import Transcript
+
+    s = _run(tmp_path)
+    t = s.transcripts[1]
+    recs = list(t.records)
+    t.close()
+    again = Transcript.reopen(1, tmp_path, recs)
+    try:
+        assert again.digests() == [r.digest() for r in recs]
+        assert again.chain_digest() == t.chain_digest()
+        for r in (recs[0], recs[len(recs) // 2], recs[-1]):
+            assert set(again.load(r.index)) == set(r.digests)
+        with pytest.raises(TranscriptError, match="no step"):
+            again.load(recs[-1].index + 1)
+    finally:
+        again.close()
+    with pytest.raises(TranscriptError, match="after"):
+        Transcript.reopen(1, tmp_path, [recs[1], recs[0]])
 
 
 def test_canonical_cbor_rejects_with_the_same_errors():
