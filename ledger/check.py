@@ -16,7 +16,7 @@ from typing import Iterable, Iterator, NamedTuple
 
 from ledger import entries as E
 from ledger import merkle
-from ledger.blobs import blob_digest
+from ledger.blobs import BlobCodecError, blob_digest, unpack_blob
 from ledger.checkpoints import SignedCheckpoint, checkpoint_from_obj, decode_checkpoint
 from ledger.errors import LedgerError
 from ledger.keys import bls_pop_verify
@@ -140,11 +140,14 @@ def check_rows(
     blob_state: dict[bytes, str] = {}
     for digest, size, data in blob_rows:
         rep.blobs += 1
-        digest, data = bytes(digest), bytes(data)
+        digest = bytes(digest)
+        try:
+            data = unpack_blob(int(size), bytes(data))  # stored as it is or compressed (ledger.blobs)
+        except BlobCodecError as exc:
+            blob_state[digest] = f"stored bytes do not decode to its size: {exc}"
+            continue
         if blob_digest(data) != digest:
             blob_state[digest] = "bytes do not match its digest"
-        elif size != len(data):
-            blob_state[digest] = f"stored size {size} differs from its {len(data)} bytes"
         else:
             blob_state[digest] = ""
     referenced: set[bytes] = set()

@@ -219,10 +219,10 @@ class SqlStorage(S.LogStorage):
         except SQLAlchemyError as exc:
             raise StorageError(f"blob write failed: {exc}") from exc
 
-    def get_blob(self, digest: bytes) -> bytes | None:
+    def get_blob(self, digest: bytes) -> tuple[int, bytes] | None:
         with self.snapshot() as r:
-            row = r.conn.execute(select(S.blobs.c.data).where(S.blobs.c.digest == bytes(digest))).first()
-        return None if row is None else bytes(row[0])
+            row = r.conn.execute(select(S.blobs.c.size, S.blobs.c.data).where(S.blobs.c.digest == bytes(digest))).first()
+        return None if row is None else (int(row[0]), bytes(row[1]))
 
     def missing_blobs(self, digests: Sequence[bytes]) -> list[bytes]:
         want = list(dict.fromkeys(bytes(d) for d in digests))

@@ -412,7 +412,7 @@ class LogReader(ABC):
 
     @abstractmethod
     def scan_blobs(self) -> Iterator[tuple[bytes, int, bytes]]:
-        """Every stored blob as (digest, size, data), by digest, as stored (unverified)."""
+        """Every stored blob as (digest, size, data), by digest, as stored (unverified, not decoded)."""
 
 
 class LogWriter(LogReader):
@@ -477,11 +477,12 @@ class LogStorage(ABC):
 
     @abstractmethod
     def put_blobs(self, rows: Sequence[tuple[bytes, int, bytes]]) -> None:
-        """Store (digest, size, data) rows in one transaction; a digest already stored is left as it is."""
+        """Store (digest, size, data) rows in one transaction; a digest already stored is left as it is.
+        `data` is the stored form (ledger.blobs.pack_blob), `size` the length of the original bytes."""
 
     @abstractmethod
-    def get_blob(self, digest: bytes) -> bytes | None:
-        """The stored bytes under `digest` (unverified), or None."""
+    def get_blob(self, digest: bytes) -> tuple[int, bytes] | None:
+        """(size, stored form) under `digest` (unverified, not decoded: ledger.blobs.unpack_blob), or None."""
 
     @abstractmethod
     def missing_blobs(self, digests: Sequence[bytes]) -> list[bytes]:
