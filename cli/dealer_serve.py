@@ -18,12 +18,16 @@ from cli.common import EXIT_INCOMPLETE, add_daemon_arguments, run_until_signalle
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="the dealer role: serve the jobs that name this dealer",
-                       description="The dealer role. Verbs: serve (run the dealer daemon).")
+                       description="The dealer role. Verbs: serve (run the dealer daemon), "
+                                   "gc (remove state whose audit window has closed).")
     verbs = p.add_subparsers(dest="verb", metavar="VERB")
     s = verbs.add_parser("serve", help="run the dealer daemon", description=__doc__,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     add_daemon_arguments(s, "key file written by `prover keygen` (registered with role dealer)", "state directory")
     s.set_defaults(func=run)
+    from cli.gc import register_dealer_verb
+
+    register_dealer_verb(verbs)
 
 
 def run(args: argparse.Namespace) -> int:

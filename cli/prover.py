@@ -1,4 +1,4 @@
-"""`prover`: node operators (keygen, register, serve)."""
+"""`prover`: node operators (keygen, register, serve, gc)."""
 from __future__ import annotations
 
 import sys
@@ -10,6 +10,7 @@ COMMANDS = {
     "keygen": "cli.prover_keygen",
     "register": "cli.prover_register",
     "serve": "cli.prover_serve",
+    "gc": "cli.gc",
 }
 
 
