@@ -203,6 +203,9 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     net.add_argument("--max-heartbeat-age", type=_seconds, default=180.0, metavar="S",
                      help="refuse nodes (and the dealer) whose last node.heartbeat is older (default 180: 3x the "
                      "daemons' default --heartbeat of 60)")
+    net.add_argument("--wait-ready", type=_seconds, default=0.0, metavar="S",
+                     help="wait up to S seconds for the nodes (and the dealer) to announce themselves before "
+                          "refusing (default 0: check once)")
     net.add_argument("--dealer-state", type=Path, default=None, metavar="DIR",
                      help="where the in-client dealer keeps what it must release to an auditor, as "
                      "dealer-<job>.cbor (default: the current directory)")
@@ -263,9 +266,19 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_INCOMPLETE
         from prover.remote_client import PreflightError, preflight
 
+        import time as _time
+
+        ready_by = _time.monotonic() + args.wait_ready
         try:
-            preflight(args.ledger, [n for n in args.nodes.split(",") if n], args.model_id, args.dealer,
-                      args.max_heartbeat_age)
+            while True:
+                try:
+                    preflight(args.ledger, [n for n in args.nodes.split(",") if n], args.model_id, args.dealer,
+                              args.max_heartbeat_age)
+                    break
+                except PreflightError:
+                    if _time.monotonic() >= ready_by:
+                        raise
+                    _time.sleep(1.0)  # --wait-ready: the daemons may still be starting
         except PreflightError as e:
             _err(f"not starting the job: {e}")
             return EXIT_INCOMPLETE

@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_ledger_argument(p)
     add_key_argument(p, "key file written by `prover keygen`")
-    p.add_argument("--endpoint", required=True, help="HOST:PORT where this node accepts private channels")
+    p.add_argument("--endpoint", default=None, help="HOST:PORT where this node accepts private channels "
+                                                    "(required for the roles node and dealer)")
     p.add_argument("--roles", action="append", default=None, metavar="ROLE[,ROLE...]",
                    help=f"roles, comma-separated or repeated, each one of: {', '.join(REGISTRABLE_ROLES)} (default: node)")
     p.add_argument("--json", action="store_true", help="machine-readable result on stdout")
@@ -63,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
         return emit(args, "register: bad input", {"error": msg}, "yellow", EXIT_INCOMPLETE)
 
     try:
-        endpoint = parse_endpoint(args.endpoint)
         roles = parse_roles(args.roles or ["node"])
+        if args.endpoint is None and {"node", "dealer"} & set(roles):
+            raise ValueError("a node or a dealer needs --endpoint HOST:PORT")
+        endpoint = parse_endpoint(args.endpoint) if args.endpoint is not None else None
     except ValueError as exc:
         return bad(str(exc))
     try:
