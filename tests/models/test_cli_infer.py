@@ -14,7 +14,7 @@ from cli.shardproof import main
 from models import ByteBPETokenizer, GPTConfig, TINY_MODEL_DIR, load_model_and_tokenizer, random_model, save_hf_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
-KEYS = {"text", "tokens", "seconds", "seconds_per_token", "parties"}
+KEYS = {"text", "tokens", "seconds", "seconds_per_token", "parties", "job_id"}
 
 
 @pytest.fixture(scope="module")
