@@ -42,12 +42,6 @@ class RemoteJobError(ProverError):
     """The client side of a ledger job failed (unknown node, bad model, failed MPC)."""
 
 
-def _onehot(ids: list[int], vocab: int) -> torch.Tensor:
-    t = torch.zeros(len(ids), vocab, dtype=torch.int64)
-    t[torch.arange(len(ids)), torch.tensor(ids)] = 1
-    return t
-
-
 class PreflightError(RemoteJobError):
     """A node or the dealer is not ready for a job (not registered, not live, not holding the model)."""
 
