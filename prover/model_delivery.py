@@ -20,6 +20,7 @@ from ledger import Ledger
 from ledger import entries as E
 from mpc_core.encoding import canonical_cbor, decode_cbor
 from prover.channels import PURPOSE_WEIGHTS, ReplayGuard, open_, seal
+from models.errors import ModelsError
 from prover.errors import ProverError
 from prover.keys import NodeKeys, lookup_peer
 from prover.local_files import safe_id
@@ -102,7 +103,10 @@ def fetch_share(led: Ledger, keys: NodeKeys, model_id: str, model_dir: str | os.
                 raise DeliveryError(f"bad file name {name!r} in the delivery")
             (tmp / f"party{p}" / name).write_bytes(blob)
             os.chmod(tmp / f"party{p}" / name, 0o600)
-        load_party_share(tmp, p, read_manifest(tmp))  # raises unless every tensor opens its commitment
+        try:
+            load_party_share(tmp, p, read_manifest(tmp))  # raises unless every tensor opens its commitment
+        except ModelsError as exc:
+            raise DeliveryError(f"the delivered share does not open the manifest's commitments: {exc}") from exc
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
