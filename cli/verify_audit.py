@@ -81,7 +81,14 @@ def run(args: argparse.Namespace) -> int:
         with spin:
             res = audit_on_ledger(led, args.job_id, identity, lam=args.lam, mode="exact" if args.exact else "freivalds",
                                   wait_s=args.wait, log_key=key, force=args.force)
-    except (AuditIncomplete, LedgerError, KnownLogsError, OSError, ValueError) as exc:
+    except AuditIncomplete as exc:  # an answer is still due (or the job is not sealed): nothing was posted
+        if args.json:
+            print(json.dumps({"job_id": args.job_id, "outcome": "incomplete", "clean": False, "accused": [],
+                              "reason": str(exc)}))
+        else:
+            err.print(f"verify audit: could not decide yet: {exc}")
+        return EXIT_INCOMPLETE
+    except (LedgerError, KnownLogsError, OSError, ValueError) as exc:
         err.print(f"verify audit: {exc}")
         return EXIT_INCOMPLETE
     v = res.verdict
