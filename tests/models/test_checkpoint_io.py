@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from prover.errors import CheckpointError, ProverError
+from models.errors import ModelsError
 from models import (
     ByteBPETokenizer,
     GPTConfig,
@@ -237,10 +238,10 @@ def test_sharded_checkpoint_is_reported(tmp_path, small_config):
 
 
 def test_errors_share_a_root():
-    assert issubclass(CheckpointError, ProverError)
+    assert issubclass(CheckpointError, ModelsError)  # the models layer's own tree (models/errors.py)
 
 
 def test_non_float_dtype_is_refused(tmp_path, small_config):
     save_hf_checkpoint(random_model(small_config, 0), tmp_path)
-    with pytest.raises(ProverError, match="floating-point"):
+    with pytest.raises(ModelsError, match="floating-point"):
         load_checkpoint(tmp_path, dtype=torch.int64)

@@ -46,7 +46,7 @@ def _job_roots(logs: list[BroadcastLog], forge: dict | None = None) -> list[dict
                 heard.append([j, logs[j].count, head, sig])
             else:
                 disputes.append(j)
-        bodies.append({"party": r, "meta": {"receipts": heard, "disputes": disputes}})
+        bodies.append({"party": r, "receipts": heard, "disputes": disputes})
     return bodies
 
 
@@ -74,7 +74,7 @@ def test_forged_receipts_prove_nothing_and_a_mismatch_is_a_dispute():
     assert f.equivocators == {}  # one valid receipt only
     # A node that lies about its receipts (claims a head it never got) cannot frame a sender.
     bodies = _job_roots(_run(4))
-    bodies[2]["meta"]["receipts"][0][2] = b"\x11" * 32
+    bodies[2]["receipts"][0][2] = b"\x11" * 32
     assert check_receipts(JOB, bodies, ASSIGN, KEYS).equivocators == {}
     # What node 2 received from node 1 differs from node 1's chain towards it: a dispute.
     logs = _run(4)
