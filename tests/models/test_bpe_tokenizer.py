@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prover.errors import ProverError, TokenizerError
+from prover.errors import TokenizerError
 from models.errors import ModelsError
 from models import ByteBPETokenizer
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from prover.errors import CheckpointError, ProverError
+from prover.errors import CheckpointError
 from models.errors import ModelsError
 from models import (
     ByteBPETokenizer,
