@@ -20,7 +20,7 @@ setup: $(STAMP)
 
 test: setup
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=30
 
 # The long sweeps that `make test` runs in a smaller version (tests marked `soak`, see tests/conftest.py).
 soak: setup

@@ -30,7 +30,7 @@ def _finished_jobs(net: ProcessNetwork, n: int) -> None:
             "master_seed": b"m" * 32, "requests": [], "status": "done"}))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.soak])])
 def url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ledger.db'}"
