@@ -198,19 +198,14 @@ def _table(title: str, rows: list[tuple[str, str]]):
 
 # --- init ---------------------------------------------------------------------------------
 def run_init(args: argparse.Namespace) -> int:
-    from ledger import Ledger, LedgerError
+    from ledger.errors import LedgerExists
+    from ledger.operator import init_ledger, refuse_existing
     from prover.keys import NodeKeys
 
     try:
-        existing = Ledger.open(args.ledger, create=False)
-    except LedgerError:
-        existing = None  # nothing there (a real storage problem shows when creating)
-    if existing is not None:
-        size, origin = existing.size(), existing.origin
-        existing.close()
-        raise CommandError(f"a ledger already exists at {args.ledger} (origin {origin!r}, {size} entries); "
-                           f"init never touches an existing ledger")
-    from ledger.operator import init_ledger
+        refuse_existing(args.ledger)  # before a key is generated for it
+    except LedgerExists as exc:
+        raise CommandError(str(exc)) from None
 
     generated = not args.key.exists() and not args.key.is_symlink()
     if generated:

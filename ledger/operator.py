@@ -25,18 +25,22 @@ DEFAULT_INTERVAL_S = 1.0
 DEFAULT_MAX_IDLE_S = 10.0
 
 
-def init_ledger(url: str, identity: Identity, origin: str | None = None) -> Ledger:
-    """Create the ledger at `url` with `identity` as its log key and sign its first checkpoint. Raises
-    LedgerExists if a ledger is there already (init never touches an existing ledger)."""
+def refuse_existing(url: str) -> None:
+    """Raise LedgerExists if a ledger is already at `url` (init never touches an existing ledger)."""
     try:
         existing = Ledger.open(url, create=False)
     except LedgerError:
-        existing = None  # nothing there (a real storage problem shows when creating)
-    if existing is not None:
-        size, origin_there = existing.size(), existing.origin
-        existing.close()
-        raise LedgerExists(f"a ledger already exists at {url} (origin {origin_there!r}, {size} entries); "
-                           "init never touches an existing ledger")
+        return  # nothing there (a real storage problem shows when creating)
+    size, origin_there = existing.size(), existing.origin
+    existing.close()
+    raise LedgerExists(f"a ledger already exists at {url} (origin {origin_there!r}, {size} entries); "
+                       "init never touches an existing ledger")
+
+
+def init_ledger(url: str, identity: Identity, origin: str | None = None) -> Ledger:
+    """Create the ledger at `url` with `identity` as its log key and sign its first checkpoint. Raises
+    LedgerExists if a ledger is there already."""
+    refuse_existing(url)
     kw = {"origin": origin} if origin else {}
     led = Ledger.open(url, log_identity=identity, create=True, **kw)
     led.checkpoint()
