@@ -11,9 +11,10 @@ commits to its transcript and posts its BLS-signed `node.job_root` with the
 receipts it holds. What it needs to open the job later
 (records, token shares, node secret; the spilled step tensors) stays under
 `data_dir/jobs/<job>/`, so a restarted daemon skips finished jobs and can still
-answer their challenges. A `challenge` entry that lists its party is answered
-with an `opening` entry, unless the challenge does not follow from the first
-sealing checkpoint (that would break the audit privacy budget): then it refuses.
+answer their challenges: once the job is sealed it reveals its challenge beacon,
+posts the derived challenge if nobody has, and opens its party if the counted
+challenge opens it (`answer_challenge`, specs/node-daemon.md section 4); a
+challenge that does not follow from the derivation is never answered.
 
 Ranks and wire format: prover.wire. The dealer is its own role (prover.dealer_service).
 """
