@@ -6,9 +6,11 @@ jobs run until the challenge opens node 1's share index (equivocation is proven 
 opening), and the audit must name node 1 and nobody else, with an evidence bundle that
 verifies offline. Honest jobs on the same deployment must audit clean.
 
-`make test` runs every cheat kind and scenario on SQLite, a representative subset on PostgreSQL (PG_QUICK) and a
-short honest run (at least HONEST_JOBS_QUICK jobs, continued until the challenge has closed every share
-index once); `make soak` adds the full cheat matrix on PostgreSQL and fifty honest jobs per backend.
+`make test` runs one cheat kind of each family on SQLite (SQLITE_QUICK: a wrong product, a wrong opening,
+silence, equivocation; tests/verifier/test_audit.py catches every kind in-process), two on PostgreSQL
+(PG_QUICK), every scenario on SQLite and a short honest run on SQLite (at least HONEST_JOBS_QUICK jobs,
+continued until the challenge has closed every share index once); `make soak` adds the full cheat matrix
+on both backends, the scenarios and the honest run on PostgreSQL, and fifty honest jobs per backend.
 """
 from __future__ import annotations
 
@@ -35,8 +37,9 @@ CHEATS = {"matmul-random": "matmul-random@3", "matmul-2^63": "matmul-2^63@20", "
           "zeros": "zeros@8", "weights": "weights", "bad-opening": "bad-opening@4", "refuse": "refuse",
           "equivocate": "equivocate@7"}
 HONEST_JOBS = 50  # make soak
-HONEST_JOBS_QUICK = 6  # make test: at least this many ...
+HONEST_JOBS_QUICK = 3  # make test: at least this many ...
 HONEST_JOBS_CAP = 30  # ... and on until every share index was closed once (P[> 30 needed] = 3 (2/3)^30 ~ 2e-5)
+SQLITE_QUICK = ("matmul-random", "bad-opening", "refuse", "equivocate")  # product, opening, silence, network
 PG_QUICK = ("matmul-random", "equivocate")  # one matmul kind and one network-only kind
 
 
@@ -83,16 +86,20 @@ def _job_id(label: str) -> str:
 def _record_opened_weights(net, job_id: str, opened: dict) -> None:
     for e in net.ledger.by_job(job_id, kind=E.OPENING):
         if e.entry.body.get("meta", {}).get("role") != "dealer":
-            op = decode_opening(net.ledger.get_blob(e.entry.body["data"]))
+            public = e.entry.body.get("public")
+            op = decode_opening(net.ledger.get_blob(e.entry.body["data"]),
+                                None if public is None else net.ledger.get_blob(public))
             opened.setdefault(e.entry.body["party"], []).append(op["weights"][WEIGHT])
 
 
 @pytest.mark.parametrize("jobs", [pytest.param(HONEST_JOBS_QUICK, id="quick"),
                                   pytest.param(HONEST_JOBS, marks=pytest.mark.soak, id="fifty")])
-def test_honest_jobs_audit_clean(network, jobs):
+def test_honest_jobs_audit_clean(network, jobs, request):
     """Honest jobs (one forward pass each, fresh seeds and challenges): no accusation, no incomplete audit,
     and the challenge closes every share index in some job."""
     net, model_id = network
+    if jobs == HONEST_JOBS_QUICK:
+        _soak_only_on_postgres(net, request)  # the PostgreSQL deployment runs PG_QUICK's cheats in make test
     closed = set()
     opened: dict[int, list] = {}
     k = 0
@@ -154,7 +161,8 @@ def test_a_stopped_node_is_pending_not_accused_and_answers_from_disk_after_a_res
 
 # (backend, (backend, kind)): the second value is unique per case, so pytest's module-scope grouping
 # keeps each backend's deployment up for all of its cases.
-CHEAT_CASES = ([pytest.param("sqlite", ("sqlite", k), id=f"sqlite-{k}") for k in CHEATS]
+CHEAT_CASES = ([pytest.param("sqlite", ("sqlite", k), id=f"sqlite-{k}",
+                               marks=[] if k in SQLITE_QUICK else [pytest.mark.soak]) for k in CHEATS]
                + [pytest.param("postgres", ("postgres", k), id=f"postgres-{k}",
                                marks=[pytest.mark.postgres] + ([] if k in PG_QUICK else [pytest.mark.soak]))
                   for k in CHEATS])
