@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from ledger import entries as E
 from ledger import merkle
@@ -413,6 +413,20 @@ class Ledger:
             rows = r.entries(start=start, stop=stop, job_id=job_id, kind=kind, node=node, author=author, limit=limit)
         return self._rows_to_entries(rows)
 
+    def rows(self, start: int = 0, stop: int | None = None, chunk: int = 5000) -> Iterator[tuple[int, bytes]]:
+        """The encoded entries (index, bytes) with start <= index < stop (default: the size when called),
+        in order, read `chunk` at a time, each page in its own snapshot, not decoded: a reader pages
+        through a large log lazily and can report a row that does not decode instead of failing."""
+        stop = self.size() if stop is None else stop
+        at = start
+        while at < stop:
+            with self.store.snapshot() as r:
+                page = r.entries(start=at, stop=min(at + chunk, stop))
+            if not page:
+                return
+            yield from page
+            at = page[-1][0] + 1
+
     def by_job(self, job_id: str, kind: str | None = None) -> list[LoggedEntry]:
         """All entries of a job (optionally of one kind)."""
         return self.query(job_id=job_id, kind=kind)
@@ -557,12 +571,17 @@ class Ledger:
             return [(decode_checkpoint(a), _decode(b or None), reason) for a, b, reason in r.conflicts()]
 
     # --- integrity -------------------------------------------------------------
-    def check(self, log_key: bytes | None = None, chunk: int = 20000) -> "CheckReport":
-        """Run `ledger.check.check_rows` over every row, in one read snapshot."""
+    def check(self, log_key: bytes | None = None, chunk: int = 20000,
+              progress: Callable[[int], None] | None = None) -> "CheckReport":
+        """Run `ledger.check.check_rows` over every row, in one read snapshot; `progress(n)` is called
+        with the number of entries read so far, every 1000 entries and at the end."""
         from ledger.check import check_rows
 
         with self.store.snapshot() as r:
-            return check_rows(r.meta(), r.scan_entries(chunk), r.scan_nodes(True, chunk), r.scan_nodes(False, chunk),
+            rows = r.scan_entries(chunk)
+            if progress is not None:
+                rows = _counted(rows, 1000, progress)
+            return check_rows(r.meta(), rows, r.scan_nodes(True, chunk), r.scan_nodes(False, chunk),
                               r.checkpoint_rows(), r.scan_blobs(), r.registrations(), log_key)
 
     # --- evidence & subscriptions ----------------------------------------------
@@ -578,6 +597,16 @@ class Ledger:
         from ledger.subscribe import Subscription
 
         return Subscription(self, self.size() if start is None else start, poll_interval, filters)
+
+
+def _counted(rows: Iterable[Any], every: int, progress: Callable[[int], None]) -> Iterator[Any]:
+    n = 0
+    for row in rows:
+        yield row
+        n += 1
+        if n % every == 0:
+            progress(n)
+    progress(n)
 
 
 def _decode(data: bytes | None) -> SignedCheckpoint | None:

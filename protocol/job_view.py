@@ -15,7 +15,9 @@ which entries count (specs/ledger.md, "Who may write what").
 | dealer.release     | the job's dealer                                  | the counted challenge; the first     |
 | model.publish      | anyone; the first per model id is the model       | -                                    |
 | model.refresh      | the model's publisher; the first for the job      | the job's model                      |
-| verdict            | any auditor (one per auditor counts)              | -                                    |
+| verdict            | any auditor (one per auditor counts: the first;   | -                                    |
+|                    | an auditor is registered with the verifier role;  |                                      |
+|                    | `counted_verdicts`)                               |                                      |
 | job.fail           | the job's opener; the first                       | - (the job is closed: nodes stop     |
 |                    |                                                   | waiting for it)                      |
 | node.heartbeat     | the node itself (author = body.node); not a job   | - (the latest one: `last_heartbeat`) |
@@ -28,7 +30,7 @@ bundle); this module checks who may write what.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Generic, Iterable, Protocol, TypeVar
+from typing import Callable, Generic, Iterable, Protocol, TypeVar
 
 from ledger import entries as E
 from protocol import bodies as B
@@ -347,13 +349,35 @@ def job_failed(led, job_id: str) -> B.JobFail | None:
     return None
 
 
+def counted_heartbeat(le: _Logged) -> Counted[B.Heartbeat] | None:
+    """`le` as a counted `node.heartbeat` (well formed, written by the node it names), else None."""
+    if le.entry.kind != E.HEARTBEAT:
+        return None
+    hb = _typed(B.Heartbeat, le, None)
+    if hb is None or hb.node != le.entry.author:
+        return None
+    return Counted(le.index, le.entry, hb)
+
+
 def last_heartbeat(led, node: str) -> Counted[B.Heartbeat] | None:
     """The latest `node.heartbeat` that counts for `node`: written by the node itself (author = body.node)."""
     for le in reversed(led.query(kind=E.HEARTBEAT, node=node, author=node)):
-        hb = _typed(B.Heartbeat, le, None)
-        if hb is not None and hb.node == node:
-            return Counted(le.index, le.entry, hb)
+        hb = counted_heartbeat(le)
+        if hb is not None and hb.body.node == node:
+            return hb
     return None
+
+
+def counted_verdicts(view: JobView, auditors: Iterable[str]) -> list[Counted[B.Verdict]]:
+    """The verdicts of a job that count: one per auditor (its first), an auditor being an author
+    registered with the `verifier` role (`auditors`: their node ids); in log order. A verdict by
+    anyone else is a claim that counts for nothing."""
+    allowed, seen, out = set(auditors), set(), []
+    for v in view.verdicts:
+        if v.author in allowed and v.author not in seen and v.body.job_id == view.job_id:
+            seen.add(v.author)
+            out.append(v)
+    return out
 
 
 def read_job_from_ledger(led, job_id: str) -> JobView:
@@ -414,14 +438,21 @@ def challenge_state(led, job_id: str, log_key: bytes | None = None) -> Challenge
     """Read the job, find its sealing checkpoint (under `log_key`, default the ledger's), derive the
     challenge if every reveal is in, and count the answers to the first posted derived challenge.
     Raises JobError when the ledger has no valid job.open for `job_id`."""
-    view = read_job_from_ledger(led, job_id)
+    key = led.log_key if log_key is None else log_key
+    return challenge_state_of(read_job_from_ledger(led, job_id), led.checkpoints, lambda c: c.verify(key))
+
+
+def challenge_state_of(view: JobView, checkpoints: Callable[[], Iterable], valid: Callable[[object], bool]
+                       ) -> ChallengeState:
+    """`challenge_state` over a job already read: the seal is the first of `checkpoints()` (signed
+    checkpoints by size, read only once the job is committed) covering the job's commitments for
+    which `valid(checkpoint)` holds (its signature verifies under the pinned log key)."""
     st = ChallengeState(view)
     if not view.committed:
         st.problem = "the job's commitments are not all on the ledger"
         return st
     need = view.seal_size
-    key = led.log_key if log_key is None else log_key
-    st.seal = next((c for c in led.checkpoints() if c.size >= need and c.verify(key)), None)
+    st.seal = next((c for c in checkpoints() if c.size >= need and valid(c)), None)
     try:
         st.derived = view.derive_challenge(st.seal)
     except (NotSealed, NotRevealed) as exc:

@@ -253,7 +253,8 @@ def replay_verdict(p: int, result: ReplayResult) -> PartyVerdict:
         return PartyVerdict(p, "clean", "every step matches", result)
     if result.finding is not None:
         f = result.finding
-        return PartyVerdict(p, "cheated", f"step {f.step}: {f.what} differs", result)
+        return PartyVerdict(p, "cheated", f"step {f.step} ({f.kind} in {f.scope or 'top level'}): {f.what} differs",
+                            result)  # the op kind and layer travel in the verdict entry's reason
     # The opening passed every structural check before the replay: an exception inside the replay is
     # the verifier's own failure (or the dealer's material), never evidence against the node.
     return PartyVerdict(p, "error", f"the replay could not decide: {result.error}", result)
