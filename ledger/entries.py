@@ -277,7 +277,8 @@ SCHEMAS: dict[str, dict[str, _Spec]] = {
         "node": _req(Str()),
         "party": _req(Int(0, 1 << 16)),
         "challenge": _req(Int()),
-        "data": _req(Blob()),
+        "data": _req(Blob()),  # the party's own opening (protocol/opening.py)
+        "public": _opt(Blob()),  # the public values it saw, one blob per job when the parties agree
         **_META,
     },
     VERDICT: {

@@ -238,7 +238,8 @@ class Challenge:
 
 @dataclass(frozen=True)
 class Opening:
-    """`opening`: a node's opening of its share index for a challenge (the data is a blob)."""
+    """`opening`: a node's opening of its share index for a challenge: its own blob (`data`) and the
+    public-values blob it references (`public`; None: inline in `data`), protocol/opening.py."""
 
     KIND: ClassVar[str] = E.OPENING
     job_id: str
@@ -246,15 +247,24 @@ class Opening:
     party: int
     challenge: int
     data: bytes
+    public: bytes | None = None
 
     @classmethod
     def from_entry(cls, entry: E.Entry) -> "Opening":
         b = _checked(entry, cls.KIND)
-        return cls(b["job_id"], b["node"], b["party"], b["challenge"], b["data"])
+        return cls(b["job_id"], b["node"], b["party"], b["challenge"], b["data"], b.get("public"))
 
     def to_body(self) -> dict:
-        return {"job_id": self.job_id, "node": self.node, "party": self.party, "challenge": self.challenge,
+        body = {"job_id": self.job_id, "node": self.node, "party": self.party, "challenge": self.challenge,
                 "data": self.data}
+        if self.public is not None:
+            body["public"] = self.public
+        return body
+
+    @property
+    def blobs(self) -> tuple[bytes, bytes | None]:
+        """The blob digests of this opening, (data, public): two openings differ iff these do."""
+        return (self.data, self.public)
 
 
 @dataclass(frozen=True)

@@ -170,7 +170,7 @@ class JobView:
                 if b.challenge != challenge_index or le.index < challenge_index:
                     self.noise.append(Noise(le.index, le.entry.kind, le.entry.author, "not for the counted challenge"))
                 elif b.party in self.openings:
-                    if self.openings[b.party].body.data != b.data and b.party not in self.conflicting:
+                    if self.openings[b.party].body.blobs != b.blobs and b.party not in self.conflicting:
                         self.conflicting[b.party] = Counted(le.index, le.entry, b)
                 else:
                     self.openings[b.party] = Counted(le.index, le.entry, b)

@@ -1,14 +1,19 @@
-"""The opening a node reveals for a challenged share index, as one deterministic-CBOR blob.
+"""The opening a node reveals for a challenged share index, as two deterministic-CBOR blobs.
 
+The party's own blob (the `opening` entry's `data`):
 {"records": [[index, kind, scope, [[name, shape, digest], ...]], ...],
  "salts": [salt, ...],
- "public": {step: {name: tensor}} the job's public openings as this party saw them,
- "outs": {step: tensor} for matmul steps, "weights": {name: tensor}, "tokens": [tensor, ...]}
-with tensor = [shape, int64-le bytes]. The public openings blob is {step: {name: tensor}}.
+ "outs": {step: tensor} for matmul steps, "weights": {name: tensor}, "tokens": [tensor, ...],
+ "weight_salts": {name: salt}}
+and the public-values blob (the entry's `public`): {step: {name: tensor}}, the job's public openings as
+this party saw them. Every honest party sees the same public values, so their public blobs are
+byte-identical and the content-addressed blob store keeps one per job. An opening entry without
+`public` carries them inline under "public" in its own blob (the form before the split).
+tensor = [shape, int64-le bytes].
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -38,19 +43,41 @@ def public_values(records: list[StepRecord], load: Callable[[int], dict[str, tor
     return out
 
 
+class OpeningBlobs(NamedTuple):
+    """An opening as posted: the party's own blob (`data`) and the public-values blob it references
+    (`public`; None for an opening that carries them inline, or a refusal)."""
+
+    data: bytes
+    public: bytes | None = None
+
+
 def encode_opening(records: list[StepRecord], salts: list[bytes],
                    load: Callable[[int], dict[str, torch.Tensor]], weights: dict[str, torch.Tensor],
-                   tokens: list[torch.Tensor], weight_salts: dict[str, bytes] | None = None) -> bytes:
+                   tokens: list[torch.Tensor], weight_salts: dict[str, bytes] | None = None) -> OpeningBlobs:
+    """The two blobs of an opening: the party's records, salts, matmul outputs, weight share (with the
+    salts of its commitment) and input shares; and the public values it saw."""
     outs = {r.index: enc_tensor(load(r.index)["out"]) for r in records if r.kind in MATMUL_KINDS}
-    return canonical_cbor({
+    own = canonical_cbor({
         "records": encode_records(records),
         "salts": list(salts),
-        "public": public_values(records, load),
         "outs": outs,
         "weights": {n: enc_tensor(t) for n, t in weights.items()},
         "tokens": [enc_tensor(t) for t in tokens],
         "weight_salts": dict(weight_salts or {}),
     })
+    return OpeningBlobs(own, encode_public(public_values(records, load)))
+
+
+def encode_public(public: dict) -> bytes:
+    """The public-values blob of an opening: {step: {name: tensor}} (tensors encoded by enc_tensor)."""
+    return canonical_cbor(public)
+
+
+def decode_public(obj) -> dict[int, dict[str, torch.Tensor]]:
+    """Public values {step: {name: tensor}} from their decoded CBOR map; raises on garbage."""
+    if not isinstance(obj, dict):
+        raise TypeError(f"public values must be a map, got {type(obj).__name__}")
+    return {int(k): {str(n): dec_tensor(v) for n, v in d.items()} for k, d in obj.items()}
 
 
 # --- step records: the one codec (openings, and a node's own job state with spill offsets) ------------
@@ -84,13 +111,23 @@ def decode_records(body: list, *, with_offsets: bool = False) -> list[StepRecord
     return recs
 
 
-def decode_opening(data: bytes) -> dict:
-    """Parse an opening blob (raises on garbage; the auditor turns that into a verdict)."""
+def decode_opening(data: bytes, public: bytes | None = None) -> dict:
+    """Parse an opening: the party's blob `data` and its public-values blob `public` (None: the values are
+    inline in `data`, the form before the split). Raises on garbage, an opening with both or neither
+    (the auditor turns that into a verdict)."""
     obj = decode_cbor(data)
+    if not isinstance(obj, dict):
+        raise TypeError(f"an opening must be a map, got {type(obj).__name__}")
+    if public is None:
+        pub = obj["public"]
+    elif "public" in obj:
+        raise ValueError("an opening that references a public-values blob must not carry them inline")
+    else:
+        pub = decode_cbor(public)
     return {
         "records": decode_records(obj["records"]),
         "salts": [bytes(s) for s in obj["salts"]],
-        "public": {int(k): {str(n): dec_tensor(v) for n, v in d.items()} for k, d in obj["public"].items()},
+        "public": decode_public(pub),
         "outs": {int(k): dec_tensor(v) for k, v in obj["outs"].items()},
         "weights": {str(n): dec_tensor(v) for n, v in obj["weights"].items()},
         "tokens": [dec_tensor(v) for v in obj["tokens"]],
@@ -99,7 +136,7 @@ def decode_opening(data: bytes) -> dict:
 
 
 def node_opening(transcript, salts: list[bytes], model_dir, party: int, tokens: list[torch.Tensor],
-                 refresh_job: str | None = None) -> bytes:
+                 refresh_job: str | None = None) -> OpeningBlobs:
     """What node `party` reveals for a challenge: its transcript (`records` and `load(step)`), step salts,
     its weight share with the salts of its commitment, and input shares.
 

@@ -53,7 +53,7 @@ from protocol.job_view import challenge_state, read_job_from_ledger
 from prover.local_files import safe_id, write_secret
 from prover.model_delivery import REFRESH_SCHEME, fetch_share
 from models.publish import MANIFEST_FILE, commit_tensor, load_party_share, manifest_config, read_manifest
-from protocol.opening import dec_tensor, decode_records, enc_tensor, encode_records, node_opening
+from protocol.opening import OpeningBlobs, dec_tensor, decode_records, enc_tensor, encode_records, node_opening
 from protocol.program import party_program
 from protocol.weight_refresh import job_salts, read_keys, refreshed
 from prover.wire import client_rank, dealer_rank, exchange_bytes, join_group, leave_group, recv_bytes, send_bytes
@@ -442,16 +442,18 @@ class NodeDaemon:
             return
         if p in view.openings or p in view.conflicting:
             return  # answered before a restart
-        data = self.led.put_blob(self.opening_payload(job_id, state))
+        blobs = self.opening_payload(job_id, state)
+        public = self.led.put_blob(blobs.public) if blobs.public is not None else None
+        data = self.led.put_blob(blobs.data)
         self.led.append(E.make_entry(self.keys.identity, E.OPENING, B.Opening(
-            job_id, self.node_id, p, st.counted.index, data).to_body()))
+            job_id, self.node_id, p, st.counted.index, data, public).to_body()))
         log.info("job %s: opened party %d for challenge #%d", job_id, p, st.counted.index)
 
-    def opening_payload(self, job_id: str, state: dict) -> bytes:
-        """The blob this node posts when its party of `job_id` is validly challenged: its opening."""
+    def opening_payload(self, job_id: str, state: dict) -> OpeningBlobs:
+        """The blobs this node posts when its party of `job_id` is validly challenged: its opening."""
         return self.opening_blob(job_id, state)
 
-    def opening_blob(self, job_id: str, state: dict) -> bytes:
+    def opening_blob(self, job_id: str, state: dict) -> OpeningBlobs:
         """This node's opening of a finished job, rebuilt from what it kept on disk."""
         jdir = self.job_dir(job_id)
         p = state["party"]

@@ -35,7 +35,7 @@ from mpc_core.encoding import canonical_cbor
 from mpc_core.session import Session
 from prover.daemon import NodeDaemon
 from prover.keys import NodeKeys
-from protocol.opening import MATMUL_KINDS
+from protocol.opening import MATMUL_KINDS, OpeningBlobs
 from sim.cheat_spec import KINDS, NETWORK_ONLY, Cheat, CheatSpecError  # noqa: F401 (the spec, re-exported)
 
 
@@ -168,8 +168,10 @@ class CheatingNodeDaemon(NodeDaemon):
         share = super().weight_share(model_dir, manifest, party, refresh_job)
         return stale_share(share) if self.cheat.kind == "weights" else share
 
-    def opening_payload(self, job_id: str, state: dict) -> bytes:
-        return refusal_blob() if self.cheat.kind == "refuse" else super().opening_payload(job_id, state)
+    def opening_payload(self, job_id: str, state: dict) -> OpeningBlobs:
+        if self.cheat.kind == "refuse":
+            return OpeningBlobs(refusal_blob())
+        return super().opening_payload(job_id, state)
 
     def opened_transcript(self, transcript):
         return opened_transcript(transcript, self.cheat)

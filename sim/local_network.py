@@ -21,7 +21,7 @@ from models.gpt import GPT
 from models.publish import MANIFEST_FILE, publish_model
 from protocol import bodies as B
 from protocol.challenge import DEALER_SLOT, beacon_commitment, beacon_value
-from protocol.opening import correction_items, corrections_head, encode_release, node_opening
+from protocol.opening import OpeningBlobs, correction_items, corrections_head, encode_release, node_opening
 
 ORIGIN = "shardproof/local"
 
@@ -128,11 +128,14 @@ class LocalNetwork:
             st = job.parties[p]
             nd = self.nodes[p]
             if st.cheat is not None and st.cheat.kind == "refuse":
-                data = led.put_blob(refusal_blob())
+                blobs = OpeningBlobs(refusal_blob())
             else:
-                data = led.put_blob(node_opening(opened_transcript(st.transcript, st.cheat), st.salts, manifest_dir, p,
-                                                 st.token_shares))
-            posted.append(E.make_entry(nd, E.OPENING, B.Opening(job_id, nd.node_id, p, challenge_index, data).to_body()))
+                blobs = node_opening(opened_transcript(st.transcript, st.cheat), st.salts, manifest_dir, p,
+                                     st.token_shares)
+            public = led.put_blob(blobs.public) if blobs.public is not None else None
+            data = led.put_blob(blobs.data)
+            posted.append(E.make_entry(nd, E.OPENING, B.Opening(job_id, nd.node_id, p, challenge_index, data,
+                                                                public).to_body()))
         if release:
             dealer = job.session.dealer
             corrections = correction_items(dealer, job.session.request_log) if job.n_parties - 1 in parties else None

@@ -38,7 +38,7 @@ from protocol.challenge import derive
 from protocol.commitments import JobCommitment, job_root, verify_records
 from protocol.errors import JobError
 from protocol.job_view import (ChallengeState, JobView, challenge_state, deadline_index, read_job)
-from protocol.opening import corrections_head, dec_tensor, decode_opening, decode_release
+from protocol.opening import OpeningBlobs, corrections_head, dec_tensor, decode_opening, decode_release
 from protocol.program import program_for_parties
 from protocol.weight_refresh import refreshed_manifest
 from models.publish import commit_tensor, manifest_config
@@ -194,9 +194,10 @@ def judge_job(view: JobView, challenge_index: int | None, seed: bytes, closed: i
     raws = {}
     for s in slots:
         if isinstance(s, int):
-            try:
-                raws[s] = get_blob(view.openings[s].body.data)
-            except Exception as exc:  # noqa: BLE001 - a blob the ledger cannot give: could not decide
+            body = view.openings[s].body
+            try:  # the party's blob, and the public-values blob it references (stored once per job)
+                raws[s] = OpeningBlobs(get_blob(body.data), None if body.public is None else get_blob(body.public))
+            except Exception as exc:  # noqa: BLE001 - a blob the ledger cannot give (pruned): could not decide
                 raws[s] = exc
     for k, s in enumerate(slots):
         if isinstance(s, int) and isinstance(raws[s], Exception):
@@ -391,15 +392,16 @@ def _shape_problem(op: dict, manifest: dict, prompt_len: int | None) -> str:
     return ""
 
 
-def _read_opening(p: int, commitment: JobCommitment, raw: bytes, manifest: dict | None = None,
+def _read_opening(p: int, commitment: JobCommitment, raw: OpeningBlobs, manifest: dict | None = None,
                   prompt_len: int | None = None) -> PartyVerdict | dict:
-    """A party's decoded opening once its records open its commitment, its inputs have this job's
-    shapes and its product outputs open their steps' digests, else the verdict it earned. Never raises."""
+    """A party's decoded opening (its own blob and the public-values blob it references) once its records
+    open its commitment, its inputs have this job's shapes and its product outputs open their steps'
+    digests, else the verdict it earned. Never raises."""
     try:
-        obj = decode_cbor(raw)
+        obj = decode_cbor(raw.data)
         if isinstance(obj, dict) and "refused" in obj:
             return PartyVerdict(p, "cheated", f"refused to open a valid challenge: {obj['refused']}")
-        op = decode_opening(raw)
+        op = decode_opening(raw.data, raw.public)
     except Exception as exc:
         return PartyVerdict(p, "cheated", f"malformed opening: {type(exc).__name__}: {exc}")
     if not verify_records(op["records"], op["salts"], commitment):
@@ -424,8 +426,9 @@ def _replayed_verdict(p: int, result, manifest: dict, op: dict) -> PartyVerdict:
     return pv
 
 
-def judge_parties(slots: list, n: int, job_id: str, commitments: dict[int, JobCommitment], raws: dict[int, bytes],
-                  release: dict, manifest: dict, seed: bytes, lam: int, mode: str, prompt_len: int | None = None) -> None:
+def judge_parties(slots: list, n: int, job_id: str, commitments: dict[int, JobCommitment],
+                  raws: dict[int, OpeningBlobs], release: dict, manifest: dict, seed: bytes, lam: int, mode: str,
+                  prompt_len: int | None = None) -> None:
     """Judge the opened parties standing as ints in `slots` (replaced by their verdicts): every one whose
     opening decodes and opens its commitments is replayed with the others in one joint replay; the rest
     keep the verdict of the check they failed. Never raises on what the nodes supplied."""
@@ -457,9 +460,9 @@ def judge_parties(slots: list, n: int, job_id: str, commitments: dict[int, JobCo
             slots[k] = by_party[p]
 
 
-def judge_party(p: int, n: int, job_id: str, commitment: JobCommitment, raw: bytes, release: dict, manifest: dict,
-                seed: bytes, lam: int, mode: str, prompt_len: int | None = None) -> PartyVerdict:
-    """Judge one opened party from its opening blob; never raises on what the node supplied."""
+def judge_party(p: int, n: int, job_id: str, commitment: JobCommitment, raw: OpeningBlobs, release: dict,
+                manifest: dict, seed: bytes, lam: int, mode: str, prompt_len: int | None = None) -> PartyVerdict:
+    """Judge one opened party from its opening blobs; never raises on what the node supplied."""
     slots: list = [p]
     judge_parties(slots, n, job_id, {p: commitment}, {p: raw}, release, manifest, seed, lam, mode, prompt_len)
     return slots[0]

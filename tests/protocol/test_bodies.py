@@ -30,7 +30,7 @@ BODIES = {
     B.Reveal: st.builds(B.Reveal, ids, st.one_of(st.none(), small), b32),
     B.Challenge: st.builds(B.Challenge, ids, small, b32, b32, st.lists(small, max_size=4).map(tuple),
                            st.one_of(st.none(), st.integers(1, 64))),
-    B.Opening: st.builds(B.Opening, ids, ids, small, small, b32),
+    B.Opening: st.builds(B.Opening, ids, ids, small, small, b32, st.one_of(st.none(), b32)),
     B.DealerRelease: st.builds(B.DealerRelease, ids, small, b32),
     B.ModelRefresh: st.builds(B.ModelRefresh, ids, ids, b32),
     B.Verdict: st.builds(B.Verdict, ids, st.sampled_from(E.OUTCOMES), st.lists(ids, max_size=3).map(tuple),

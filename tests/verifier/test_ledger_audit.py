@@ -123,9 +123,15 @@ def test_audit_key_from_keygen_can_post(tmp_path):
 
 
 def _post_opening(net, job_id, party, ci, blob):
-    net.ledger.append(E.make_entry(net.nodes[party], E.OPENING, {
-        "job_id": job_id, "node": net.nodes[party].node_id, "party": party, "challenge": ci,
-        "data": net.ledger.put_blob(blob)}))
+    """Node `party` posts `blob` (bytes, or an opening's OpeningBlobs) as its opening."""
+    from protocol.opening import OpeningBlobs
+
+    blobs = blob if isinstance(blob, OpeningBlobs) else OpeningBlobs(blob)
+    body = {"job_id": job_id, "node": net.nodes[party].node_id, "party": party, "challenge": ci,
+            "data": net.ledger.put_blob(blobs.data)}
+    if blobs.public is not None:
+        body["public"] = net.ledger.put_blob(blobs.public)
+    net.ledger.append(E.make_entry(net.nodes[party], E.OPENING, body))
 
 
 @pytest.mark.parametrize("garbage", [b"\xff\x00garbage", b"\xa1\x61x\x01", None])
