@@ -2,6 +2,9 @@
 
 Exit 0: clean (summary printed). Exit 1: the ledger is bad (first bad index and
 reason). Exit 2: the check could not run (unreachable database, not a ledger).
+A referenced blob deleted by `shardproof ledger prune` is reported as "pruned by
+retention" (counted, not damage) when the retention rule releases it; a missing blob
+that was not pruned, or that the rule never releases, is damage (exit 1).
 """
 from __future__ import annotations
 
@@ -59,12 +62,15 @@ def run(args: argparse.Namespace) -> int:
         ("checkpoints", str(rep.checkpoints)),
         ("tree nodes (interior)", str(rep.tree_nodes)),
         ("blobs", str(rep.blobs)),
+        ("blobs pruned by retention", f"{rep.pruned_blobs} ({rep.pruned_bytes / 1e6:.3f} MB)"),
         ("seconds", f"{rep.seconds:.2f}"),
     ]:
         t.add_row(k, v)
     con.print(t)
     if rep.ok:
-        con.print(Panel("every leaf, node, root, signature, checkpoint and blob verifies", title="OK", style="green"))
+        pruned = (f"; {rep.pruned_blobs} referenced blob(s) pruned by retention" if rep.pruned_blobs else "")
+        con.print(Panel("every leaf, node, root, signature, checkpoint and blob verifies" + pruned, title="OK",
+                        style="green"))
         return EXIT_OK
     lines = [f"first bad index: {rep.first_bad_index}", f"reason: {rep.reason}"]
     if len(rep.findings) > 1:

@@ -1,4 +1,4 @@
-"""`shardproof ledger init|serve|info|get`: the log operator's role.
+"""`shardproof ledger init|serve|info|get|prune`: the log operator's role.
 
   init  --ledger URL --key log.key [--origin NAME] [--json]
         Create the ledger (schema, origin, the log's BLS key; the log identity is
@@ -6,12 +6,14 @@
         creates a ledger: refused when one exists. --key is a key file in the node
         key format (`prover keygen`); when it does not exist, init generates it
         (id "log", mode 0600) and says so.
-  serve --ledger URL --key log.key [--interval S]
+  serve --ledger URL --key log.key [--interval S] [--prune-after-days D]
         Sign a checkpoint whenever entries other than checkpoints have arrived since
         the latest one, at most every S seconds (default 1). Stateless: a restart
         resumes. SIGTERM or SIGINT stop it cleanly. Witness cosignatures are not
         collected: the ledger has the primitives (ledger.checkpoints.Witness,
         add_cosignature, Ledger.add_checkpoint) but no transport to reach witnesses yet.
+        With --prune-after-days D, also prunes (as `prune --keep-days D`) at start and
+        once a day.
   info  --ledger URL [--json]
         Origin, hash, tree size and root, the latest signed checkpoint (size, root,
         time) and the log's BLS public key (hex): the value auditors pin
@@ -20,6 +22,15 @@
         The entry (kind, author, time, body with bytes as hex) or every entry of a
         job, each with its inclusion proof under the latest signed checkpoint
         checked ("included under checkpoint N").
+  prune --ledger URL --key log.key [--keep-days D] [--dry-run] [--json]
+        Blob retention (specs/ledger.md section 6.1): delete the bytes of the opening
+        blobs (each node's own and the public values) of every job whose audit window
+        has closed: the job has a verdict by an auditor or its opener's job.fail, and
+        its newest entry is older than D days (default 30). Never a model, refresh,
+        release or registration blob, nor one any such entry references. Entries and
+        roots are untouched; each pruned digest is recorded, so `verify ledger-check`
+        reports it as "pruned by retention", and an audit of the job says "could not
+        decide". --key must be this ledger's log key.
 
 Exit 0: done. Exit 1: a check found a problem (a checkpoint or inclusion proof
 that does not verify, an entry signature that does not verify). Exit 2: bad
@@ -39,6 +50,7 @@ from typing import Any
 from cli.common import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, add_ledger_argument, run_until_signalled
 
 from ledger.operator import DEFAULT_INTERVAL_S, DEFAULT_MAX_IDLE_S
+from ledger.retention import DEFAULT_KEEP_DAYS
 
 LOG_NODE_ID = "log"
 
@@ -56,7 +68,7 @@ _VERBS_DOC = ("--ledger defaults to $SHARDPROOF_LEDGER, else `ledger` in ~/.conf
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="the log operator's role: init, serve (sign checkpoints), info, get",
+    p = sub.add_parser(name, help="the log operator's role: init, serve (sign checkpoints), info, get, prune",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = p.add_subparsers(dest="verb", metavar="VERB")
     url_help = "ledger URL: sqlite:///path, postgresql://..., or a file path"
@@ -81,7 +93,24 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     s.add_argument("--max-idle", type=float, default=DEFAULT_MAX_IDLE_S,
                    help=f"at least one checkpoint every this many seconds, even when no entry arrived: the log's "
                         f"clock, in which job deadlines are counted (default {DEFAULT_MAX_IDLE_S:g})")
+    s.add_argument("--prune-after-days", type=float, default=None, metavar="D",
+                   help="also prune blobs as `ledger prune --keep-days D` does, at start and once a day "
+                        "(default: never)")
     s.set_defaults(func=_guard(run_serve, "serve"))
+
+    s = verbs.add_parser("prune", help="delete the opening blobs of jobs whose audit window closed (retention)",
+                         description="Delete the bytes of the opening blobs of jobs whose audit window has closed: "
+                                     "a verdict or the opener's job.fail, and the newest entry older than "
+                                     "--keep-days. Entries and roots are untouched; every pruned digest is recorded. "
+                                     + _VERBS_DOC)
+    add_ledger_argument(s, url_help)
+    s.add_argument("--key", required=True, type=Path, help="the log's key file (the one `ledger init` recorded)")
+    s.add_argument("--keep-days", type=float, default=DEFAULT_KEEP_DAYS, metavar="D",
+                   help=f"keep the blobs of every job whose newest entry is younger than D days (default "
+                        f"{DEFAULT_KEEP_DAYS:g}; 0: every closed job)")
+    s.add_argument("--dry-run", action="store_true", help="report what would be pruned; delete nothing")
+    s.add_argument("--json", action="store_true", help="machine-readable result on stdout")
+    s.set_defaults(func=_guard(run_prune, "prune"))
 
     s = verbs.add_parser("info", help="tree size and root, latest checkpoint, origin and the log's public key",
                          description="Tree size and root, latest checkpoint, origin and the log's public key. " + _VERBS_DOC)
@@ -249,18 +278,29 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 # --- serve --------------------------------------------------------------------------------
-def run_serve(args: argparse.Namespace) -> int:
+def _check_keep_days(days: float | None, flag: str) -> None:
+    if days is not None and not (days >= 0 and days != float("inf")):
+        raise CommandError(f"{flag} must be a number of days >= 0, not {days!r}")
+
+
+def _open_as_log(args: argparse.Namespace):
+    """The ledger at --ledger opened with the log key at --key (refused when it is not this ledger's)."""
     from ledger.errors import LedgerConfigMismatch
 
+    keys = _load_key(args.key)
+    try:
+        return _open_existing(args.ledger, log_identity=keys.identity)
+    except LedgerConfigMismatch as exc:
+        raise CommandError(f"{args.key} is not this ledger's log key ({exc})") from exc
+
+
+def run_serve(args: argparse.Namespace) -> int:
     if not args.interval > 0 or args.interval == float("inf"):
         raise CommandError("--interval must be a positive number of seconds")
     if not args.max_idle >= args.interval or args.max_idle == float("inf"):
         raise CommandError("--max-idle must be a number of seconds no smaller than --interval")
-    keys = _load_key(args.key)
-    try:
-        led = _open_existing(args.ledger, log_identity=keys.identity)
-    except LedgerConfigMismatch as exc:
-        raise CommandError(f"{args.key} is not this ledger's log key ({exc})") from exc
+    _check_keep_days(args.prune_after_days, "--prune-after-days")
+    led = _open_as_log(args)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     log = logging.getLogger("shardproof.log")
 
@@ -268,10 +308,10 @@ def run_serve(args: argparse.Namespace) -> int:
 
     def serve(stop) -> None:
         log.info("log %s serving %s (origin %r, log key %s), a checkpoint at most every %gs and at least every "
-                 "%gs", keys.node_id, args.ledger, led.origin, (led.log_key or b"").hex()[:16], args.interval,
-                 args.max_idle)
+                 "%gs", led.identity.node_id, args.ledger, led.origin, (led.log_key or b"").hex()[:16],
+                 args.interval, args.max_idle)
         try:
-            LogOperator(led, args.interval, args.max_idle).serve(stop)
+            LogOperator(led, args.interval, args.max_idle, prune_after_days=args.prune_after_days).serve(stop)
         finally:
             led.close()
             log.info("stopped")
@@ -409,3 +449,39 @@ def run_get(args: argparse.Namespace) -> int:
     for msg in problems:
         print(f"shardproof ledger get: {msg}", file=sys.stderr)
     return code
+
+
+# --- prune --------------------------------------------------------------------------------
+def run_prune(args: argparse.Namespace) -> int:
+    _check_keep_days(args.keep_days, "--keep-days")
+    led = _open_as_log(args)
+    try:
+        rep = led.prune(args.keep_days, dry_run=args.dry_run)
+    finally:
+        led.close()
+    doc = rep.as_dict()
+    if args.json:
+        print(json.dumps({"ok": True, "ledger": args.ledger, **doc}, indent=2, sort_keys=True))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"shardproof ledger prune {args.ledger}{' (dry run)' if args.dry_run else ''}",
+              title_justify="left")
+    for c in ("job", "action", "blobs", "MB", "why"):
+        t.add_column(c, justify="right" if c in ("blobs", "MB") else "left")
+    action = "would prune" if args.dry_run else "pruned"
+    for j in doc["jobs"]:
+        if j["pruned"]:
+            t.add_row(j["job_id"], action, str(len(j["pruned"])), f"{j['pruned_bytes'] / 1e6:.3f}", j["reason"])
+        else:
+            t.add_row(j["job_id"], "kept", "-", "-", j["reason"])
+    con = Console()
+    con.print(t)
+    use = ""
+    if doc["in_use_before"] is not None and doc["in_use_after"] is not None:
+        use = f"; ledger in use {doc['in_use_before'] / 1e6:.3f} -> {doc['in_use_after'] / 1e6:.3f} MB"
+    con.print(f"{'would free' if args.dry_run else 'freed'} {doc['freed_bytes'] / 1e6:.3f} MB stored "
+              f"({doc['pruned_blobs']} blob(s), {doc['original_bytes'] / 1e6:.3f} MB original){use}",
+              highlight=False)
+    return EXIT_OK

@@ -20,6 +20,7 @@ from ledger.blobs import BlobCodecError, blob_digest, unpack_blob
 from ledger.checkpoints import SignedCheckpoint, checkpoint_from_obj, decode_checkpoint
 from ledger.errors import LedgerError
 from ledger.keys import bls_pop_verify
+from ledger.retention import RetentionIndex
 
 
 class EntryRow(NamedTuple):
@@ -51,6 +52,8 @@ class CheckReport:
     registrations: int = 0
     checkpoints: int = 0
     blobs: int = 0
+    pruned_blobs: int = 0  # referenced blobs deleted by retention (ledger.retention), not damage
+    pruned_bytes: int = 0
     tree_nodes: int = 0
     seconds: float = 0.0
     findings: list[Finding] = field(default_factory=list)
@@ -69,6 +72,8 @@ class CheckReport:
             "registrations": self.registrations,
             "checkpoints": self.checkpoints,
             "blobs": self.blobs,
+            "pruned_blobs": self.pruned_blobs,
+            "pruned_bytes": self.pruned_bytes,
             "tree_nodes": self.tree_nodes,
             "seconds": round(self.seconds, 3),
             "first_bad_index": self.first_bad_index,
@@ -107,14 +112,18 @@ def check_rows(
     registration_rows: Iterable[tuple[str, int, bytes, bytes]],
     log_key: bytes | None = None,
     max_findings: int = 1000,
+    pruned_rows: Iterable[tuple[bytes, int, int]] = (),
 ) -> CheckReport:
     """Check a ledger given its rows.
 
     entry_rows: EntryRow by idx; leaf_rows: (idx, hash) of level-0 tree nodes by idx;
     interior_rows: (nid, hash) of tree nodes of level >= 1 by nid; checkpoint_rows:
     (size, root, data); blob_rows: (digest, size, data); registration_rows:
-    (node_id, idx, ed25519, bls). `log_key` pins the checkpoint signer (default:
-    the key in the ledger metadata).
+    (node_id, idx, ed25519, bls); pruned_rows: (digest, size, pruned_at) of the blobs
+    deleted by retention. `log_key` pins the checkpoint signer (default: the key in the
+    ledger metadata). A referenced blob that is missing is damage unless it was pruned
+    and the retention rule (ledger.retention) releases it: then it is counted in
+    `pruned_blobs`, never a finding.
     """
     t0 = time.perf_counter()
     rep = CheckReport()
@@ -151,6 +160,9 @@ def check_rows(
         else:
             blob_state[digest] = ""
     referenced: set[bytes] = set()
+    pruned = {bytes(d): int(size) for d, size, _at in pruned_rows}
+    retention = RetentionIndex()
+    pruned_refs: dict[bytes, int] = {}  # pruned and missing referenced blob -> first entry referring to it
 
     # entries, in index order, joined with the stored leaf hashes
     leaves = bytearray()
@@ -217,15 +229,26 @@ def check_rows(
                 cp_entries.append((idx, checkpoint_from_obj(e.body["checkpoint"])))
             except LedgerError as exc:
                 bad(idx, f"checkpoint entry is malformed: {exc}")
+        retention.add(e)
         for d in e.blob_refs():
             referenced.add(d)
             state = blob_state.get(d)
-            if state is None:
+            if state is None and d in pruned:
+                pruned_refs.setdefault(d, idx)  # judged below, once every entry is known
+            elif state is None:
                 bad(idx, f"refers to blob {d.hex()} which is missing")
             elif state:
                 bad(idx, f"refers to blob {d.hex()} whose {state}")
     n = expected
     rep.size = n
+    releasable = retention.prunable() if pruned_refs else set()
+    for d, idx in sorted(pruned_refs.items(), key=lambda x: x[1]):
+        if d in releasable:
+            rep.pruned_blobs += 1
+            rep.pruned_bytes += pruned[d]
+        else:
+            bad(idx, f"refers to blob {d.hex()} which is missing: recorded as pruned, but the retention rule "
+                     "never releases it (only the openings of a job with a verdict or job.fail)")
     for d, state in blob_state.items():
         if state and d not in referenced:
             bad(None, f"unreferenced blob {d.hex()}: {state}")

@@ -47,12 +47,14 @@ from ledger.errors import (
     WriteConflict,
 )
 from ledger.keys import Identity, bls_pop_verify
+from ledger.retention import DEFAULT_KEEP_DAYS
 from ledger.storage import LogReader, LogStorage, LogWriter
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from ledger.check import CheckReport
+    from ledger.retention import PruneReport
     from ledger.subscribe import Subscription
 
 DEFAULT_ORIGIN = "shardproof.local/ledger"
@@ -372,6 +374,37 @@ class Ledger:
         """A blob's bytes, integrity-checked."""
         return self.blobs.get(digest)
 
+    def prune(self, keep_days: float = DEFAULT_KEEP_DAYS, *, now_ms: int | None = None,
+              dry_run: bool = False) -> "PruneReport":
+        """Delete the bytes of the blobs that the retention rule releases (ledger.retention: the opening
+        blobs of jobs with a verdict or job.fail whose newest entry is older than `keep_days` at `now_ms`,
+        default now), each recorded in pruned_blobs; entries and roots are untouched. Raises LedgerError
+        (and deletes nothing) if an entry does not decode: the log must pass `ledger check` first."""
+        from ledger.retention import PruneReport, RetentionIndex
+
+        now = E.now_ms() if now_ms is None else int(now_ms)
+        if not 0 <= now < 1 << 63:
+            raise ValueError(f"now_ms {now} is not a time in ms since the epoch")
+        idx = RetentionIndex()
+        with self.store.snapshot() as r:
+            size = r.size()
+            for row in r.scan_entries(5000):
+                idx.add(E.decode_entry(row.data))
+        rep = PruneReport(keep_days, now, dry_run, idx.plan(now, keep_days))
+        want = [d for j in rep.jobs for d in j.digests]
+        if dry_run:
+            sizes = self.store.blob_sizes(want)
+            rep.pruned = [(d, *sizes[d]) for d in want if d in sizes]
+            return rep
+        rep.in_use_before = self.store.space_in_use()
+        with self.store.transaction() as tx:  # under the append lock: what was appended since the scan stays
+            late = {d for _, data in tx.entries(start=size) for d in E.decode_entry(data).blob_refs()}
+            rep.pruned = tx.prune_blobs([d for d in want if d not in late], now)
+        if rep.pruned:
+            self.store.reclaim_space()
+        rep.in_use_after = self.store.space_in_use()
+        return rep
+
     # --- reading -------------------------------------------------------------
     def size(self) -> int:
         """Number of entries."""
@@ -582,7 +615,8 @@ class Ledger:
             if progress is not None:
                 rows = _counted(rows, 1000, progress)
             return check_rows(r.meta(), rows, r.scan_nodes(True, chunk), r.scan_nodes(False, chunk),
-                              r.checkpoint_rows(), r.scan_blobs(), r.registrations(), log_key)
+                              r.checkpoint_rows(), r.scan_blobs(), r.registrations(), log_key,
+                              pruned_rows=r.pruned_blobs())
 
     # --- evidence & subscriptions ----------------------------------------------
     def export_evidence(self, indexes: int | Sequence[int], checkpoint: SignedCheckpoint | None = None) -> bytes:

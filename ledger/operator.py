@@ -57,13 +57,28 @@ def pending_entries(led: Ledger) -> int:
     return size - since - len(led.query(kind=E.CHECKPOINT, start=since))
 
 
+PRUNE_EVERY_S = 86400.0  # `ledger serve --prune-after-days`: prune at start and once a day
+
+
 @dataclass
 class LogOperator:
-    """Signs checkpoints for a ledger opened with its log identity."""
+    """Signs checkpoints for a ledger opened with its log identity; with `prune_after_days`, also prunes
+    the blobs the retention rule releases (`Ledger.prune`) at start and every `prune_every` seconds."""
 
     ledger: Ledger
     interval: float = DEFAULT_INTERVAL_S
     max_idle: float = DEFAULT_MAX_IDLE_S
+    prune_after_days: float | None = None
+    prune_every: float = PRUNE_EVERY_S
+
+    def prune(self) -> None:
+        """Prune once (failures are logged: the next attempt is a day later)."""
+        try:
+            rep = self.ledger.prune(self.prune_after_days)
+            log.info("prune (keep %g days): %d blob(s), %.3f MB freed", self.prune_after_days, len(rep.pruned),
+                     rep.freed_bytes / 1e6)
+        except LedgerError as exc:
+            log.warning("prune failed: %s", exc)
 
     def step(self, idle_for: float) -> int | None:
         """Sign a checkpoint if entries arrived, or if the log has been idle for `max_idle` seconds;
@@ -78,10 +93,14 @@ class LogOperator:
     def serve(self, stop: threading.Event) -> None:
         """Sign until `stop` is set (a busy or briefly unreachable database is retried)."""
         last = time.monotonic()
+        next_prune = last if self.prune_after_days is not None else float("inf")
         while not stop.is_set():
             try:
                 if self.step(time.monotonic() - last) is not None:
                     last = time.monotonic()
             except LedgerError as exc:
                 log.warning("checkpoint failed, retrying: %s", exc)
+            if time.monotonic() >= next_prune:
+                self.prune()
+                next_prune = time.monotonic() + self.prune_every
             stop.wait(self.interval)

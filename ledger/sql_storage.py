@@ -144,6 +144,11 @@ class SqlReader(S.LogReader):
                 yield bytes(r[0]), int(r[1]), bytes(r[2])
             last = bytes(rows[-1][0])
 
+    def pruned_blobs(self) -> list[tuple[bytes, int, int]]:
+        t = S.pruned_blobs
+        rows = self.conn.execute(select(t.c.digest, t.c.size, t.c.pruned_at).order_by(t.c.digest)).all()
+        return [(bytes(r[0]), int(r[1]), int(r[2])) for r in rows]
+
 
 class SqlWriter(SqlReader, S.LogWriter):
     """A LogWriter over one SQLAlchemy connection inside a write transaction."""
@@ -172,6 +177,24 @@ class SqlWriter(SqlReader, S.LogWriter):
     def set_meta(self, rows: dict[str, bytes]) -> None:
         if rows:
             self.conn.execute(S.ledger_meta.insert(), [{"key": k, "value": v} for k, v in rows.items()])
+
+    def prune_blobs(self, digests: Sequence[bytes], pruned_at: int) -> list[tuple[bytes, int, int]]:
+        want = list(dict.fromkeys(bytes(d) for d in digests))
+        b, pb = S.blobs, S.pruned_blobs
+        out: list[tuple[bytes, int, int]] = []
+        for k in range(0, len(want), 500):
+            part = want[k:k + 500]
+            rows = self.conn.execute(select(b.c.digest, b.c.size, func.length(b.c.data)).where(b.c.digest.in_(part))).all()
+            if not rows:
+                continue
+            known = {bytes(x[0]) for x in self.conn.execute(select(pb.c.digest).where(pb.c.digest.in_(part)))}
+            new = [{"digest": bytes(x[0]), "size": int(x[1]), "pruned_at": int(pruned_at)} for x in rows
+                   if bytes(x[0]) not in known]
+            if new:
+                self.conn.execute(pb.insert(), new)
+            self.conn.execute(b.delete().where(b.c.digest.in_([bytes(x[0]) for x in rows])))
+            out += [(bytes(x[0]), int(x[1]), int(x[2])) for x in rows]
+        return out
 
 
 class _PgWriter(SqlWriter):
@@ -232,6 +255,16 @@ class SqlStorage(S.LogStorage):
             have = {bytes(x[0]) for x in r.conn.execute(select(S.blobs.c.digest).where(S.blobs.c.digest.in_(want)))}
         return [d for d in want if d not in have]
 
+    def blob_sizes(self, digests: Sequence[bytes]) -> dict[bytes, tuple[int, int]]:
+        want = list(dict.fromkeys(bytes(d) for d in digests))
+        b = S.blobs
+        out: dict[bytes, tuple[int, int]] = {}
+        with self.snapshot() as r:
+            for k in range(0, len(want), 500):
+                q = select(b.c.digest, b.c.size, func.length(b.c.data)).where(b.c.digest.in_(want[k:k + 500]))
+                out.update({bytes(x[0]): (int(x[1]), int(x[2])) for x in r.conn.execute(q)})
+        return out
+
     def wait_for_new(self, after_size: int, timeout: float, stop: threading.Event | None = None) -> int:
         raise NotImplementedError
 
@@ -290,6 +323,26 @@ class SqliteStorage(SqlStorage):
                 version = v
                 n = self.size()
         return n
+
+    def space_in_use(self) -> int | None:
+        with self.snapshot() as r:
+            page = int(r.conn.exec_driver_sql("PRAGMA page_size").scalar() or 0)
+            count = int(r.conn.exec_driver_sql("PRAGMA page_count").scalar() or 0)
+            free = int(r.conn.exec_driver_sql("PRAGMA freelist_count").scalar() or 0)
+        return (count - free) * page
+
+    def reclaim_space(self) -> None:
+        raw = self.engine.raw_connection()
+        try:
+            conn = raw.driver_connection
+            if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2:  # incremental
+                # executescript steps the pragma to completion (one execute() frees a single page)
+                conn.executescript("PRAGMA incremental_vacuum;")
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot reclaim space in {self.url}: {exc}") from exc
+        finally:
+            raw.close()
 
     def close(self) -> None:
         with self._guard:

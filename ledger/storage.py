@@ -5,7 +5,10 @@ PostgreSQL via psycopg 3), write locks, append-only triggers and versioned migra
 Append-only is enforced at three layers: the Ledger API has no update or
 delete; triggers here reject UPDATE, DELETE (and TRUNCATE on PostgreSQL) on
 every ledger table in both engines; and checkpoints make any change that
-slips past both detectable (`ledger.check`).
+slips past both detectable (`ledger.check`). The one exception is blob
+retention (`Ledger.prune`): a blob row may be deleted once its digest is
+recorded in the append-only pruned_blobs table, in the same transaction
+(leaves cover digests, not blob bytes, so no root changes).
 
 Writers serialise on one lock per ledger: `BEGIN IMMEDIATE` on SQLite, a
 transaction-scoped advisory lock on PostgreSQL. Everything an append writes
@@ -139,7 +142,18 @@ blobs = Table(
     Column("data", LargeBinary, nullable=False),
 )
 
-APPEND_ONLY_TABLES = ("ledger_meta", "entries", "tree_nodes", "registrations", "checkpoints", "conflicts", "blobs")
+# Blobs deleted by the retention rule (ledger.retention, `Ledger.prune`): one row per pruned digest, written
+# in the same transaction as the deletion. A blob row can be deleted only once its digest is here (trigger).
+pruned_blobs = Table(
+    "pruned_blobs",
+    metadata,
+    Column("digest", LargeBinary, primary_key=True),
+    Column("size", BigInteger, nullable=False),  # length of the original bytes
+    Column("pruned_at", BigInteger, nullable=False),  # ms since the epoch, the operator's clock
+)
+
+_M1_TABLES = ("ledger_meta", "entries", "tree_nodes", "registrations", "checkpoints", "conflicts", "blobs")
+APPEND_ONLY_TABLES = (*_M1_TABLES, "pruned_blobs")
 
 
 # --- engines ---------------------------------------------------------------
@@ -179,6 +193,9 @@ def make_engine(url: str) -> Engine:
             def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
                 dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
                 cur = dbapi_conn.cursor()
+                # takes effect only on a new database (before its first table): pruned blob pages can then be
+                # returned to the file system (`LogStorage.reclaim_space`); an older file reuses them instead
+                cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.execute("PRAGMA busy_timeout=120000")
@@ -297,14 +314,51 @@ def _m1_initial(conn: Connection) -> None:
     dialect = conn.dialect.name
     if dialect == "postgresql":
         conn.exec_driver_sql(_PG_FUNCTION)
-    for t in APPEND_ONLY_TABLES:
+    for t in _M1_TABLES:
         for stmt in _sqlite_triggers(t) if dialect == "sqlite" else _pg_triggers(t):
             conn.exec_driver_sql(stmt)
+
+
+_BLOBS_DELETE_REFUSED = "shardproof ledger: blobs is append-only (DELETE refused)"
+
+_PG_BLOBS_FUNCTION = """
+CREATE OR REPLACE FUNCTION shardproof_blobs_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' AND EXISTS (SELECT 1 FROM pruned_blobs WHERE digest = OLD.digest) THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'shardproof ledger: %% is append-only (%% refused)', TG_TABLE_NAME, TG_OP;
+END
+$$
+"""
+
+
+def _m2_pruned_blobs(conn: Connection) -> None:
+    """Blob retention: the pruned_blobs table (append-only), and blob rows deletable only once their
+    digest is recorded there (in the same transaction: `LogWriter.prune_blobs`)."""
+    pruned_blobs.create(conn, checkfirst=True)
+    if conn.dialect.name == "sqlite":
+        for stmt in _sqlite_triggers("pruned_blobs"):
+            conn.exec_driver_sql(stmt)
+        conn.exec_driver_sql("DROP TRIGGER IF EXISTS blobs_no_delete")
+        conn.exec_driver_sql(
+            "CREATE TRIGGER blobs_no_delete BEFORE DELETE ON blobs "
+            "WHEN NOT EXISTS (SELECT 1 FROM pruned_blobs WHERE digest = OLD.digest) "
+            f"BEGIN SELECT RAISE(ABORT, '{_BLOBS_DELETE_REFUSED}'); END")
+        return
+    for stmt in _pg_triggers("pruned_blobs"):
+        conn.exec_driver_sql(stmt)
+    conn.exec_driver_sql(_PG_BLOBS_FUNCTION)
+    conn.exec_driver_sql("DROP TRIGGER IF EXISTS blobs_append_only ON blobs")
+    conn.exec_driver_sql("CREATE TRIGGER blobs_append_only BEFORE UPDATE OR DELETE ON blobs "
+                         "FOR EACH ROW EXECUTE FUNCTION shardproof_blobs_append_only()")
 
 
 Migration = tuple[int, str, Callable[[Connection], None]]
 MIGRATIONS: list[Migration] = [
     (1, "initial schema: meta, entries, tree_nodes, registrations, checkpoints, conflicts, blobs; append-only triggers", _m1_initial),
+    (2, "blob retention: pruned_blobs (append-only); a blob row may be deleted once its digest is recorded there",
+     _m2_pruned_blobs),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -414,6 +468,10 @@ class LogReader(ABC):
     def scan_blobs(self) -> Iterator[tuple[bytes, int, bytes]]:
         """Every stored blob as (digest, size, data), by digest, as stored (unverified, not decoded)."""
 
+    @abstractmethod
+    def pruned_blobs(self) -> list[tuple[bytes, int, int]]:
+        """Every digest deleted by retention as (digest, size, pruned_at ms), by digest."""
+
 
 class LogWriter(LogReader):
     """One write transaction: everything staged commits together or not at all.
@@ -443,6 +501,12 @@ class LogWriter(LogReader):
     def set_meta(self, rows: dict[str, bytes]) -> None:
         """Stage configuration rows; keys are write-once."""
 
+    @abstractmethod
+    def prune_blobs(self, digests: Sequence[bytes], pruned_at: int) -> list[tuple[bytes, int, int]]:
+        """Stage the deletion of the stored blobs among `digests`, each recorded in pruned_blobs (digest,
+        size, `pruned_at` ms; a digest recorded before keeps its first record); returns (digest, size,
+        stored size) of what is deleted. The only deletion a store allows (specs/ledger.md section 6.1)."""
+
 
 class LogStorage(ABC):
     """Where a log's rows live. MUST guarantee:
@@ -453,7 +517,8 @@ class LogStorage(ABC):
     - atomicity: a transaction commits all it staged or nothing;
     - readers (`snapshot()`) see only whole committed transactions, and a
       reader that starts after a commit sees it;
-    - append-only: nothing committed is ever changed or removed through it.
+    - append-only: nothing committed is ever changed or removed through it, except the bytes of blobs
+      that `prune_blobs` deletes, each recorded in pruned_blobs in the same transaction.
     """
 
     backend: str  # "sqlite", "postgresql", ...
@@ -487,6 +552,18 @@ class LogStorage(ABC):
     @abstractmethod
     def missing_blobs(self, digests: Sequence[bytes]) -> list[bytes]:
         """The digests among `digests` that are not stored, in the given order."""
+
+    @abstractmethod
+    def blob_sizes(self, digests: Sequence[bytes]) -> dict[bytes, tuple[int, int]]:
+        """(size of the original bytes, size as stored) of each stored blob among `digests`."""
+
+    def reclaim_space(self) -> None:
+        """Give the space of deleted rows back to the file system where the engine can do it cheaply
+        (SQLite created with incremental auto-vacuum); elsewhere the engine reuses it for later rows."""
+
+    def space_in_use(self) -> int | None:
+        """Bytes of the store in use by rows (SQLite: pages in use, WAL included), None if unknown."""
+        return None
 
     @abstractmethod
     def wait_for_new(self, after_size: int, timeout: float, stop: threading.Event | None = None) -> int:

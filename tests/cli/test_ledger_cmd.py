@@ -180,5 +180,5 @@ def test_help_lists_every_verb(capsys):
     with pytest.raises(SystemExit):
         main(["ledger", "--help"])
     out = capsys.readouterr().out
-    for verb in ("init", "serve", "info", "get"):
+    for verb in ("init", "serve", "info", "get", "prune"):
         assert verb in out
