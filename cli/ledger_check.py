@@ -1,6 +1,7 @@
 """`verify ledger-check --ledger URL [--json] [--log-key HEX]`: recompute and verify a whole ledger.
 
-Exit 0: clean (summary printed). Exit 1: the ledger is bad (first bad index and
+A progress bar counts the entries on a terminal (not with --json, not when stdout is
+not a terminal). Exit 0: clean (summary printed). Exit 1: the ledger is bad (first bad index and
 reason). Exit 2: the check could not run (unreachable database, not a ledger).
 A referenced blob deleted by `shardproof ledger prune` is reported as "pruned by
 retention" (counted, not damage) when the retention rule releases it; a missing blob
@@ -29,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.panel import Panel
     from rich.table import Table
 
+    from cli.progress import on_terminal, progress_bar
     from ledger.log import Ledger
 
     err = Console(stderr=True)
@@ -38,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--log-key must be 48 bytes of hex")
         led = Ledger.open(args.ledger, create=False)
         try:
-            rep = led.check(log_key=log_key)
+            size = led.size()
+            with progress_bar("checking entries", size, on_terminal(args.json) and size > 2000) as advance:
+                rep = led.check(log_key=log_key, progress=advance)
         finally:
             led.close()
     except Exception as exc:  # noqa: BLE001 - any failure to run is exit 2, never a traceback

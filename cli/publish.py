@@ -7,7 +7,8 @@ the ledger, and delivers node i its share sealed for its registered X25519 key
 (prover/model_delivery.py). The nodes fetch their share when a job first needs it.
 The publication is written into a hidden sibling of --out and renamed into place at the
 end, so a failed run leaves nothing behind; an existing non-empty --out is refused.
-`--json` prints {"model_id", "n_parties", "nodes", "delivered_bytes"}.
+`--json` prints {"model_id", "n_parties", "nodes", "delivered_bytes"}. On a terminal (not with
+--json) a spinner and a progress bar over the deliveries show the steps.
 Exit 0: published. Exit 2: bad input (unregistered node, unreadable model or key, ledger).
 """
 from __future__ import annotations
@@ -35,6 +36,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cli.progress import on_terminal, progress_bar
     from ledger import Ledger, LedgerError
     from prover.errors import ProverError
     from models.errors import ModelsError
@@ -59,8 +61,11 @@ def run(args: argparse.Namespace) -> int:
         keys = NodeKeys.load(args.key)
         led = Ledger.open(args.ledger, create=False)
         model = load_checkpoint(model_dir)
-        publish_model(model, len(nodes), tmp, os.urandom(32), tokenizer_dir=model_dir)
-        model_id = publish_and_deliver(led, keys, tmp, nodes)
+        show = on_terminal(args.json)
+        with progress_bar("splitting the model into shares", None, show):
+            publish_model(model, len(nodes), tmp, os.urandom(32), tokenizer_dir=model_dir)
+        with progress_bar("sealing and storing each node's delivery", len(nodes), show) as advance:
+            model_id = publish_and_deliver(led, keys, tmp, nodes, progress=lambda done, _total: advance(done))
         posted = True
         os.rename(tmp, out)  # atomic; replaces only an empty directory
         pub = [e for e in led.query(kind="model.publish") if e.entry.body["model_id"] == model_id][-1]

@@ -1,4 +1,4 @@
-"""`verify`: auditors (audit, evidence, ledger-check)."""
+"""`verify`: auditors (audit, evidence, ledger-check; jobs, nodes, show, report; browse)."""
 from __future__ import annotations
 
 import sys
@@ -10,6 +10,11 @@ COMMANDS = {
     "audit": "cli.verify_audit",
     "evidence": "cli.verify_evidence",
     "ledger-check": "cli.ledger_check",
+    "jobs": "cli.verify_reports",
+    "nodes": "cli.verify_reports",
+    "show": "cli.verify_reports",
+    "report": "cli.verify_reports",
+    "browse": "cli.browse",
 }
 
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from ledger import Ledger
 from ledger import entries as E
@@ -35,8 +36,10 @@ class DeliveryError(ProverError):
     """A model delivery that cannot be made or accepted (unregistered node, missing or forged chunk, bad share)."""
 
 
-def publish_and_deliver(led: Ledger, owner: NodeKeys, published_dir: str | os.PathLike, node_ids: list[str]) -> str:
-    """Post the manifest and a `model.publish` entry whose deliveries give party i's files to node_ids[i] sealed.
+def publish_and_deliver(led: Ledger, owner: NodeKeys, published_dir: str | os.PathLike, node_ids: list[str],
+                        progress: Callable[[int, int], None] | None = None) -> str:
+    """Post the manifest and a `model.publish` entry whose deliveries give party i's files to node_ids[i] sealed;
+    `progress(done, total)` is called after each node's delivery is stored.
 
     Returns the model id."""
     src = Path(published_dir)
@@ -55,6 +58,8 @@ def publish_and_deliver(led: Ledger, owner: NodeKeys, published_dir: str | os.Pa
         chunks = [led.put_blob(seal(owner, peer.x25519, nid, model_id, PURPOSE_WEIGHTS, data[i:i + CHUNK_BYTES], k))
                   for k, i in enumerate(range(0, len(data), CHUNK_BYTES))]
         deliveries.append({"party": p, "node": nid, "bytes": len(data), "chunks": chunks})
+        if progress is not None:
+            progress(p + 1, len(node_ids))
     digest = led.put_blob((src / MANIFEST_FILE).read_bytes())
     led.append(E.make_entry(owner.identity, E.MODEL, {
         "model_id": model_id, "manifest": digest, "n_shares": manifest["n_parties"],

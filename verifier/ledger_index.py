@@ -30,10 +30,8 @@ from protocol import bodies as B
 from protocol.errors import JobError
 from protocol.job_view import (ChallengeState, Counted, JobView, challenge_state_of, counted_heartbeat,
                                counted_verdicts, read_job)
+from verifier.summary_terms import JOB_STATUSES, PARTY_STATUSES, VERDICTS  # noqa: F401 - re-exported
 
-JOB_STATUSES = ("running", "done", "failed")
-VERDICTS = ("clean", "cheated", "incomplete", "unaudited")
-PARTY_STATUSES = ("clean", "cheated", "defaulted", "not opened", "unresolved", "incomplete", "unaudited")
 AUDITOR_ROLE = "verifier"
 
 
