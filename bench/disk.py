@@ -3,13 +3,17 @@
     .venv/bin/python bench/disk.py [--tokens 32] [--parties 3] [--json bench/results/disk.json]
 
 A dealer + N `prover serve` processes on loopback (sim.process_network), the shipped model
-(models.TINY_MODEL_DIR). A 1-token warm-up job (the nodes fetch their shares; not counted), then
-the measured job of `--tokens` tokens, audited once so its openings and the dealer's release exist.
+(models.TINY_MODEL_DIR). A 1-token warm-up job (the nodes fetch their shares; not counted; audited
+and pruned before the measured job starts), then the measured job of `--tokens` tokens, audited once
+so its openings and the dealer's release exist, then `shardproof ledger prune --keep-days 0`.
 
 What is measured:
 - ledger: the SQLite database's logical size (pages in use, WAL included) before the job, after it
-  ran and after its audit; the job's entries (encoded bytes by kind) and the blobs they reference
-  (stored bytes and original bytes, by the kind of the referencing entry).
+  ran, after its audit (the growth while its audit window is open) and after the log operator's
+  prune (the permanent growth); the job's entries (encoded bytes by kind) and the blobs they
+  reference (stored bytes and original bytes, by the kind of the referencing entry), before and
+  after the prune; the opening blobs split into the nodes' own blobs and the public-values blob,
+  and what they would take without the dedupe (every opening carrying its public values).
 - node: data_dir/jobs/<job> of every node, by file kind (spill files, state, secret, status), then
   after `prover gc --keep-days 0` (when that command exists); the model share (per model, once).
 - dealer: data_dir/dealer/dealer-<job>.cbor, then after `shardproof dealer gc --keep-days 0`.
@@ -46,26 +50,62 @@ def db_bytes(path: Path) -> int:
 
 
 def ledger_split(led, db: Path, job_id: str) -> dict:
-    """The job's entries (encoded bytes by kind) and the blobs they reference (stored / original bytes by kind)."""
+    """The job's entries (encoded bytes by kind) and the blobs they reference (stored / original bytes by kind),
+    and its opening blobs: the nodes' own, the public values (distinct blobs, and references to them) and
+    what the openings would take without the dedupe (each one carrying its public values)."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     cols = {r[1] for r in con.execute("PRAGMA table_info(blobs)")}
     out: dict = {"entries": {}, "blobs_stored": {}, "blobs_original": {}}
+    op = {"openings": 0, "own_stored": 0, "own_original": 0, "public_stored": 0, "public_original": 0,
+          "public_blobs": 0, "public_refs": 0, "without_dedupe_stored": 0, "without_dedupe_original": 0}
     seen: set = set()
+
+    def row(d: bytes) -> tuple[int, int] | None:
+        r = con.execute("SELECT length(data), size FROM blobs WHERE digest = ?", (d,)).fetchone()
+        return None if r is None else (int(r[0]), int(r[1]))
+
     try:
         for le in led.by_job(job_id):
             k = le.entry.kind
             out["entries"][k] = out["entries"].get(k, 0) + len(le.entry.encode())
             for d in set(le.entry.blob_refs()) - seen:
-                row = con.execute("SELECT length(data), size FROM blobs WHERE digest = ?", (d,)).fetchone()
-                if row is None:
+                r = row(d)
+                if r is None:
                     continue
                 seen.add(d)
-                out["blobs_stored"][k] = out["blobs_stored"].get(k, 0) + int(row[0])
-                out["blobs_original"][k] = out["blobs_original"].get(k, 0) + int(row[1])
+                out["blobs_stored"][k] = out["blobs_stored"].get(k, 0) + r[0]
+                out["blobs_original"][k] = out["blobs_original"].get(k, 0) + r[1]
+            if k == "opening":
+                own = row(le.body["data"])
+                pub = row(le.body["public"]) if "public" in le.body else None
+                op["openings"] += 1
+                op["public_refs"] += "public" in le.body
+                for r, what in ((own, "own"), (pub, "public")):
+                    if r is not None:
+                        op["without_dedupe_stored"] += r[0]
+                        op["without_dedupe_original"] += r[1]
+                        if what == "own":
+                            op["own_stored"] += r[0]
+                            op["own_original"] += r[1]
+        pubs = {le.body["public"] for le in led.by_job(job_id, kind="opening") if "public" in le.body}
+        for d in pubs:
+            r = row(d)
+            if r is not None:
+                op["public_blobs"] += 1
+                op["public_stored"] += r[0]
+                op["public_original"] += r[1]
+        op["with_dedupe_stored"] = op["own_stored"] + op["public_stored"]
+        op["with_dedupe_original"] = op["own_original"] + op["public_original"]
+        out["opening_blobs"] = op
         out["compressed_column"] = "codec" in cols
     finally:
         con.close()
     return out
+
+
+def prune(url: str, key: Path) -> dict | None:
+    """`shardproof ledger prune --keep-days 0` as the log operator; None when the command does not exist."""
+    return gc(["cli.shardproof", "ledger", "prune", "--ledger", url, "--key", str(key), "--keep-days", "0"])
 
 
 def tree_bytes(d: Path) -> dict:
@@ -119,12 +159,19 @@ def main() -> None:
                 raise SystemExit("a process did not start:\n" + net.logs())
             net.run_job(model_id, ids, 1, "warm-up")  # nodes fetch their shares (per model, not per job)
             net.audit("warm-up")
+            log_key = net._key_file("log")
+            prune(url, log_key)  # the warm-up's openings go before the baseline
             l0 = db_bytes(db)
             net.run_job(model_id, ids, args.tokens, job)
             l1 = db_bytes(db)
             res = net.audit(job)
             l2 = db_bytes(db)
             split = ledger_split(net.ledger, db, job)
+            opened = sorted(le.body["party"] for le in net.ledger.by_job(job, kind="opening"))
+            pruned = prune(url, log_key)
+            l3 = db_bytes(db)
+            split_after = ledger_split(net.ledger, db, job)
+            check = net.ledger.check()
         finally:
             net.stop()
         nodes = [net.data_dir(k.node_id) for k in net.nodes]
@@ -143,12 +190,25 @@ def main() -> None:
     node_tot_before = sum(sum(x.values()) for x in node_before) / n
     node_tot_after = sum(sum(x.values()) for x in node_after) / n
     kinds = sorted({k for x in node_before for k in x})
+    op = split["opening_blobs"]
+    release = split["blobs_stored"].get("dealer.release", 0)
     rows = [["ledger: job run (entries + blobs)", (l1 - l0) / MB], ["ledger: audit of the job", (l2 - l1) / MB],
-            ["ledger: total per job", (l2 - l0) / MB]]
+            ["ledger: per job while its audit window is open (before prune)", (l2 - l0) / MB],
+            ["ledger: per job, permanent (after `ledger prune`)", (l3 - l0) / MB if pruned is not None else "no prune"],
+            [f"  of which the dealer's release (kept by the rule; parties opened: {opened})", release / MB]]
     for k in sorted(set(split["entries"]) | set(split["blobs_stored"])):
-        rows.append([f"  ledger {k}: entries / blobs stored (original)",
+        rows.append([f"  ledger {k}: entries / blobs stored (original), before prune -> after",
                      f"{split['entries'].get(k, 0) / MB:.3f} / {split['blobs_stored'].get(k, 0) / MB:.3f} "
-                     f"({split['blobs_original'].get(k, 0) / MB:.3f})"])
+                     f"({split['blobs_original'].get(k, 0) / MB:.3f}) -> "
+                     f"{split_after['blobs_stored'].get(k, 0) / MB:.3f}"])
+    rows.append([f"  openings: {op['openings']}, without the public dedupe, stored (original)",
+                 f"{op['without_dedupe_stored'] / MB:.3f} ({op['without_dedupe_original'] / MB:.3f})"])
+    rows.append([f"  openings with the dedupe: own blobs + {op['public_blobs']} public blob(s) for "
+                 f"{op['public_refs']} reference(s), stored (original)",
+                 f"{op['own_stored'] / MB:.3f} + {op['public_stored'] / MB:.3f} = {op['with_dedupe_stored'] / MB:.3f} "
+                 f"({op['with_dedupe_original'] / MB:.3f})"])
+    rows.append(["ledger check after prune", f"{'ok' if check.ok else 'BAD: ' + str(check.reason)}, "
+                                             f"{check.pruned_blobs} blob(s) pruned by retention"])
     rows.append(["node: job data, mean per node, before gc", node_tot_before / MB])
     for k in kinds:
         rows.append([f"  node {k}", sum(x.get(k, 0) for x in node_before) / n / MB])
@@ -162,7 +222,10 @@ def main() -> None:
         "machine": machine(), "label": args.label, "tokens": args.tokens, "parties": n,
         "audit_clean": res.verdict.clean,
         "ledger_job_bytes": l1 - l0, "ledger_audit_bytes": l2 - l1, "ledger_per_job_bytes": l2 - l0,
-        "ledger_split": split, "node_job_bytes_before_gc": node_before, "node_job_bytes_after_gc": node_after,
+        "ledger_audit_window_bytes": l2 - l0, "ledger_permanent_bytes": l3 - l0 if pruned is not None else None,
+        "ledger_release_bytes": release, "opened_parties": opened, "opening_blobs": op,
+        "ledger_check_after_prune": {"ok": check.ok, "reason": check.reason, "pruned_blobs": check.pruned_blobs},
+        "ledger_prune": pruned, "ledger_split": split, "ledger_split_after_prune": split_after, "node_job_bytes_before_gc": node_before, "node_job_bytes_after_gc": node_after,
         "node_mean_bytes_before_gc": node_tot_before, "node_mean_bytes_after_gc": node_tot_after if any(gcs) else None,
         "node_model_bytes": model_bytes, "dealer_state_bytes_before_gc": dealer_before,
         "dealer_state_bytes_after_gc": dealer_after if dgc is not None else None, "node_gc": gcs, "dealer_gc": dgc})
