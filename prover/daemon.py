@@ -42,7 +42,7 @@ from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_
 from mpc_core.session import Session
 from mpc_core.transcript import Transcript
 from prover.channels import PURPOSE_DEALER, PURPOSE_INPUT, PURPOSE_OUTPUT, ReplayGuard, open_, seal
-from prover.dealer_service import SealedDealerLink
+from prover.dealer_service import SealedDealerLink, receive_prefetch
 from protocol.commitments import commit
 from prover.errors import ProverError
 from prover.keys import NodeKeys, lookup_peer
@@ -287,9 +287,16 @@ class NodeDaemon:
             seed = bytes(seed_msg["seed"])
             if prg.seed_commitment(seed, job, p) != info.seed_commitment:
                 raise DaemonError("the dealer's seed does not match its commitment on the ledger")
-            link = SealedDealerLink(n, info.job_id, bytes(seed_msg["corrections_key"])) if p == n - 1 else None
-            client_fetch = link.fetch if link else None
-            dealer_client = SeededDealerClient(p, n, job, seed, client_fetch)
+            link = corrections = None
+            if p == n - 1:  # the last party: the dealer's bulk corrections for its plan, the link for the rest
+                link = SealedDealerLink(n, info.job_id, bytes(seed_msg["corrections_key"]))
+                header = seed_msg.get("prefetch") or {"requests_bytes": 0, "bytes": 0, "messages": 0}
+                t_pre = time.perf_counter()
+                corrections = receive_prefetch(self.keys, header, dealer, dealer_peer.x25519, info.dealer,
+                                               info.job_id, guard, link.fetch)
+                log.info("job %s: received %d prefetched corrections (%d bytes) in %.2f s", info.job_id,
+                         len(corrections.requests), len(corrections.payload), time.perf_counter() - t_pre)
+            dealer_client = SeededDealerClient(p, n, job, seed, corrections)
             comm = self.make_communicator(p, n, group, bcast)
             session = self.make_session(comm, dealer_client, job, jdir, manifest["frac_bits"])
             V = manifest_config(manifest).vocab_size
@@ -306,6 +313,7 @@ class NodeDaemon:
                     token_shares.append(onehot.clone())
                     yield onehot.unsqueeze(0)
 
+            t_ready = time.perf_counter()
             try:
                 share = self.weight_share(model_dir, manifest, p, info.job_id if info.refresh else None)
                 weights = {name: t.unsqueeze(0) for name, t in share.items()}
@@ -315,13 +323,15 @@ class NodeDaemon:
                                client)
             finally:
                 if link is not None:
-                    link.close()
+                    link.close(corrections.used)
             t_run = time.perf_counter()
             heard, disputes = self._exchange_receipts(info, bcast, peers)
         finally:
             leave_group()
-        log.info("job %s: joined the group in %.2f s, ran %d steps in %.2f s (%d rounds)", info.job_id, t_join - t0,
-                 info.steps, t_run - t_join, bcast.count)
+        online = corrections.online_requests if corrections is not None else 0
+        log.info("job %s: joined the group in %.2f s, received the dealer's material in %.2f s, ran %d steps in "
+                 "%.2f s (%d rounds, %d online dealer requests)", info.job_id, t_join - t0, t_ready - t_join,
+                 info.steps, t_run - t_ready, bcast.count, online)
         transcript = session.transcripts[p]
         secret = os.urandom(32)
         commitment, _ = commit(transcript.records, secret, job, p)
@@ -337,7 +347,7 @@ class NodeDaemon:
         self.led.append(E.make_entry(self.keys.identity, E.JOB_ROOT, B.JobRoot(
             info.job_id, self.node_id, p, 0, root, commitment.steps, sig, commitment.views_root,
             commitment.opened_root, beacon, tuple(B.Receipt(*r) for r in heard), tuple(disputes),
-            link.head if link is not None else None).to_body()))
+            corrections.head if corrections is not None else None).to_body()))
 
     def make_communicator(self, party: int, n_parties: int, group, bcast: BroadcastLog) -> TorchDistributedCommunicator:
         """The transport of this node's party in a job: point-to-point rounds chained into `bcast`."""

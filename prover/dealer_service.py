@@ -4,13 +4,16 @@ For each `job.open` that names it as dealer, the dealer
 
 1. draws a master seed, keeps it in a state file (mode 0600) and posts `dealer.commit`:
    one seed commitment per party, before any party starts;
-2. joins the job's group as rank N (prover.wire) and sends party i its seed sealed on
+2. runs the job's offline phase: the job's dealer plan (protocol.plan: every material request of
+   the program, from the published manifest, the prompt length and the steps) and the last
+   party's correction shares for all of it;
+3. joins the job's group as rank N (prover.wire) and sends party i its seed sealed on
    a private channel (Noise K); the last party's message also carries a fresh
-   correction key;
-3. answers the last party's correction requests in op order, each answer encrypted
-   under the correction key with the request bound as associated data;
-4. records the request log in its state file, and
-5. when an auditor's `challenge` for the job follows from the first sealing checkpoint,
+   correction key and announces the prefetched corrections, which follow sealed in bulk;
+4. answers, online, only the last party's requests beyond the plan (none when the plan holds),
+   each answer encrypted under the correction key with the request bound as associated data;
+5. records the request log (the requests the last party used, in op order) in its state file, and
+6. when an auditor's `challenge` for the job follows from the first sealing checkpoint,
    releases the challenged parties' seeds (and the corrections, when the last party is
    challenged) in an `opening` entry; never for a challenge that does not.
 A job is served at most once, also across restarts.
@@ -21,7 +24,10 @@ import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from ledger import Ledger
 from ledger import entries as E
@@ -29,17 +35,19 @@ from ledger.subscribe import Subscription
 from mpc_core.dealer import Request, TrustedDealer, kind_spec
 from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_from_bytes
 from mpc_core.errors import MPCError
-from prover.channels import CORRECTION_KEY_BYTES, PURPOSE_DEALER, TAG_BYTES, open_correction, seal, seal_correction
+from prover.channels import (CORRECTION_KEY_BYTES, MAX_PAYLOAD, MAX_SEALED, PURPOSE_DEALER, TAG_BYTES, ReplayGuard,
+                             StaticKeys, open_, open_correction, seal, seal_correction)
 from protocol import bodies as B
 from protocol.challenge import DEALER_SLOT, beacon_commitment, beacon_value
-from protocol.job_view import challenge_state, job_failed
+from protocol.job_view import challenge_state, job_failed, published_manifest
+from protocol.plan import Plan, dealer_plan
 from prover.ledger_view import next_wake
 from prover.local_files import safe_id, write_secret
 from prover.errors import ProverError
 from prover.keys import NodeKeys, lookup_peer
 from protocol.opening import correction_items, corrections_head, enc_tensor, encode_release
-from prover.wire import (dealer_rank, join_group, leave_group, recv_exact, recv_fixed, send_bytes, send_exact,
-                         send_fixed)
+from prover.wire import (dealer_rank, join_group, leave_group, recv_bytes, recv_exact, recv_fixed, send_bytes,
+                         send_exact, send_fixed)
 
 log = logging.getLogger("shardproof.dealer")
 
@@ -53,15 +61,15 @@ class DealerServiceError(ProverError):
 
 # --- the correction link (last party <-> dealer) ----------------------------------------------
 class SealedDealerLink:
-    """The last party's side: ask for request #k's corrections, receive them encrypted."""
+    """The last party's online side: ask for request #k's corrections, receive them encrypted."""
 
     def __init__(self, n_parties: int, job_id: str, key: bytes):
         self.rank = dealer_rank(n_parties)
         self.job_id = job_id
         self.key = key
-        self.head = bytes(32)  # hash chain over every correction message received (protocol.opening.corrections_head)
 
-    def fetch(self, req: Request, op_index: int) -> dict:
+    def fetch(self, req: Request, op_index: int) -> dict[str, torch.Tensor]:
+        """Request #`op_index`'s correction shares from the dealer (one round trip)."""
         desc = req.describe()
         comps = kind_spec(req).derived
         sizes = [8 * _numel(c.shape) for c in comps]
@@ -73,13 +81,13 @@ class SealedDealerLink:
         for comp, size in zip(comps, sizes):
             out[comp.name] = tensor_from_bytes(payload[pos:pos + size], tuple(comp.shape))
             pos += size
-        self.head = corrections_head([[desc, {k: enc_tensor(v) for k, v in sorted(out.items())}]], self.head)
         return out
 
-    def close(self) -> None:
-        """Tell the dealer the program is done (an empty request frame)."""
+    def close(self, used: int | None = None) -> None:
+        """Tell the dealer the program is done: a frame `canonical_cbor([used])` with the number of
+        requests the program made (or, without it, an empty frame)."""
         try:
-            send_fixed(b"", self.rank, REQUEST_FRAME)
+            send_fixed(canonical_cbor([int(used)]) if used is not None else b"", self.rank, REQUEST_FRAME)
         except Exception:  # the dealer may be gone already; closing is best effort
             pass
 
@@ -91,19 +99,110 @@ def _numel(shape) -> int:
     return n
 
 
-class _LoggingDealer:
-    """A TrustedDealer that records every request it answers, in op order."""
+def _correction_sizes(req: Request) -> list[tuple[str, tuple[int, ...], int]]:
+    """(name, shape, bytes) of each derived component of a request, in component order."""
+    return [(c.name, tuple(c.shape), 8 * _numel(c.shape)) for c in kind_spec(req).derived]
 
-    def __init__(self, dealer: TrustedDealer):
+
+class PrefetchedCorrections:
+    """The last party's correction source (`SeededDealerClient`'s fetch): the dealer's bulk corrections
+    for its plan, served by op index, and the online link for requests beyond the plan.
+
+    `requests` are the plan's request descriptors in op order (op 0 first) and `payload` their
+    correction shares, int64 little-endian, in op order and component order. A request at a planned op
+    index must equal the plan's (else DealerServiceError: the dealer already delivered that op's
+    correction, and a second one on the same randomness would leak it, so none is asked for); a
+    request past the plan goes to `online(req, op_index)` and is logged. `head` is the hash chain
+    over the corrections used, in op order (protocol.opening.corrections_head), as the job root
+    commits to it: the same whether they came in bulk or online."""
+
+    def __init__(self, requests: list, payload: bytes | memoryview, online=None, job_id: str = ""):
+        self.job_id = job_id
+        self.requests = [list(d) for d in requests]
+        self.payload = memoryview(payload)
+        self.online = online
+        self.offsets: list[int] = []
+        pos = 0
+        try:
+            for d in self.requests:
+                self.offsets.append(pos)
+                pos += sum(size for _, _, size in _correction_sizes(request_from(d)))
+        except (MPCError, ValueError, TypeError) as exc:
+            raise DealerServiceError(f"the dealer's plan holds a malformed request: {type(exc).__name__}: {exc}") from exc
+        if pos != len(self.payload):
+            raise DealerServiceError(f"the dealer's plan needs {pos} bytes of corrections, {len(self.payload)} came")
+        self.used = 0  # requests answered so far (the program asks in op order)
+        self.online_requests = 0
+        self._online_items: dict[int, list] = {}
+        self._head, self._hashed = bytes(32), 0
+
+    def __call__(self, req: Request, op_index: int) -> dict[str, torch.Tensor]:
+        if op_index != self.used:
+            raise DealerServiceError(f"correction #{op_index} asked out of order (#{self.used} is next)")
+        desc = req.describe()
+        if op_index < len(self.requests):
+            if desc != self.requests[op_index]:
+                raise DealerServiceError(f"request #{op_index} {desc} differs from the dealer's plan "
+                                         f"{self.requests[op_index]}; its correction cannot be asked for again")
+            out, pos = {}, self.offsets[op_index]
+            for name, shape, size in _correction_sizes(req):
+                out[name] = tensor_from_bytes(self.payload[pos:pos + size], shape)
+                pos += size
+        else:
+            if self.online is None:
+                raise DealerServiceError(f"request #{op_index} is past the dealer's plan and there is no online link")
+            if self.online_requests == 0:
+                log.warning("job %s: request #%d is past the dealer's plan of %d requests; fetching online",
+                            self.job_id, op_index, len(self.requests))
+            out = self.online(req, op_index)
+            self.online_requests += 1
+            self._online_items[op_index] = [desc, {k: enc_tensor(v) for k, v in sorted(out.items())}]
+        self.used += 1
+        return out
+
+    def _item(self, op_index: int) -> list:
+        """The correction message of a used op as the chain hashes it: [descriptor, {component: [shape, bytes]}]."""
+        if op_index in self._online_items:
+            return self._online_items[op_index]
+        req, pos, comps = self.requests[op_index], self.offsets[op_index], {}
+        for name, shape, size in _correction_sizes(request_from(req)):
+            comps[name] = [list(shape), bytes(self.payload[pos:pos + size])]
+            pos += size
+        return [req, dict(sorted(comps.items()))]
+
+    @property
+    def head(self) -> bytes:
+        """The corrections chain head over every correction used so far (hashed off the online path)."""
+        while self._hashed < self.used:
+            self._head = corrections_head([self._item(self._hashed)], self._head)
+            self._hashed += 1
+        return self._head
+
+
+class _LoggingDealer:
+    """A TrustedDealer that records the last party's requests in op order: the plan's requests (all
+    delivered in bulk), then every request answered online past it."""
+
+    def __init__(self, dealer: TrustedDealer, planned: list | None = None):
         self.dealer = dealer
-        self.log: list[list] = []
+        self.log: list[list] = [list(d) for d in planned or []]
+        self.online = 0  # requests answered online
 
     def correction(self, req: Request, op_index: int):
+        """Answer request #`op_index` online: only the next op past everything delivered (never an op
+        whose correction the last party already holds: a second correction on its randomness leaks it)."""
         if op_index != len(self.log):
             raise DealerServiceError(f"request #{op_index} out of order (expected #{len(self.log)})")
         corr = self.dealer.correction(req, op_index)
         self.log.append(req.describe())
+        self.online += 1
         return corr
+
+    def close(self, used: int) -> None:
+        """The last party used the first `used` requests: the log keeps those (what a release reveals)."""
+        if not isinstance(used, int) or isinstance(used, bool) or not 0 <= used <= len(self.log):
+            raise DealerServiceError(f"the last party reports {used!r} requests used, {len(self.log)} were delivered")
+        del self.log[used:]
 
 
 def request_from(desc: list) -> Request:
@@ -115,14 +214,19 @@ def request_from(desc: list) -> Request:
 
 
 def serve_corrections(dealer: _LoggingDealer, n_parties: int, job_id: str, key: bytes) -> int:
-    """Answer the last party's requests until it sends the empty message; returns the number served."""
+    """Answer the last party's online requests until it closes the link; returns the number of requests
+    it used (the close frame `[used]` trims the log to them; an empty frame keeps the log as is)."""
     last = n_parties - 1
     while True:
         msg = recv_fixed(last, REQUEST_FRAME)
         if not msg:
             return len(dealer.log)
         try:
-            op_index, kind, params = decode_cbor(msg)
+            obj = decode_cbor(msg)
+            if isinstance(obj, list) and len(obj) == 1:
+                dealer.close(obj[0])
+                return len(dealer.log)
+            op_index, kind, params = obj
             req = request_from([kind, params])
             corr = dealer.correction(req, op_index)
             payload = b"".join(tensor_bytes(corr[c.name].contiguous()) for c in kind_spec(req).derived)
@@ -133,6 +237,93 @@ def serve_corrections(dealer: _LoggingDealer, n_parties: int, job_id: str, key: 
         send_exact(seal_correction(key, job_id, op_index, req.describe(), payload), last)
 
 
+# --- the offline phase: the plan's corrections, delivered in bulk -------------------------------
+PREFETCH_CHUNK = MAX_PAYLOAD  # bytes of one sealed bulk message (the channel's payload limit)
+
+
+@dataclass
+class Offline:
+    """A job's offline phase on the dealer's side: the plan's request descriptors and the bulk stream
+    (canonical_cbor(descriptors) || corrections), with what it cost."""
+
+    requests: list
+    stream: bytes
+    requests_bytes: int
+    plan_seconds: float = 0.0
+    corrections_seconds: float = 0.0
+
+    @property
+    def corrections_bytes(self) -> int:
+        return len(self.stream) - self.requests_bytes
+
+    def header(self) -> dict:
+        """What the last party's seed message announces: {requests_bytes, bytes, messages}."""
+        return {"requests_bytes": self.requests_bytes, "bytes": len(self.stream),
+                "messages": -(-len(self.stream) // PREFETCH_CHUNK)}
+
+    def chunks(self) -> list[memoryview]:
+        view = memoryview(self.stream)
+        return [view[i:i + PREFETCH_CHUNK] for i in range(0, len(self.stream), PREFETCH_CHUNK)]
+
+
+def offline_corrections(dealer: TrustedDealer, plan: Plan) -> Offline:
+    """The last party's corrections for every request of `plan` (op order, from op 0), computed now:
+    bit for bit what `dealer.correction` answers online for the same request and op index."""
+    t0 = time.perf_counter()
+    parts, requests = [], []
+    for k, (op_index, req) in enumerate(plan):
+        if op_index != k:
+            raise DealerServiceError(f"plan entry {k} names op #{op_index}")
+        corr = dealer.correction(req, op_index)
+        parts.extend(tensor_bytes(corr[c.name].contiguous()) for c in kind_spec(req).derived)
+        requests.append(req.describe())
+    head = canonical_cbor(requests)
+    return Offline(requests, head + b"".join(parts), len(head), corrections_seconds=time.perf_counter() - t0)
+
+
+def send_prefetch(keys: NodeKeys, peer_x25519: bytes, node_id: str, job_id: str, offline: Offline, party: int) -> None:
+    """Send the bulk stream to the last party: sealed `dealer.material` messages with counters 1, 2, ...
+    (counter 0 is the seed message that announces it)."""
+    for i, chunk in enumerate(offline.chunks(), start=1):
+        send_bytes(seal(keys, peer_x25519, node_id, job_id, PURPOSE_DEALER, chunk, i), party)
+
+
+def receive_prefetch(keys: StaticKeys, header: dict, rank: int, dealer_x25519: bytes, dealer_id: str, job_id: str,
+                     guard: ReplayGuard, online=None) -> PrefetchedCorrections:
+    """The last party's side of `send_prefetch`: receive and open the announced messages from `rank`, check them
+    against the announcement, and return the correction source (with `online` for requests past the plan).
+    Raises DealerServiceError on a stream that does not match its announcement."""
+    try:
+        messages, total, req_bytes = int(header["messages"]), int(header["bytes"]), int(header["requests_bytes"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DealerServiceError(f"malformed prefetch announcement: {exc}") from exc
+    if not (0 <= messages and 0 <= req_bytes <= total and messages == -(-total // PREFETCH_CHUNK)):
+        raise DealerServiceError(f"impossible prefetch announcement {header!r}")
+    parts = []
+    for i in range(1, messages + 1):
+        opened = open_(keys, recv_bytes(rank, MAX_SEALED), dealer_x25519,
+                       sender=dealer_id, job=job_id, purpose=PURPOSE_DEALER, replay=guard)
+        if opened.counter != i:
+            raise DealerServiceError(f"prefetch message #{opened.counter} where #{i} was due")
+        parts.append(opened.payload)
+    stream = b"".join(parts)
+    if len(stream) != total:
+        raise DealerServiceError(f"prefetch of {len(stream)} bytes, {total} announced")
+    return prefetch_from_stream(stream, req_bytes, online, job_id)
+
+
+def prefetch_from_stream(stream: bytes, requests_bytes: int, online=None, job_id: str = "") -> PrefetchedCorrections:
+    """The correction source of a bulk stream canonical_cbor(descriptors) || corrections (`Offline.stream`).
+    Raises DealerServiceError on a stream that does not parse or whose size does not fit its plan."""
+    try:
+        requests = decode_cbor(bytes(stream[:requests_bytes])) if requests_bytes else []
+        if not isinstance(requests, list) or not all(isinstance(d, list) and len(d) == 2 for d in requests):
+            raise ValueError("not a list of [kind, params]")
+    except (MPCError, ValueError) as exc:
+        raise DealerServiceError(f"malformed prefetched plan: {exc}") from exc
+    return PrefetchedCorrections(requests, memoryview(stream)[requests_bytes:], online, job_id)
+
+
 # --- one job ------------------------------------------------------------------------------
 def _state_path(state_dir: Path, job_id: str) -> Path:
     return Path(state_dir) / f"dealer-{safe_id(job_id, 'job id')}.cbor"
@@ -140,7 +331,7 @@ def _state_path(state_dir: Path, job_id: str) -> Path:
 
 def run_dealer_job(led: Ledger, keys: NodeKeys, job_id: str, state_dir: str | os.PathLike, timeout_s: float = 60.0,
                    master_seed: bytes | None = None) -> Path:
-    """Serve `job_id` as its dealer (steps 1-4 of the module docstring); returns the state file."""
+    """Serve `job_id` as its dealer (steps 1-5 of the module docstring); returns the state file."""
     opens = led.by_job(job_id, kind=E.JOB_OPEN)
     if not opens:
         raise DealerServiceError(f"no job.open for {job_id!r}")
@@ -166,25 +357,64 @@ def run_dealer_job(led: Ledger, keys: NodeKeys, job_id: str, state_dir: str | os
     state = {"format": STATE_FORMAT, "job_id": job_id, "n_parties": n, "master_seed": master, "requests": [],
              "status": "started"}
     write_secret(path, canonical_cbor(state))  # the seed is on disk before it is committed to
-    dealer = _LoggingDealer(TrustedDealer(master, job_id.encode(), n))
+    trusted = TrustedDealer(master, job_id.encode(), n)
     beacon = beacon_commitment(job_id, DEALER_SLOT, beacon_value(master, job_id, DEALER_SLOT))
     led.append(E.make_entry(keys.identity, E.DEALER_COMMIT, B.DealerCommit(
-        job_id, dict(enumerate(dealer.dealer.seed_commitments())), beacon).to_body()))
+        job_id, dict(enumerate(trusted.seed_commitments())), beacon).to_body()))
+    # The offline phase, while the nodes load their shares and the group forms: nothing online waits on it.
+    t0 = time.perf_counter()
+    plan = plan_for_job(led, job_id, b)
+    plan_s = time.perf_counter() - t0
+    offline = offline_corrections(trusted, plan)
+    offline.plan_seconds = plan_s
+    log.info("job %s: offline phase: %d requests planned in %.2f s, %d bytes of corrections computed in %.2f s",
+             job_id, len(plan), plan_s, offline.corrections_bytes, offline.corrections_seconds)
+    dealer = _LoggingDealer(trusted, offline.requests)
     join_group(rendezvous, dealer_rank(n), n, timeout_s)
     try:
         key = os.urandom(CORRECTION_KEY_BYTES)
         for p in range(n):
-            msg = {"seed": dealer.dealer.party_seed(p)}
+            msg = {"seed": trusted.party_seed(p)}
             if p == n - 1:
                 msg["corrections_key"] = key
+                msg["prefetch"] = offline.header()
             send_bytes(seal(keys, peers[p].x25519, nodes[p], job_id, PURPOSE_DEALER, canonical_cbor(msg), 0), p)
-        served = serve_corrections(dealer, n, job_id, key)
+        t0 = time.perf_counter()
+        send_prefetch(keys, peers[n - 1].x25519, nodes[n - 1], job_id, offline, n - 1)
+        log.info("job %s: sent party %d the plan and its corrections, %d bytes in %d sealed messages, in %.2f s",
+                 job_id, n - 1, len(offline.stream), offline.header()["messages"], time.perf_counter() - t0)
+        used = serve_corrections(dealer, n, job_id, key)
     finally:
         leave_group()
     state.update(requests=dealer.log, status="done")
     write_secret(path, canonical_cbor(state))
-    log.info("job %s: served %d correction requests", job_id, served)
+    log.info("job %s: the last party used %d correction requests (%d planned, %d answered online)", job_id, used,
+             len(plan), dealer.online)
     return path
+
+
+_PLAN_CACHE: dict[tuple, Plan] = {}  # (model id, prompt length, steps, parties) -> plan; a few recent ones
+_PLAN_CACHE_SIZE = 8
+
+
+def plan_for_job(led: Ledger, job_id: str, job_open: dict) -> Plan:
+    """The dealer plan of a job (protocol.plan.dealer_plan) from its `job.open` and the published manifest;
+    an empty plan (every request is then answered online) when it cannot be made, with a warning."""
+    try:
+        params = job_open.get("params") or {}
+        key = (str(job_open["model_id"]), int(params["prompt_len"]), int(params["steps"]), int(job_open["n_parties"]))
+        if key not in _PLAN_CACHE:
+            manifest = published_manifest(led, key[0])
+            if int(manifest["n_parties"]) != key[3]:
+                raise DealerServiceError(f"model has {manifest['n_parties']} shares, job has {key[3]} parties")
+            while len(_PLAN_CACHE) >= _PLAN_CACHE_SIZE:
+                _PLAN_CACHE.pop(next(iter(_PLAN_CACHE)))
+            _PLAN_CACHE[key] = dealer_plan(manifest, key[1], key[2], key[3])
+        return _PLAN_CACHE[key]
+    except Exception as exc:  # noqa: BLE001 - no plan is slower, never wrong
+        log.warning("job %s: no dealer plan (%s: %s); every correction will be fetched online", job_id,
+                    type(exc).__name__, exc)
+        return []
 
 
 def dealer_process(ledger_url: str, key_bytes: bytes, job_id: str, state_dir: str, timeout_s: float,
@@ -203,8 +433,6 @@ def dealer_process(ledger_url: str, key_bytes: bytes, job_id: str, state_dir: st
         os.close(fd)
         _logging.basicConfig(level=_logging.INFO, stream=sys.stderr,
                              format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    import torch
-
     torch.set_num_threads(1)
     led = Ledger.open(ledger_url, create=False)
     try:
@@ -337,8 +565,6 @@ class DealerDaemon:
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Serve until `stop` is set."""
-        import torch
-
         torch.set_num_threads(1)  # one thread per role process: spinning thread pools starve the peers
         stop = stop or threading.Event()
         log.info("dealer %s serving", self.keys.node_id)
