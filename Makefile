@@ -18,9 +18,14 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 	@bash tools/ensure_postgres.sh
 
+# Two workers (TEST_WORKERS): the suite's multi-process tests spend much of their time waiting, so one
+# pytest process keeps only about one of the 2 cores busy. --dist loadscope keeps a module's tests (and
+# its module-scoped deployment) on one worker.
+TEST_WORKERS ?= 2
+
 test: setup
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest --durations=30
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --durations=30
 
 # The long sweeps that `make test` runs in a smaller version (tests marked `soak`, see tests/conftest.py).
 soak: setup
