@@ -9,9 +9,12 @@
   serve --ledger URL --key log.key [--interval S] [--prune-after-days D]
         Sign a checkpoint whenever entries other than checkpoints have arrived since
         the latest one, at most every S seconds (default 1). Stateless: a restart
-        resumes. SIGTERM or SIGINT stop it cleanly. Witness cosignatures are not
-        collected: the ledger has the primitives (ledger.checkpoints.Witness,
-        add_cosignature, Ledger.add_checkpoint) but no transport to reach witnesses yet.
+        resumes. SIGTERM or SIGINT stop it cleanly. Collects the witnesses'
+        cosignatures (checkpoint.cosign entries) into the stored checkpoints.
+  witness --ledger URL --key witness.key [--state FILE] [--log-key HEX] [--interval S] [--once]
+        A witness (registered with the role witness): cosigns the latest checkpoint
+        once it is signed by the pinned log key and consistent with the last one it
+        cosigned (RFC 9162 section 8.2); a split view is refused with exit 1.
         With --prune-after-days D, also prunes (as `prune --keep-days D`) at start and
         once a day.
   info  --ledger URL [--json]
@@ -112,6 +115,27 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     s.add_argument("--json", action="store_true", help="machine-readable result on stdout")
     s.set_defaults(func=_guard(run_prune, "prune"))
 
+    s = verbs.add_parser("witness", help="cosign the log's checkpoints after checking them (a witness; a daemon)",
+                         description="A witness: cosign the log's latest checkpoint once it is signed by the pinned "
+                                     "log key and consistent with the last one this witness cosigned (kept in "
+                                     "--state); `ledger serve` aggregates the cosignatures into the stored "
+                                     "checkpoints. The key must be registered with the role witness "
+                                     "(`prover register --roles witness`). Exit 1: the log showed an "
+                                     "inconsistent or badly signed checkpoint (a split view). " + _VERBS_DOC)
+    add_ledger_argument(s, url_help)
+    s.add_argument("--key", required=True, type=Path, help="the witness's key file (`prover keygen`)")
+    s.add_argument("--state", type=Path, default=Path("witness-state.json"),
+                   help="the witness's state: the pinned log and the last cosigned tree head (default "
+                        "witness-state.json; created on the first run, which needs --log-key)")
+    s.add_argument("--log-key", default=None, metavar="HEX",
+                   help="the log's BLS public key to pin (from `shardproof ledger info`); required on the first "
+                        "run, and must match the state afterwards")
+    s.add_argument("--interval", type=float, default=10.0,
+                   help="look for a new checkpoint every this many seconds (default 10)")
+    s.add_argument("--once", action="store_true", help="cosign the latest checkpoint once and exit")
+    s.add_argument("--json", action="store_true", help="with --once: machine-readable result on stdout")
+    s.set_defaults(func=_guard(run_witness, "witness"))
+
     s = verbs.add_parser("info", help="tree size and root, latest checkpoint, origin and the log's public key",
                          description="Tree size and root, latest checkpoint, origin and the log's public key. " + _VERBS_DOC)
     add_ledger_argument(s, url_help)
@@ -210,8 +234,10 @@ def _checkpoint_fields(led, scp) -> dict[str, Any] | None:
     if scp is None:
         return None
     t = _checkpoint_time(led, scp)
+    witnesses = {r.bls: r.node_id for r in led.registrations()}
     return {"size": scp.size, "root": scp.root.hex(), "time_ms": t, "time": _ms_iso(t),
-            "signers": len(scp.signers), "verified": scp.verify(led.log_key)}
+            "signers": len(scp.signers), "verified": scp.verify(led.log_key),
+            "cosigners": [witnesses.get(k, k.hex()[:16]) for k in scp.signers[1:]]}
 
 
 def _table(title: str, rows: list[tuple[str, str]]):
@@ -319,6 +345,93 @@ def run_serve(args: argparse.Namespace) -> int:
     return run_until_signalled(serve, "shardproof.log")
 
 
+# --- witness ------------------------------------------------------------------------------
+def _witness_state(args: argparse.Namespace, led):
+    from ledger.errors import CheckpointError
+    from ledger.witness import WitnessState
+
+    pinned = None
+    if args.log_key is not None:
+        try:
+            pinned = bytes.fromhex(args.log_key)
+        except ValueError:
+            raise CommandError(f"--log-key must be hex, got {args.log_key!r}") from None
+    if args.state.exists():
+        try:
+            st = WitnessState.load(args.state)
+        except (CheckpointError, OSError) as exc:
+            raise CommandError(f"bad witness state {args.state}: {exc}") from None
+        if pinned is not None and pinned != st.log_key:
+            raise CommandError(f"--log-key differs from the log key pinned in {args.state}")
+        if st.origin != led.origin:
+            raise CommandError(f"{args.state} watches the log {st.origin!r}, this ledger is {led.origin!r}")
+        return st
+    if pinned is None:
+        raise CommandError(f"no witness state at {args.state}: pass --log-key (from `shardproof ledger info`) "
+                           "to pin the log on the first run")
+    st = WitnessState(led.origin, pinned)
+    st.save(args.state)
+    return st
+
+
+def run_witness(args: argparse.Namespace) -> int:
+    from ledger.errors import CheckpointError
+    from ledger.witness import WITNESS_ROLE, witness_step
+
+    if not args.interval > 0 or args.interval == float("inf"):
+        raise CommandError("--interval must be a positive number of seconds")
+    keys = _load_key(args.key)
+    led = _open_existing(args.ledger)
+    try:
+        reg = led.registration(keys.node_id)
+        if reg is None or reg.bls != keys.identity.bls_pub or \
+                WITNESS_ROLE not in led.get(reg.index).entry.body.get("roles", []):
+            raise CommandError(f"{keys.node_id!r} is not registered with the role witness under this key "
+                               "(prover register --roles witness)")
+        st = _witness_state(args, led)
+        if args.once:
+            try:
+                scp = witness_step(led, keys.identity, st)
+            except CheckpointError as exc:
+                raise CommandError(f"refused to cosign: {exc}", EXIT_FAILED) from None
+            st.save(args.state)
+            out = {"ok": True, "cosigned": scp is not None, "size": st.size, "root": st.root.hex() if st.root else None}
+            print(json.dumps(out, sort_keys=True) if args.json else
+                  (f"cosigned checkpoint {st.size}" if scp is not None else f"nothing new since checkpoint {st.size}"))
+            return EXIT_OK
+    except BaseException:
+        led.close()
+        raise
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log = logging.getLogger("shardproof.witness")
+    refused: list[str] = []
+
+    def serve(stop) -> None:
+        log.info("witness %s watching %s (log key %s), from (%d, %s)", keys.node_id, args.ledger, st.log_key.hex()[:16],
+                 st.size, st.root.hex()[:16] if st.root else "-")
+        try:
+            while not stop.is_set():
+                try:
+                    scp = witness_step(led, keys.identity, st)
+                    if scp is not None:
+                        st.save(args.state)
+                        log.info("cosigned checkpoint %d %s", scp.size, scp.root.hex()[:16])
+                except CheckpointError as exc:  # a split view or a bad signature: stop, say why
+                    log.error("refused to cosign: %s", exc)
+                    refused.append(str(exc))
+                    return
+                except LedgerError as exc:
+                    log.warning("ledger unavailable, retrying: %s", exc)
+                stop.wait(args.interval)
+        finally:
+            led.close()
+
+    from ledger.errors import LedgerError
+
+    rc = run_until_signalled(serve, "shardproof.witness")
+    return EXIT_FAILED if refused else rc
+
+
 # --- info ---------------------------------------------------------------------------------
 def run_info(args: argparse.Namespace) -> int:
     led = _open_existing(args.ledger)
@@ -341,6 +454,7 @@ def run_info(args: argparse.Namespace) -> int:
         else:
             rows += [("checkpoint size", str(cp["size"])), ("checkpoint root", cp["root"]),
                      ("checkpoint time", cp["time"] or "-"),
+                     ("witness cosignatures", ", ".join(cp["cosigners"]) or "none"),
                      ("checkpoint signature", "verifies under the log key" if cp["verified"] else "DOES NOT VERIFY")]
         Console().print(_table(f"ledger {args.ledger}", rows))
     if code != EXIT_OK:

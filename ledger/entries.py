@@ -50,6 +50,7 @@ REVEAL = "challenge.reveal"  # a participant's beacon value, revealed after the 
 RELEASE = "dealer.release"  # the dealer's release of the opened parties' seeds (and corrections)
 HEARTBEAT = "node.heartbeat"  # a daemon says it is live and which models it holds (author = body.node)
 JOB_FAIL = "job.fail"  # the job's opener closes a job that failed, with a reason
+COSIGN = "checkpoint.cosign"  # a witness's BLS cosignature of a checkpoint it checked (ledger.witness)
 
 
 # --- a small schema language -----------------------------------------------
@@ -309,6 +310,12 @@ SCHEMAS: dict[str, dict[str, _Spec]] = {
     },
     CHECKPOINT: {
         "checkpoint": _req(AnyMap()),  # a SignedCheckpoint object, checked by ledger.checkpoints
+        **_META,
+    },
+    COSIGN: {
+        "size": _req(Int()),
+        "root": _req(Bytes(32)),
+        "sig": _req(Bytes(BLS_SIG)),  # BLS over Checkpoint(origin, size, root, hash).message()
         **_META,
     },
 }

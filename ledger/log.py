@@ -589,6 +589,18 @@ class Ledger:
             raise InconsistentCheckpoint(f"checkpoint refused and kept as evidence: {conflict[2]}")
         return scp
 
+    def add_cosignature(self, scp: SignedCheckpoint) -> SignedCheckpoint:
+        """Store `scp`, a checkpoint this log already stored (same size and root) with more signers
+        (witness cosignatures aggregated, ledger.witness), whatever checkpoints were signed since.
+        Raises BadCheckpointSignature, or CheckpointError if the log never stored that tree head."""
+        self._check_checkpoint_sig(scp)
+        with self.store.transaction(lock=False) as tx:
+            stored = [_decode(d) for d in tx.checkpoints()]
+            if not any(c is not None and c.size == scp.size and c.root == scp.root for c in stored):
+                raise CheckpointError(f"the log stored no checkpoint ({scp.size}, {scp.root.hex()[:16]})")
+            tx.add_checkpoint(scp.size, scp.root, scp.encode())
+        return scp
+
     def report_conflict(self, a: SignedCheckpoint, b: SignedCheckpoint, reason: str = "split view") -> None:
         """Keep two validly signed, conflicting checkpoints of this log as evidence."""
         self._check_checkpoint_sig(a)

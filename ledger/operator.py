@@ -18,6 +18,7 @@ from ledger import entries as E
 from ledger.errors import LedgerError, LedgerExists
 from ledger.keys import Identity
 from ledger.log import Ledger
+from ledger.witness import collect_cosignatures
 
 log = logging.getLogger("shardproof.log")
 
@@ -48,13 +49,14 @@ def init_ledger(url: str, identity: Identity, origin: str | None = None) -> Ledg
 
 
 def pending_entries(led: Ledger) -> int:
-    """How many entries other than checkpoint entries arrived since the latest signed checkpoint."""
+    """How many entries other than checkpoints and witness cosignatures arrived since the latest signed
+    checkpoint (a cosignature calling for a new checkpoint would loop)."""
     latest = led.latest_checkpoint()
     size = led.size()
     since = 0 if latest is None else latest.size
     if size <= since:
         return 0
-    return size - since - len(led.query(kind=E.CHECKPOINT, start=since))
+    return size - since - len(led.query(kind=E.CHECKPOINT, start=since)) - len(led.query(kind=E.COSIGN, start=since))
 
 
 PRUNE_EVERY_S = 86400.0  # `ledger serve --prune-after-days`: prune at start and once a day
@@ -70,6 +72,7 @@ class LogOperator:
     max_idle: float = DEFAULT_MAX_IDLE_S
     prune_after_days: float | None = None
     prune_every: float = PRUNE_EVERY_S
+    cosigns_from: int = 0  # the log index from which witness cosignatures are still to be collected
 
     def prune(self) -> None:
         """Prune once (failures are logged: the next attempt is a day later)."""
@@ -80,9 +83,18 @@ class LogOperator:
         except LedgerError as exc:
             log.warning("prune failed: %s", exc)
 
+    def collect(self) -> int:
+        """Aggregate the witnesses' new cosignatures into the stored checkpoints (ledger.witness); returns
+        how many were added."""
+        added, self.cosigns_from = collect_cosignatures(self.ledger, self.cosigns_from)
+        if added:
+            log.info("collected %d witness cosignature(s)", added)
+        return added
+
     def step(self, idle_for: float) -> int | None:
         """Sign a checkpoint if entries arrived, or if the log has been idle for `max_idle` seconds;
         returns the signed size, or None."""
+        self.collect()
         new = pending_entries(self.ledger)
         if new > 0 or idle_for >= self.max_idle:
             scp = self.ledger.checkpoint()

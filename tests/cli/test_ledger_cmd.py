@@ -182,3 +182,44 @@ def test_help_lists_every_verb(capsys):
     out = capsys.readouterr().out
     for verb in ("init", "serve", "info", "get", "prune"):
         assert verb in out
+
+
+def test_witness_cosigns_and_serve_collects(tmp_path, capsys):
+    """`ledger witness --once` cosigns the latest checkpoint; the log operator aggregates the cosignature and
+    `ledger info` names the witness; a witness refuses to start without a pinned log key, with a key not
+    registered as a witness, or with a pin that differs from its state."""
+    from ledger.operator import LogOperator
+
+    url, log_key = f"sqlite:///{tmp_path / 'l.db'}", tmp_path / "log.key"
+    assert main(["ledger", "init", "--ledger", url, "--key", str(log_key)]) == 0
+    capsys.readouterr()
+    wkey, nkey = tmp_path / "w.key", tmp_path / "n.key"
+    NodeKeys.generate("witness-1").save(wkey)
+    NodeKeys.generate("node-b").save(nkey)
+    _register(url, wkey, "witness")
+    _register(url, nkey, "owner")
+    pin = NodeKeys.load(log_key).bls_pub.hex()
+    state = tmp_path / "w.json"
+    base = ["witness", "--ledger", url, "--key", str(wkey), "--state", str(state), "--once"]
+    rc, line = one_line_error(capsys, *base)
+    assert rc == 2 and "--log-key" in line and not state.exists()
+    rc, line = one_line_error(capsys, "witness", "--ledger", url, "--key", str(nkey), "--state", str(state),
+                              "--once", "--log-key", pin)
+    assert rc == 2 and "not registered with the role witness" in line
+    with Ledger.open(url, create=False, log_identity=NodeKeys.load(log_key).identity) as led:
+        led.checkpoint()  # the registrations are under a checkpoint
+        rc, out, _ = run_json(capsys, *base, "--log-key", pin)
+        assert rc == 0 and out["cosigned"] is True and out["size"] == led.latest_checkpoint().size
+        rc, out, _ = run_json(capsys, *base)  # pinned in the state now; nothing new
+        assert rc == 0 and out["cosigned"] is False
+        rc, line = one_line_error(capsys, *base, "--log-key", "00" * 96)
+        assert rc == 2 and "differs" in line
+        assert LogOperator(led).collect() == 1
+    rc, info, _ = run_json(capsys, "info", "--ledger", url)
+    assert rc == 0 and info["checkpoint"]["cosigners"] == ["witness-1"] and info["checkpoint"]["verified"]
+
+
+def _register(url: str, key: Path, roles: str) -> None:
+    from cli.prover import main as prover_main
+
+    assert prover_main(["register", "--ledger", url, "--key", str(key), "--roles", roles]) == 0
