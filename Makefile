@@ -28,8 +28,9 @@ test: setup
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --durations=30
 
 # The long sweeps that `make test` runs in a smaller version (tests marked `soak`, see tests/conftest.py).
+# --dist load: the soak sweeps are a few long tests in one module; each worker builds its own deployment.
 soak: setup
-	$(PY) -m pytest --soak -m soak --timeout 3600 --durations=20
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist load --soak -m soak --timeout 3600 --durations=20
 
 demo: setup
 	$(VENV)/bin/shardproof demo
