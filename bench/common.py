@@ -14,8 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# The repository root goes first, even when PYTHONPATH already has it: the script's own folder (bench/)
+# is sys.path[0], and bench/ledger.py would shadow the ledger package.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if p != str(ROOT)]
 
 
 def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
