@@ -585,17 +585,23 @@ def run_prune(args: argparse.Namespace) -> int:
     for c in ("job", "action", "blobs", "MB", "why"):
         t.add_column(c, justify="right" if c in ("blobs", "MB") else "left")
     action = "would prune" if args.dry_run else "pruned"
+    earlier = 0  # closed, expired jobs with nothing left to prune (pruned by an earlier run)
     for j in doc["jobs"]:
         if j["pruned"]:
             t.add_row(j["job_id"], action, str(len(j["pruned"])), f"{j['pruned_bytes'] / 1e6:.3f}", j["reason"])
+        elif j["closed"] and j["expired"]:
+            earlier += 1
         else:
             t.add_row(j["job_id"], "kept", "-", "-", j["reason"])
     con = Console()
     con.print(t)
+    if earlier:
+        con.print(f"{earlier} job(s) whose audit window closed have nothing left to prune", highlight=False,
+                  soft_wrap=True)
     use = ""
     if doc["in_use_before"] is not None and doc["in_use_after"] is not None:
         use = f"; ledger in use {doc['in_use_before'] / 1e6:.3f} -> {doc['in_use_after'] / 1e6:.3f} MB"
     con.print(f"{'would free' if args.dry_run else 'freed'} {doc['freed_bytes'] / 1e6:.3f} MB stored "
               f"({doc['pruned_blobs']} blob(s), {doc['original_bytes'] / 1e6:.3f} MB original){use}",
-              highlight=False)
+              highlight=False, soft_wrap=True)
     return EXIT_OK
