@@ -27,10 +27,10 @@
         checked ("included under checkpoint N").
   prune --ledger URL --key log.key [--keep-days D] [--dry-run] [--json]
         Blob retention (specs/ledger.md section 6.1): delete the bytes of the opening
-        blobs (each node's own and the public values) of every job whose audit window
-        has closed: the job has a verdict by an auditor or its opener's job.fail, and
-        its newest entry is older than D days (default 30). Never a model, refresh,
-        release or registration blob, nor one any such entry references. Entries and
+        blobs (each node's own and the public values) and the dealer's release of every
+        job whose audit window has closed: the job has a verdict by an auditor or its
+        opener's job.fail, and its newest entry is older than D days (default 30). Never
+        a model, refresh or registration blob, nor one any such entry references. Entries and
         roots are untouched; each pruned digest is recorded, so `verify ledger-check`
         reports it as "pruned by retention", and an audit of the job says "could not
         decide". --key must be this ledger's log key.

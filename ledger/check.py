@@ -248,7 +248,7 @@ def check_rows(
             rep.pruned_bytes += pruned[d]
         else:
             bad(idx, f"refers to blob {d.hex()} which is missing: recorded as pruned, but the retention rule "
-                     "never releases it (only the openings of a job with a verdict or job.fail)")
+                     "never releases it (only the openings and the dealer's release of a job with a verdict or job.fail)")
     for d, state in blob_state.items():
         if state and d not in referenced:
             bad(None, f"unreferenced blob {d.hex()}: {state}")

@@ -4,10 +4,11 @@ section 6.1). Pure: it reads decoded entries, never storage; `Ledger.prune` appl
 The rule. A job is *closed* when it has a `verdict` by an author registered with the verifier role, or
 a `job.fail` by the author of its `job.open`. A job is *expired* when its newest entry (entry times: the
 authors' clocks) is more than `keep_days` days older than `now`. The blobs referenced by the `opening`
-entries of a job that is closed and expired (each node's own opening and the public-values blob) may
-be pruned, unless some entry that stays references the same digest: any entry of another kind
-(`model.publish` manifests, `model.refresh` commitments, `dealer.release` seeds, verdict evidence,
-step digests), or an opening of a job that is not both closed and expired. Entry bytes are never
+and `dealer.release` entries of a job that is closed and expired (each node's own opening, the
+public-values blob, the dealer's seeds and the last party's correction shares: what only an audit of
+that job reads) may be pruned, unless some entry that stays references the same digest: any entry of
+another kind (`model.publish` manifests, `model.refresh` commitments, verdict evidence, step digests),
+or an opening or release of a job that is not both closed and expired. Entry bytes are never
 touched, and leaves cover digests, not blob bytes: pruning changes no root.
 
 Times come from the entries' authors. A future-dated entry only delays pruning of its job; an old
@@ -22,7 +23,7 @@ from ledger import entries as E
 
 DEFAULT_KEEP_DAYS = 30.0
 DAY_MS = 86_400_000
-PRUNABLE_KINDS = (E.OPENING,)  # the only entries whose blobs ever go
+PRUNABLE_KINDS = (E.OPENING, E.RELEASE)  # the only entries whose blobs ever go: what only the job's audit reads
 
 
 @dataclass

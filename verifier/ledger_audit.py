@@ -107,27 +107,32 @@ def _commitments(view: JobView) -> tuple[dict[int, JobCommitment], bool]:
     return out, ok
 
 
-def _release(view: JobView, get_blob: Callable[[bytes], bytes]) -> tuple[dict | None, str]:
-    """The dealer's decoded release, checked against its seed commitments, or (None, why not)."""
+def _release(view: JobView, get_blob: Callable[[bytes], bytes]) -> tuple[dict | None, str, bool]:
+    """The dealer's decoded release, checked against its seed commitments, or (None, why not); the flag
+    says the release's blob could not be read (pruned, say): nobody's fault, the audit cannot decide."""
     if view.release is None:
-        return None, "no seed release"
+        return None, "no seed release", False
     try:
-        rel = decode_release(get_blob(view.release.body.data))
+        raw = get_blob(view.release.body.data)
+    except Exception as exc:  # noqa: BLE001 - a blob the ledger cannot give (pruned): could not decide
+        return None, f"seed release blob unavailable: {exc}", True
+    try:
+        rel = decode_release(raw)
     except Exception as exc:  # noqa: BLE001
-        return None, f"malformed seed release: {type(exc).__name__}: {exc}"
+        return None, f"malformed seed release: {type(exc).__name__}: {exc}", False
     commits = view.dealer_commit.body.seeds if view.dealer_commit is not None else {}
     for p, seed in rel["seeds"].items():
         if p not in commits or prg.seed_commitment(seed, view.job_id.encode(), p) != commits[p]:
-            return None, f"released seed of party {p} does not open the dealer's commitment"
+            return None, f"released seed of party {p} does not open the dealer's commitment", False
     last = view.roots.get(view.n_parties - 1)
     if rel["corrections"] is not None and last is not None and last.body.corrections is not None:
         try:
             head = corrections_head(decode_cbor(rel["corrections"]))
         except Exception as exc:  # noqa: BLE001
-            return None, f"malformed corrections in the release: {type(exc).__name__}: {exc}"
+            return None, f"malformed corrections in the release: {type(exc).__name__}: {exc}", False
         if head != last.body.corrections:
-            return None, "released corrections differ from the ones the last party signed for in its job root"
-    return rel, ""
+            return None, "released corrections differ from the ones the last party signed for in its job root", False
+    return rel, "", False
 
 
 def judge_job(view: JobView, challenge_index: int | None, seed: bytes, closed: int, deadline: int | None,
@@ -143,13 +148,13 @@ def judge_job(view: JobView, challenge_index: int | None, seed: bytes, closed: i
     opened_roots = {c.opened_root for c in commitments.values()}
     v = Verdict(view.job_id, mode, lam, closed, len(opened_roots) == 1 and len(commitments) == n and bcast.consistent,
                 dealer=view.dealer, noise=[x.as_dict() for x in view.noise])
-    release, release_problem = _release(view, get_blob)
+    release, release_problem, release_unavailable = _release(view, get_blob)
 
     def late(c) -> bool:
         return c is None or (deadline is not None and c.index > deadline)
 
     dealer_fault, dealer_kind = "", "defaulted"
-    if release is None and view.release is not None:  # a release that is malformed or does not open: provable
+    if release is None and view.release is not None and not release_unavailable:  # malformed or not opening: provable
         dealer_fault, dealer_kind = release_problem, "cheated"
     slots: list = []
     for p in range(n):
@@ -172,6 +177,8 @@ def judge_job(view: JobView, challenge_index: int | None, seed: bytes, closed: i
             else:
                 slots.append(PartyVerdict(p, "defaulted", f"no opening before the deadline (checkpoint entry "
                                           f"#{deadline}) for challenge #{challenge_index}", node=node))
+        elif release_unavailable:
+            slots.append(PartyVerdict(p, "error", release_problem, node=node))
         elif release is None or p not in release["seeds"] or (p == n - 1 and not release.get("corrections")):
             why = release_problem or ("the dealer did not release this party's seed" if release is None
                                       or p not in release["seeds"] else "the dealer did not release its corrections")

@@ -1,5 +1,5 @@
 """Blob retention (ledger.retention, Ledger.prune, `shardproof ledger prune`) on SQLite and PostgreSQL: only the
-opening blobs of closed, expired jobs go; model, refresh and release blobs and anything they share stay; roots
+opening and release blobs of closed, expired jobs go; model and refresh blobs and anything they share stay; roots
 do not change; `ledger check` reports pruned blobs as pruned and still reports a deleted blob that was not."""
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _job(led: Ledger, job: str, t: int, close: str | None, opener=CAROL, shared:
     elif close == "fail":
         es.append(_entry(closer or opener, E.JOB_FAIL, {"job_id": job, "reason": "down"}, t + 5))
     led.append_many(es)
-    return {"openings": [*own, public], "kept": [release, refresh]}
+    return {"openings": [*own, public, release], "kept": [refresh]}
 
 
 @pytest.fixture
@@ -90,8 +90,9 @@ def test_rule_prunes_only_the_openings_of_closed_expired_jobs(jobs):
         assert plan[job].digests == [], (job, plan[job].reason)
     assert not plan["closed-young"].expired and plan["closed-young"].closed
     assert plan["open-old"].expired and not plan["open-old"].closed
-    # a blob shared with an open job stays (its own blobs go); the model manifest never goes
-    assert set(plan["shares-open"].digests) == set(j["shares-open"]["openings"][:2])
+    # a blob shared with an open job stays (its own blobs and release go); the model manifest never goes
+    own = j["shares-open"]["openings"]
+    assert set(plan["shares-open"].digests) == {own[0], own[1], own[3]}
     assert plan["shares-manifest"].digests == []
     # the young job goes once it is older than keep_days
     later = {r.job_id: r for r in plan_prune((le.entry for le in led.read()), NOW + 29 * DAY_MS, keep_days=30)}
@@ -104,7 +105,7 @@ def test_prune_deletes_only_those_blobs_keeps_every_root_and_the_log_checks_clea
     led, j = jobs
     size, root = led.tree_head()
     dry = led.prune(30, now_ms=NOW, dry_run=True)
-    want = set(j["closed-old"]["openings"]) | set(j["failed-old"]["openings"]) | set(j["shares-open"]["openings"][:2])
+    want = set(j["closed-old"]["openings"]) | set(j["failed-old"]["openings"]) | {j["shares-open"]["openings"][i] for i in (0, 1, 3)}
     assert {d for d, _, _ in dry.pruned} == want
     assert all(led.get_blob(d) for d in want)  # a dry run deletes nothing
     rep = led.prune(30, now_ms=NOW)
@@ -212,7 +213,7 @@ def test_cli_prune(tmp_path, capsys):
         return rc, json.loads(capsys.readouterr().out)
 
     rc, dry = prune("--dry-run")
-    assert rc == 0 and dry["dry_run"] and dry["pruned_blobs"] == 3
+    assert rc == 0 and dry["dry_run"] and dry["pruned_blobs"] == 4  # two own openings, public values, release
     rc, out = prune()
     jobs = {x["job_id"]: x for x in out["jobs"]}
     assert rc == 0 and set(jobs["old"]["pruned"]) == {d.hex() for d in old} and jobs["young"]["pruned"] == []
@@ -224,7 +225,7 @@ def test_cli_prune(tmp_path, capsys):
     assert "freed 0.000 MB" in out and "1 job(s) whose audit window closed have nothing left to prune" in out
     with Ledger.open(url, create=False) as led:
         chk = led.check()
-        assert chk.ok and chk.pruned_blobs == 6
+        assert chk.ok and chk.pruned_blobs == 8
     other = tmp_path / "other.key"
     NodeKeys.generate("log").save(other)
     for argv, needle in ((["--key", str(other)], "not this ledger's log key"),

@@ -39,15 +39,17 @@ def test_two_openings_share_one_public_blob_and_a_pruned_job_audits_as_could_not
 
     size = net.ledger.size()
     rep = net.ledger.prune(0, now_ms=FAR_FUTURE)
-    assert {d for d, _, _ in rep.pruned} == {public, *(b["data"] for b in ops.values())}
+    release = net.ledger.by_job("j", kind=E.RELEASE)[0].entry.body["data"]
+    assert {d for d, _, _ in rep.pruned} == {public, release, *(b["data"] for b in ops.values())}
     chk = net.ledger.check()
-    assert chk.ok and chk.pruned_blobs == 3, chk.findings
+    assert chk.ok and chk.pruned_blobs == 4, chk.findings
     for force in (False, True):
         again = audit_on_ledger(net.ledger, "j", net.verifier, lam=40, force=force)
         v = again.verdict
         assert v.outcome == "error" and v.accused_nodes == [] and v.cheaters == [], v.as_dict()
+        assert v.dealer_status == "ok", v.as_dict()  # a pruned release is nobody's fault
         opened = [p for p in v.parties if p.status != "not opened"]
-        assert len(opened) == 2 and all(p.status == "error" and "opening blob unavailable" in p.reason for p in opened)
+        assert len(opened) == 2 and all(p.status == "error" and "blob unavailable" in p.reason for p in opened)
     assert net.ledger.size() == size  # nothing posted that the auditor cannot stand behind
 
 
