@@ -38,7 +38,7 @@ def cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def run(model_name: str, tokens: int, lams: list[int], parties: int) -> list[dict]:
+def run(model_name: str, tokens: int, lams: list[int], parties: int, closed: int | None = None) -> list[dict]:
     from mpc_core.prg import master_from_int
     from sim.local_job import run_job
     from models import TINY_MODEL_DIR, GPTConfig, load_checkpoint, random_model
@@ -50,9 +50,14 @@ def run(model_name: str, tokens: int, lams: list[int], parties: int) -> list[dic
     with tempfile.TemporaryDirectory(prefix="bench-audit-") as d:
         publish_model(model, parties, f"{d}/model", master_from_int(1))
         prompt = list(range(5, 13))
-        t0, c0 = time.perf_counter(), cpu()
-        job = run_job(f"{d}/model", prompt, tokens, workdir=f"{d}/job", seed=0)
-        job_s, job_cpu = time.perf_counter() - t0, cpu() - c0
+        seed = 0
+        while True:  # with --closed, the next job seed until the challenge closes that party (compare like with like)
+            t0, c0 = time.perf_counter(), cpu()
+            job = run_job(f"{d}/model", prompt, tokens, workdir=f"{d}/job-{seed}", seed=seed)
+            job_s, job_cpu = time.perf_counter() - t0, cpu() - c0
+            if closed is None or job.challenge().closed == closed:
+                break
+            seed += 1
         for mode, lam in [("freivalds", lam) for lam in lams] + [("exact", 0)]:
             t0, c0 = time.perf_counter(), cpu()
             openings = local_openings(job)  # the challenged nodes' side
@@ -73,7 +78,7 @@ def run(model_name: str, tokens: int, lams: list[int], parties: int) -> list[dic
                 "matmuls_recomputed": sum(p.replay.matmul_recomputed for p in opened),
                 "matmuls_freivalds": sum(p.replay.matmul_checks - p.replay.matmul_recomputed for p in opened),
                 "joint": max((p.replay.joint for p in opened), default=0),
-                "clean": v.clean,
+                "clean": v.clean, "closed": v.closed_party, "job_seed": seed,
             })
     return rows
 
@@ -84,17 +89,20 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", type=int, default=4)
     ap.add_argument("--parties", type=int, default=3)
     ap.add_argument("--lambdas", type=int, nargs="+", default=[40])
+    ap.add_argument("--closed", type=int, default=None,
+                    help="rerun the job with the next seed until the challenge closes this party (default: take the "
+                         "first job); opening the last party adds the dealer's corrections to the replay")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     rows = []
     for m in args.models:
-        rows += run(m, args.tokens, args.lambdas, args.parties)
+        rows += run(m, args.tokens, args.lambdas, args.parties, args.closed)
     print_table("audit cost vs job compute (same run)",
                 ["model", "N", "mode", "lambda", "job cpu s", "audit cpu s", "audit/job", "per party", "open cpu s",
-                 "audit+open/job", "steps", "matmuls", "Freivalds", "joint", "clean"],
+                 "audit+open/job", "steps", "matmuls", "Freivalds", "joint", "clean", "closed"],
                 [[r["model"], r["parties"], r["mode"], r["lambda"], r["job_cpu_s"], r["audit_cpu_s"], r["ratio_cpu"],
                   r["ratio_per_party"], r["open_cpu_s"], r["ratio_cpu_with_open"], r["steps_checked"],
-                  r["matmul_checks"], r["matmuls_freivalds"], r["joint"], r["clean"]] for r in rows])
+                  r["matmul_checks"], r["matmuls_freivalds"], r["joint"], r["clean"], r["closed"]] for r in rows])
     write_json(args.json, {"bench": "audit", "machine": machine(), "rows": rows})
     return 0
 
