@@ -64,17 +64,6 @@ class _Leaf:
 
 
 @dataclass(frozen=True)
-class Participant:
-    party: int
-    node: str
-    replica: int = 0
-    stage: int = 0
-
-    def as_dict(self) -> dict:
-        return {"party": self.party, "node": self.node, "replica": self.replica, "stage": self.stage}
-
-
-@dataclass(frozen=True)
 class PartyOutcome:
     """What the counted verdicts say about one share index."""
 
@@ -98,7 +87,7 @@ class JobSummary:
     model_id: str
     n_parties: int
     nodes: dict[int, str]  # share index -> node (replica 0, stage 0)
-    participants: list[Participant]
+    participants: list[B.Assignment]  # the counted job.assign's rows
     dealer: str
     client: str
     tokens: int | None  # new tokens asked for (job.open params.steps), when known
@@ -128,7 +117,8 @@ class JobSummary:
     def as_dict(self) -> dict:
         return {"job_id": self.job_id, "model_id": self.model_id, "n_parties": self.n_parties,
                 "nodes": {str(k): v for k, v in sorted(self.nodes.items())},
-                "participants": [p.as_dict() for p in self.participants], "dealer": self.dealer,
+                "participants": [{"party": p.party, "node": p.node, "replica": p.replica, "stage": p.stage}
+                                 for p in self.participants], "dealer": self.dealer,
                 "client": self.client, "tokens": self.tokens, "prompt_len": self.prompt_len,
                 "started_ms": self.started_ms, "open_index": self.open_index, "status": self.status,
                 "verdict": self.verdict, "accused": self.accused, "defaulted": self.defaulted,
@@ -519,8 +509,7 @@ class LedgerIndex:
                 status_p = "incomplete"
             parties.append(PartyOutcome(p, node, status_p, seg, step if status_p == "cheated" else None,
                                         op if status_p == "cheated" else ""))
-        part = [Participant(a.party, a.node, a.replica, a.stage) for a in view.assign.body.assignments] \
-            if view.assign is not None else []
+        part = list(view.assign.body.assignments) if view.assign is not None else []
         entries = self._jobs.get(job_id, [])
         s = JobSummary(job_id, o.model_id, o.n_parties, view.nodes, part, o.dealer, view.opener,
                        _int_param(o.params, "steps"), _int_param(o.params, "prompt_len"), view.open.entry.time,
