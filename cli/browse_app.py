@@ -183,6 +183,24 @@ class _Base(Screen):
         self.show_banner()
 
 
+class _TextScreen(_Base):
+    """A screen of rendered text: the banner, a scrolling body (`#BODY_ID`, then `#result` for the
+    output of a key's action) and the footer."""
+
+    BODY_ID = "detail"
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_banner()
+        with VerticalScroll(id="body"):
+            yield Static(id=self.BODY_ID)
+            yield Static(id="result")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#body").focus()
+        self.refresh_data()
+
+
 class JobsScreen(_Base):
     """Every job, newest first, with filters and search."""
 
@@ -291,7 +309,7 @@ class JobsScreen(_Base):
 
 
 
-class JobScreen(_Base):
+class JobScreen(_TextScreen):
     """One job (as `verify show`), with the offline evidence check."""
 
     BINDINGS = [Binding("escape", "back", "back"), Binding("e", "evidence", "check evidence"),
@@ -303,17 +321,6 @@ class JobScreen(_Base):
         self.detail = None
         self.check_text: Any = Text("")
         self.evidence_results: dict[str, Any] = {}  # accused node -> its bundle's EvidenceCheck
-
-    def compose(self) -> ComposeResult:
-        yield from self.compose_banner()
-        with VerticalScroll(id="body"):
-            yield Static(id="detail")
-            yield Static(id="result")
-        yield Footer()
-
-    def on_mount(self) -> None:
-        self.query_one("#body").focus()
-        self.refresh_data()
 
     def refresh_data(self) -> None:
         from cli.verify_reports import job_renderables
@@ -494,8 +501,10 @@ class NodeScreen(_Base):
 
 
 
-class LogScreen(_Base):
+class LogScreen(_TextScreen):
     """The log: size, checkpoints, cosignatures, consistency with what was seen, the full check."""
+
+    BODY_ID = "log"
 
     BINDINGS = [Binding("escape", "back", "back"), Binding("c", "check", "ledger check")]
 
@@ -503,17 +512,6 @@ class LogScreen(_Base):
         super().__init__()
         self.check_text: Any = Text("c runs the full ledger check (every leaf, node, root, signature, checkpoint, blob)")
         self.check_report: Any = None  # the last ledger.check.CheckReport
-
-    def compose(self) -> ComposeResult:
-        yield from self.compose_banner()
-        with VerticalScroll(id="body"):
-            yield Static(id="log")
-            yield Static(id="result")
-        yield Footer()
-
-    def on_mount(self) -> None:
-        self.query_one("#body").focus()
-        self.refresh_data()
 
     def refresh_data(self) -> None:
         from rich.table import Table
