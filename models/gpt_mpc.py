@@ -133,7 +133,8 @@ class SharedGPT:
         if P + T > cfg.block_size:
             raise ModelError(f"context of {P + T} tokens exceeds block_size {cfg.block_size}")
         with s.scope("embed"):
-            tok = SharedTensor(s, A.fixed_matmul(s, onehot, self.masked["wte"].opened, self.masked["wte"].key))
+            tok = SharedTensor(s, A.fixed_matmul(s, onehot, self.masked["wte"].opened, self.masked["wte"].key,
+                                                   refs=self.masked["wte"].refs))
         x = tok + self.w["transformer.wpe.weight"][P:P + T]  # (T, C)
         for i in range(cfg.n_layer):
             x = x + self._attention(self._ln(x, f"transformer.h.{i}.ln_1"), i)  # (T, C)

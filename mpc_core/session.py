@@ -59,6 +59,7 @@ class Session:
         self.transcripts = {p: Transcript(p, transcript_dir) for p in self.local_parties} if record else {}
         self.input_seed = input_seed
         self.request_log: list[Request] = []  # every material request in op-index order (audits, dealer replays)
+        self._step_ops: list = []  # [op index, request] of the requests since the last recorded step
         self._op_index = 0
         self._step_index = 0
         self._input_index = 0
@@ -135,6 +136,7 @@ class Session:
         t0 = time.perf_counter()
         out = self.dealer.get(req, self._op_index)
         self.counters.dealer_seconds += time.perf_counter() - t0
+        self._step_ops.append([self._op_index, req.describe()])
         self._op_index += 1
         self.counters.dealer_requests += 1
         op = self._op()
@@ -194,11 +196,20 @@ class Session:
         """The index the next recorded step will get."""
         return self._step_index
 
-    def record(self, kind: str, local: dict[str, torch.Tensor], public: dict[str, torch.Tensor] | None = None) -> int:
-        """Record one step for every local party: `local` tensors have the party axis, `public` do not."""
+    def take_step_ops(self) -> list:
+        """The [op index, request] of every material request since the last recorded step (the step's
+        dealer material), and start the next step's list."""
+        ops, self._step_ops = self._step_ops, []
+        return ops
+
+    def record(self, kind: str, local: dict[str, torch.Tensor], public: dict[str, torch.Tensor] | None = None,
+               refs: list[int] | None = None) -> int:
+        """Record one step for every local party: `local` tensors have the party axis, `public` do not;
+        `refs` are the earlier steps whose public values the step used (StepRecord.refs)."""
         index = self._step_index
         self._step_index += 1
         self.counters.steps += 1
+        ops = self.take_step_ops()
         if not self.record_steps:
             return index
         scope = self.scope_path
@@ -206,7 +217,7 @@ class Session:
             tensors = {n: t[row] for n, t in local.items()}
             if public:
                 tensors.update(public)
-            self.transcripts[p].record(index, kind, scope, tensors)
+            self.transcripts[p].record(index, kind, scope, tensors, ops, refs)
         return index
 
     def close(self) -> None:

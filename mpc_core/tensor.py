@@ -26,10 +26,12 @@ def _dim(d: int, ndim: int) -> int:
 
 
 class MaskedWeight:
-    """A shared weight W opened once per job as F = W - b (b a fixed dealer mask keyed by `key`)."""
+    """A shared weight W opened once per job as F = W - b (b a fixed dealer mask keyed by `key`);
+    `refs` names the mask_weight step that opened F (each product with it records that step)."""
 
-    def __init__(self, session: Session, key: str, opened: torch.Tensor):
+    def __init__(self, session: Session, key: str, opened: torch.Tensor, refs: list[int] | None = None):
         self.session, self.key, self.opened = session, key, opened
+        self.refs = list(refs or [])
 
     @property
     def shape(self) -> torch.Size:
@@ -48,6 +50,7 @@ class MaskedCache:
         self.session, self.key, self.full_shape, self.dim = session, key, tuple(full_shape), dim
         self.opened: torch.Tensor | None = None
         self.length = 0
+        self.refs: list[int] = []  # the mask_weight steps that opened the rows so far, in order
 
     def append(self, rows: "SharedTensor") -> None:
         """Mask and open the new rows (their length along `dim`)."""
@@ -56,6 +59,7 @@ class MaskedCache:
             raise ShapeError(f"cache {self.key} is full ({self.full_shape[self.dim]} along dim {self.dim})")
         with self.session.scope("mask_cache"):
             f = A.mask_weight(self.session, rows.data, self.key, self.full_shape, (self.dim, self.length, n))
+        self.refs.append(self.session.next_step_index - 1)
         self.opened = f if self.opened is None else torch.cat([self.opened, f], dim=self.dim)
         self.length += n
 
@@ -63,7 +67,8 @@ class MaskedCache:
         """[x @ cache] as raw shares at twice the scale (the caller truncates)."""
         if self.opened is None:
             raise ShapeError(f"cache {self.key} is empty")
-        return A.fixed_matmul(self.session, x, self.opened, self.key, self.full_shape, (self.dim, 0, self.length))
+        return A.fixed_matmul(self.session, x, self.opened, self.key, self.full_shape, (self.dim, 0, self.length),
+                              refs=self.refs)
 
 
 class SharedTensor:
@@ -278,7 +283,8 @@ class SharedTensor:
             if other.session is not s:
                 raise PartyError("masked weight belongs to another session")
             with s.scope("matmul"):
-                return self._wrap(A.truncate(s, A.fixed_matmul(s, self.data, other.opened, other.key), s.frac_bits))
+                return self._wrap(A.truncate(s, A.fixed_matmul(s, self.data, other.opened, other.key, refs=other.refs),
+                                             s.frac_bits))
         p = self._public(other)
         try:
             z = torch.matmul(self.data, p)
@@ -299,7 +305,8 @@ class SharedTensor:
     def mask(self, key: str) -> MaskedWeight:
         """Open W - b once for this job (use as `x @ w.mask('layer0.attn')`)."""
         with self.session.scope("mask_weight"):
-            return MaskedWeight(self.session, key, A.mask_weight(self.session, self.data, key))
+            f = A.mask_weight(self.session, self.data, key)
+            return MaskedWeight(self.session, key, f, [self.session.next_step_index - 1])
 
     # --- comparisons -------------------------------------------------------------------
     def _bit_to_fx(self, bit: torch.Tensor) -> "SharedTensor":

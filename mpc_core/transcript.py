@@ -43,11 +43,17 @@ class StepRecord:
     shapes: dict[str, list[int]]
     digests: dict[str, bytes]
     offsets: dict[str, int] = field(default_factory=dict, repr=False)
+    # What the step computed from besides its tensors: the dealer requests it used, as [op index,
+    # Request.describe()] in op order, and the earlier steps whose public values it used (the
+    # mask_weight steps that opened a fixed-masked weight). With them a step can be re-executed alone.
+    ops: list = field(default_factory=list)
+    refs: list[int] = field(default_factory=list)
 
     def body(self) -> list:
         """The canonical content of the record (what its digest covers)."""
         names = sorted(self.digests)
-        return [self.index, self.kind, self.scope, [[n, self.shapes[n], self.digests[n]] for n in names]]
+        return [self.index, self.kind, self.scope, [[n, self.shapes[n], self.digests[n]] for n in names],
+                [self.ops, self.refs]]
 
     def digest(self) -> bytes:
         return blake3.blake3(TRANSCRIPT_STEP + canonical_cbor(self.body())).digest()
@@ -85,13 +91,15 @@ class Transcript:
         t._indexed = (id(t.records), len(t.records))
         return t
 
-    def record(self, index: int, kind: str, scope: str, tensors: dict[str, torch.Tensor]) -> StepRecord:
-        """Append one step; `tensors` maps names (in.*, sent, opened, out) to this party's tensors."""
+    def record(self, index: int, kind: str, scope: str, tensors: dict[str, torch.Tensor], ops: list | None = None,
+               refs: list[int] | None = None) -> StepRecord:
+        """Append one step; `tensors` maps names (in.*, sent, opened, out) to this party's tensors; `ops`
+        and `refs` as in StepRecord."""
         if self.records and index <= self.records[-1].index:
             raise TranscriptError(f"party {self.party}: step index {index} after {self.records[-1].index}")
         shapes = {n: list(t.shape) for n, t in tensors.items()}
         digests = {n: tensor_digest(n, t) for n, t in tensors.items()}
-        rec = StepRecord(index, kind, scope, shapes, digests)
+        rec = StepRecord(index, kind, scope, shapes, digests, ops=list(ops or []), refs=list(refs or []))
         if self._file is not None:
             for n in sorted(tensors):
                 rec.offsets[n] = self._file.seek(0, os.SEEK_END)

@@ -82,21 +82,23 @@ def decode_public(obj) -> dict[int, dict[str, torch.Tensor]]:
 
 # --- step records: the one codec (openings, and a node's own job state with spill offsets) ------------
 def encode_records(records: list[StepRecord], *, with_offsets: bool = False) -> list:
-    """Step records as CBOR lists: each record's body, [index, kind, scope, [[name, shape, digest], ...]]
-    (names sorted); `with_offsets` adds each tensor's spill offset to its field (-1 if not spilled), for a
-    node's own state (never in an opening)."""
+    """Step records as CBOR lists: each record's body, [index, kind, scope, [[name, shape, digest], ...],
+    [ops, refs]] (names sorted); `with_offsets` adds each tensor's spill offset to its field (-1 if not
+    spilled), for a node's own state (never in an opening)."""
     if not with_offsets:
         return [r.body() for r in records]
     return [[r.index, r.kind, r.scope,
-             [[n, r.shapes[n], r.digests[n], r.offsets.get(n, -1)] for n in sorted(r.digests)]] for r in records]
+             [[n, r.shapes[n], r.digests[n], r.offsets.get(n, -1)] for n in sorted(r.digests)], [r.ops, r.refs]]
+            for r in records]
 
 
 def decode_records(body: list, *, with_offsets: bool = False) -> list[StepRecord]:
     """The step records `encode_records` wrote (with the same `with_offsets`); raises on garbage
     (ValueError, TypeError, KeyError: openings are attacker-controlled)."""
     recs = []
-    for index, kind, scope, fields in body:
-        r = StepRecord(int(index), str(kind), str(scope), {}, {})
+    for index, kind, scope, fields, (ops, refs) in body:
+        r = StepRecord(int(index), str(kind), str(scope), {}, {}, ops=[[int(op), _plain(req)] for op, req in ops],
+                       refs=[int(k) for k in refs])
         for field in fields:
             if with_offsets:
                 n, sh, dg, off = field
@@ -109,6 +111,15 @@ def decode_records(body: list, *, with_offsets: bool = False) -> list[StepRecord
                 r.offsets[str(n)] = int(off)
         recs.append(r)
     return recs
+
+
+def _plain(v):
+    """A decoded request descriptor as plain lists, ints and strings (what Request.describe() gives)."""
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        raise TypeError(f"a request descriptor holds ints, strings and lists, not {type(v).__name__}")
+    return v
 
 
 def decode_opening(data: bytes, public: bytes | None = None) -> dict:

@@ -45,10 +45,11 @@ def tamper_steps(session: Session, tamper: Callable[[str, int, dict[str, torch.T
     ref = weakref.ref(session)  # no reference cycle: a dropped session still closes its transcripts at once
     inner = session.__dict__.get("record")  # a cheat installed earlier on this session (another party)
 
-    def record(kind: str, local: dict[str, torch.Tensor], public: dict[str, torch.Tensor] | None = None) -> int:
+    def record(kind: str, local: dict[str, torch.Tensor], public: dict[str, torch.Tensor] | None = None,
+               refs: list[int] | None = None) -> int:
         s = ref()
         tamper(kind, s.next_step_index, local)
-        return inner(kind, local, public) if inner is not None else type(s).record(s, kind, local, public)
+        return inner(kind, local, public, refs) if inner is not None else type(s).record(s, kind, local, public, refs)
 
     session.record = record  # type: ignore[method-assign]  # this instance only
 

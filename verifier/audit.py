@@ -135,7 +135,15 @@ def _plain_record(r, salt) -> bool:
         sh = r.shapes[n]
         if type(n) is not str or type(d) is not bytes or type(sh) is not list or any(type(x) is not int for x in sh):
             return False
-    return True
+    return type(r.ops) is list and type(r.refs) is list and all(type(k) is int for k in r.refs) and \
+        all(_plain_value(op) for op in r.ops)
+
+
+def _plain_value(v) -> bool:
+    """v is made of lists, ints (not bools) and strings only."""
+    if type(v) is list:
+        return all(_plain_value(x) for x in v)
+    return type(v) is int or type(v) is str
 
 
 def records_match(records: list, salts: list, commitment: JobCommitment) -> bool:
@@ -154,8 +162,7 @@ def records_match(records: list, salts: list, commitment: JobCommitment) -> bool
         views, opened = [], []
         for r, salt in zip(records, salts):
             names = sorted(r.digests)
-            body = [r.index, r.kind, r.scope, [[n, r.shapes[n], r.digests[n]] for n in names]]
-            views.append(dumps([STEP_COMMIT_LEAF, salt, body], canonical=True))
+            views.append(dumps([STEP_COMMIT_LEAF, salt, r.body()], canonical=True))
             opened.append(dumps([OPENED_LEAF, r.index, [[n, r.digests[n]] for n in names if n.startswith("opened.")]],
                                 canonical=True))
         return merkle.root_hash(views) == commitment.views_root and merkle.root_hash(opened) == commitment.opened_root

@@ -455,7 +455,8 @@ class ReplaySession(Session):
                                             f"{res.failing_column}, index {res.failing_index}"))
         return min(failures, key=lambda f: f.step) if failures else None
 
-    def record(self, kind: str, local: dict[str, torch.Tensor], public: dict[str, torch.Tensor] | None = None) -> int:
+    def record(self, kind: str, local: dict[str, torch.Tensor], public: dict[str, torch.Tensor] | None = None,
+               refs: list[int] | None = None) -> int:
         recs: dict[int, StepRecord] = {}
         for i, row in self._live():
             rec = self._current(row, kind)
@@ -464,6 +465,7 @@ class ReplaySession(Session):
         index = self._step_index
         self._step_index += 1
         self.counters.steps += 1
+        binding = [self.take_step_ops(), list(refs or [])]
         verified, self._verified = self._verified, {}
         public = public or {}
         names = set(local) | set(public)
@@ -478,6 +480,10 @@ class ReplaySession(Session):
                 elif names != set(rec.digests):
                     self._diverge(self.rows[i], Finding(index, kind, rec.scope, "fields", ",".join(sorted(rec.digests)),
                                                         ",".join(sorted(names))))
+                elif [rec.ops, rec.refs] != binding:
+                    self._diverge(self.rows[i], Finding(index, kind, rec.scope, "binding", repr([rec.ops, rec.refs]),
+                                                        repr(binding), "the step's dealer requests or referenced "
+                                                        "steps differ from the program's"))
                 else:
                     continue
             except Exception as exc:

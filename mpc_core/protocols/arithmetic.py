@@ -73,8 +73,9 @@ def mask_weight(s: Session, w: torch.Tensor, key: str, full_shape: tuple[int, ..
 
 
 def fixed_matmul(s: Session, x: torch.Tensor, f: torch.Tensor, key: str, full_shape: tuple[int, ...] | None = None,
-                 narrow: tuple[int, int, int] | None = None) -> torch.Tensor:
+                 narrow: tuple[int, int, int] | None = None, refs: list[int] | None = None) -> torch.Tensor:
     """[x@W] for a weight masked once as F = W - b (matrix triples with fixed b); no truncation.
+    `refs` are the mask_weight steps whose openings make up F, in order (recorded with the step).
 
     1. Dealer: fresh [a] ~ x, the job's fixed [b] for `key`, [c] = [a@b].
     2. Offline (before x exists): [pre] = [c] + [a]@F, since a and F are both known.
@@ -95,7 +96,7 @@ def fixed_matmul(s: Session, x: torch.Tensor, f: torch.Tensor, key: str, full_sh
     (e,) = s.open_many([e_sh])
     z = s.linear_result(lambda: pre + torch.matmul(e, m["b"]) + p0 * torch.matmul(e, f),
                         lambda: [m["c"], (m["a"], f), (e, m["b"]), (p0 * e, f)])
-    s.record("fixed_matmul", {"in.x": x, "sent.e": e_sh, "out": z}, {"opened.e": e})
+    s.record("fixed_matmul", {"in.x": x, "sent.e": e_sh, "out": z}, {"opened.e": e}, refs=list(refs or []))
     return z
 
 

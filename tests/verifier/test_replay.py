@@ -89,14 +89,14 @@ class _Probe(Session):
         self.last = super().material(kind, *params)
         return self.last
 
-    def record(self, kind, local, public=None):
+    def record(self, kind, local, public=None, refs=None):
         for inp, sent in R.IMPLIED_INPUTS.get(kind, {}).items():
             rel = _RELATIONS[(kind, inp, sent)]
             p0 = self.party0(local[inp].dim() - 1)
             assert local[inp].shape == local[sent].shape, (kind, inp)
             assert rel(local[inp], local[sent], self.last, p0), (kind, inp, sent)
             self.seen.add(kind)
-        return super().record(kind, local, public)
+        return super().record(kind, local, public, refs)
 
 
 def test_skipped_inputs_are_bijective_images_of_their_messages():
