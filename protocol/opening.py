@@ -1,7 +1,7 @@
 """The opening a node reveals for a challenged share index, as two deterministic-CBOR blobs.
 
 The party's own blob (the `opening` entry's `data`):
-{"records": [[index, kind, scope, [[name, shape, digest], ...]], ...],
+{"records": [[index, kind, scope, [[name, shape, digest], ...], [ops, refs]], ...],
  "salts": [salt, ...],
  "outs": {step: tensor} for matmul steps, "weights": {name: tensor}, "tokens": [tensor, ...],
  "weight_salts": {name: salt}}
@@ -17,6 +17,8 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from ledger import merkle
+from mpc_core.domains import CORRECTIONS_LEAF
 from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_from_bytes
 from mpc_core.transcript import StepRecord
 
@@ -201,15 +203,14 @@ def decode_release(data: bytes) -> dict:
     return {"seeds": seeds, "corrections": corr}
 
 
-def corrections_head(items: list, head: bytes = bytes(32)) -> bytes:
-    """The hash chain over correction messages [[descriptor, {component: tensor}], ...] (as the broadcast
-    receipts chain messages): h_{k+1} = BLAKE3(CORRECTIONS_CHAIN || h_k || canonical_cbor(item_k)), h_0 = 0^32.
-    The last party commits to the head it received in its job root, so a release that differs is the
-    dealer's fault, provably (specs/audit.md section 3)."""
-    import blake3
+def corrections_leaf(op_index: int, item: list) -> bytes:
+    """The leaf of correction message `item` = [descriptor, {component: tensor}] for op `op_index`."""
+    return canonical_cbor([CORRECTIONS_LEAF, op_index, item])
 
-    from mpc_core.domains import CORRECTIONS_CHAIN
 
-    for item in items:
-        head = blake3.blake3(CORRECTIONS_CHAIN + bytes(head) + canonical_cbor(item)).digest()
-    return head
+def corrections_head(items: list) -> bytes:
+    """The RFC 9162 Merkle root over the correction messages [[descriptor, {component: tensor}], ...] in op
+    order (leaves `corrections_leaf(k, item_k)`). The last party commits to the root of what it received in
+    its job root, so a release that differs is the dealer's fault, provably (specs/audit.md section 3), and
+    one correction can be shown to be the k-th with an inclusion proof (a one-step evidence bundle)."""
+    return merkle.root_hash([corrections_leaf(k, item) for k, item in enumerate(items)])

@@ -31,6 +31,7 @@ import torch
 
 from ledger import Ledger
 from ledger import entries as E
+from ledger import merkle
 from ledger.subscribe import Subscription
 from mpc_core.dealer import Request, TrustedDealer, kind_spec
 from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_from_bytes
@@ -45,7 +46,7 @@ from prover.ledger_view import next_wake
 from prover.local_files import safe_id, write_secret
 from prover.errors import ProverError
 from prover.keys import NodeKeys, lookup_peer
-from protocol.opening import correction_items, corrections_head, enc_tensor, encode_release
+from protocol.opening import correction_items, corrections_leaf, enc_tensor, encode_release
 from prover.wire import (dealer_rank, join_group, leave_group, recv_bytes, recv_exact, recv_fixed, send_bytes,
                          send_exact, send_fixed)
 
@@ -112,7 +113,7 @@ class PrefetchedCorrections:
     correction shares, int64 little-endian, in op order and component order. A request at a planned op
     index must equal the plan's (else DealerServiceError: the dealer already delivered that op's
     correction, and a second one on the same randomness would leak it, so none is asked for); a
-    request past the plan goes to `online(req, op_index)` and is logged. `head` is the hash chain
+    request past the plan goes to `online(req, op_index)` and is logged. `head` is the Merkle root
     over the corrections used, in op order (protocol.opening.corrections_head), as the job root
     commits to it: the same whether they came in bulk or online."""
 
@@ -134,7 +135,7 @@ class PrefetchedCorrections:
         self.used = 0  # requests answered so far (the program asks in op order)
         self.online_requests = 0
         self._online_items: dict[int, list] = {}
-        self._head, self._hashed = bytes(32), 0
+        self._tree, self._hashed = merkle.MerkleFrontier(), 0
 
     def __call__(self, req: Request, op_index: int) -> dict[str, torch.Tensor]:
         if op_index != self.used:
@@ -172,11 +173,11 @@ class PrefetchedCorrections:
 
     @property
     def head(self) -> bytes:
-        """The corrections chain head over every correction used so far (hashed off the online path)."""
+        """The corrections Merkle root over every correction used so far (hashed off the online path)."""
         while self._hashed < self.used:
-            self._head = corrections_head([self._item(self._hashed)], self._head)
+            self._tree.append(merkle.leaf_hash(corrections_leaf(self._hashed, self._item(self._hashed))))
             self._hashed += 1
-        return self._head
+        return self._tree.root()
 
 
 class _LoggingDealer:
