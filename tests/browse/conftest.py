@@ -2,11 +2,18 @@
 (sim.local_network): an honest job audited clean, a job whose cheater (node-1) was opened and
 accused (with its evidence bundle written as `verify audit` writes it), a job nobody audited, and a
 job its opener closed as failed. Then entries by the wrong authors (noise). Copies of the database
-are kept before the noise and with one row tampered with."""
+are kept before the noise and with one row tampered with.
+
+The ledger is the same on every run, byte for byte: every identity, model, job and beacon is seeded
+(sim.local_network), and entries are stamped by `LedgerClock` (a fixed start, one second per entry)
+instead of the wall clock, so the checkpoints' roots, hence the challenges, hence which attempt
+opens the cheater, never change. The app's snapshots (test_browse_snapshots.py) rely on it."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from sqlalchemy import text
@@ -22,6 +29,28 @@ from verifier.ledger_audit import audit_on_ledger
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=40, block_size=16)
 PROMPT = [3, 1, 4]
 CHEATER = 1
+T0_MS = 1_796_106_300_000  # 2026-12-01 06:25:00Z: the fixture ledger's first entry time
+
+
+class LedgerClock:
+    """A stand-in for `ledger.entries.now_ms`: `start`, then `step` ms more at every call."""
+
+    def __init__(self, start: int = T0_MS, step: int = 1000) -> None:
+        self.next = start
+        self.step = step
+
+    def __call__(self) -> int:
+        t, self.next = self.next, self.next + self.step
+        return t
+
+
+@contextmanager
+def fixed_clock(start: int = T0_MS) -> Iterator[LedgerClock]:
+    """Entries made inside are stamped by a LedgerClock, not the wall clock."""
+    clock = LedgerClock(start)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(E, "now_ms", clock)
+        yield clock
 
 
 @dataclass
@@ -68,7 +97,12 @@ def _tamper(url: str, index: int) -> None:
 
 @pytest.fixture(scope="session")
 def audited(tmp_path_factory) -> Audited:
-    d = tmp_path_factory.mktemp("browse")
+    with fixed_clock():
+        return build_audited(tmp_path_factory.mktemp("browse"))
+
+
+def build_audited(d: Path) -> Audited:
+    """The fixture ledger and its copies under `d` (see the module doc)."""
     url = _sqlite(d / "ledger.db")
     net = LocalNetwork.create(url, 3, seed=0)
     model_id = net.publish(random_model(CFG, seed=4), d / "model")
