@@ -10,8 +10,8 @@ Screens (keys in the footer; `?` lists them all):
            (verifier.ledger_audit.check_evidence) and shows the replay's finding; `o` opens the
            accused (or first) node's history.
   2 Nodes  every registered node (roles, key fingerprints, endpoint, registered at, last heartbeat,
-           jobs, audits passed, accusations, defaulted); enter opens its job history, and enter on
-           a job there opens the job.
+           jobs, audits passed, accusations, defaulted, unresponsive); enter opens its job history,
+           and enter on a job there opens the job.
   3 Log    tree size, the latest checkpoints and their cosignatures, whether the log verifies and
            is consistent with the last checkpoint this auditor saw (kept in the monitor state
            file, $SHARDPROOF_MONITOR_STATE or ~/.config/shardproof/monitor_state.json); `c` runs the

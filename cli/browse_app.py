@@ -410,7 +410,7 @@ class NodesScreen(_Base):
         yield from self.compose_banner()
         t = KeyTable(id="nodes", cursor_type="row", zebra_stripes=True)
         t.add_columns("node", "roles", "ed25519", "bls", "endpoint", "registered", "last heartbeat", "jobs",
-                      "passed", "accused", "defaulted")
+                      "passed", "accused", "defaulted", "unresponsive")
         yield t
         yield Footer()
 
@@ -435,7 +435,8 @@ class NodesScreen(_Base):
             t.add_row(n.node_id, ",".join(n.roles), fingerprint(n.ed25519), fingerprint(n.bls), n.endpoint or "-",
                       f"#{n.registered_index} {when(n.registered_ms)}", when(n.last_heartbeat_ms), str(n.jobs_served),
                       str(n.audits_passed), Text(str(n.accusations), style="bold red" if n.accusations else ""),
-                      Text(str(n.defaulted), style="bold red" if n.defaulted else ""), key=n.node_id)
+                      Text(str(n.defaulted), style="bold red" if n.defaulted else ""),
+                      Text(str(n.unresponsive), style="yellow" if n.unresponsive else ""), key=n.node_id)
         if nodes:
             t.move_cursor(row=min(row, len(nodes) - 1))
 
@@ -485,7 +486,7 @@ class NodeScreen(_Base):
             f"ed25519 {n.ed25519.hex()}\nbls     {n.bls.hex()}\n"
             f"registered #{n.registered_index} at {when(n.registered_ms)}; last heartbeat {hb}\n"
             f"jobs {n.jobs_served}, audits passed {n.audits_passed}, accusations {n.accusations}, "
-            f"defaulted {n.defaulted}"))
+            f"defaulted {n.defaulted}, unresponsive {n.unresponsive}"))
         t = self.query_one("#history", KeyTable)
         row = t.cursor_row
         t.clear()

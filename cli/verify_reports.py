@@ -6,7 +6,9 @@
          status, verdict.
   nodes  [NODE] [--json]
          Every registered node: roles, key fingerprints, endpoint, registered at, last heartbeat, jobs
-         served, audits passed, accusations, times defaulted; with NODE, its job history too.
+         served, audits passed, accusations, times defaulted, times unresponsive (defaulted, or marked
+         unresponsive by a counted verdict: no job root, a disputed broadcast receipt); with NODE, its
+         job history too.
   show   JOB [--json]
          One job: participants per share index, dealer, owner refresh, job roots, the sealing
          checkpoint, the challenge (opened and closed indices), openings, the verdict of every
@@ -35,8 +37,8 @@ from cli.common import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, add_ledger_argumen
 
 STATUS_STYLE = {"running": "yellow", "done": "green", "failed": "magenta"}
 VERDICT_STYLE = {"clean": "green", "cheated": "bold red", "incomplete": "yellow", "unaudited": "dim"}
-PARTY_STYLE = {"clean": "green", "cheated": "bold red", "defaulted": "bold red", "not opened": "dim",
-               "unresolved": "yellow", "incomplete": "yellow", "unaudited": "dim"}
+PARTY_STYLE = {"clean": "green", "cheated": "bold red", "defaulted": "bold red", "unresponsive": "yellow",
+               "not opened": "dim", "unresolved": "yellow", "incomplete": "yellow", "unaudited": "dim"}
 
 
 class ReportError(Exception):
@@ -211,13 +213,13 @@ def nodes_table(nodes: list):
 
     t = Table(title="nodes", title_justify="left")
     for c in ("node", "roles", "keys (ed25519 / bls)", "endpoint", "registered", "last heartbeat", "jobs",
-              "audits passed", "accusations", "defaulted"):
-        t.add_column(c, justify="right" if c in ("jobs", "audits passed", "accusations", "defaulted") else "left",
-                     overflow="fold", no_wrap=c == "node")
+              "audits passed", "accusations", "defaulted", "unresponsive"):
+        t.add_column(c, justify="right" if c in ("jobs", "audits passed", "accusations", "defaulted", "unresponsive")
+                     else "left", overflow="fold", no_wrap=c == "node")
     for n in nodes:
         t.add_row(n.node_id, ",".join(n.roles), f"{fingerprint(n.ed25519)} / {fingerprint(n.bls)}", n.endpoint or "-",
                   f"#{n.registered_index} {when(n.registered_ms)}", when(n.last_heartbeat_ms), str(n.jobs_served),
-                  str(n.audits_passed), str(n.accusations), str(n.defaulted))
+                  str(n.audits_passed), str(n.accusations), str(n.defaulted), str(n.unresponsive))
     return t
 
 

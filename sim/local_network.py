@@ -69,9 +69,13 @@ class LocalNetwork:
     # --- client + dealer + nodes: one job ---------------------------------------------
     def run(self, model_dir: str | Path, model_id: str, prompt_ids: list[int], steps: int, *, job_id: str,
             workdir: str | Path, seed: int = 0, cheats: dict[int, Cheat] | None = None, open_deadline: int = 3,
-            reveal: bool = True) -> Job:
+            reveal: bool = True, withhold_roots: tuple[int, ...] = (),
+            root_changes: dict[int, dict] | None = None) -> Job:
         """Run a job and post what each role posts, up to the sealing checkpoint; with `reveal`, every
-        participant then reveals its challenge beacon (`reveal_beacons`)."""
+        participant then reveals its challenge beacon (`reveal_beacons`). The parties in
+        `withhold_roots` never post their job root nor reveal (the job is then never sealed);
+        `root_changes` maps a party to fields replaced in its job root's body (`disputes=[q]`: it
+        says party q's broadcast receipt was bad)."""
         n = len(self.nodes)
         led = self.ledger
         led.append(E.make_entry(self.client, E.JOB_OPEN, B.JobOpen(
@@ -84,10 +88,12 @@ class LocalNetwork:
         led.append(E.make_entry(self.dealer, E.DEALER_COMMIT, B.DealerCommit(
             job_id, dict(enumerate(dealer.seed_commitments())),
             beacon_commitment(job_id, DEALER_SLOT, beacon_value(dealer.master_seed, job_id, DEALER_SLOT))).to_body()))
-        led.append_many([self.job_root_entry(job, job_id, p) for p in range(n)])
+        changes = root_changes or {}
+        led.append_many([self.job_root_entry(job, job_id, p, **changes.get(p, {})) for p in range(n)
+                         if p not in withhold_roots])
         led.checkpoint()  # seals every commitment before any challenge can exist
         if reveal:
-            self.reveal_beacons(job, job_id)
+            self.reveal_beacons(job, job_id, withhold=withhold_roots)
         return job
 
     def job_root_entry(self, job: Job, job_id: str, p: int, **changes) -> E.Entry:

@@ -45,6 +45,8 @@ from models.publish import commit_tensor, manifest_config
 from verifier.audit import DEFAULT_LAMBDA, PartyVerdict, Verdict, first_unfaithful_output, replay_verdict
 from verifier.broadcast import check_receipts
 from verifier.replay import replay_parties
+from verifier.step_proof import StepProofCheck, build_step_proof, check_step_proof, step_proof_party
+from verifier.summary_terms import DISPUTED_RECEIPT, NO_JOB_ROOT  # the index reads them back (ledger_index)
 
 
 class AuditIncomplete(Exception):
@@ -163,12 +165,12 @@ def judge_job(view: JobView, challenge_index: int | None, seed: bytes, closed: i
         if p in bcast.equivocators:  # proven by the peers' receipts, opened or not
             slots.append(PartyVerdict(p, "cheated", bcast.equivocators[p], node=node))
         elif p in bcast.disputes:  # a peer says p's receipt was bad: unproven, so not an accusation
-            slots.append(PartyVerdict(p, "unresponsive", "no valid broadcast receipt according to party "
+            slots.append(PartyVerdict(p, "unresponsive", f"{DISPUTED_RECEIPT} "
                                       + ", ".join(str(r) for r in bcast.disputes[p]), node=node))
         elif p == closed:
             slots.append(PartyVerdict(p, "not opened", "closed by the challenge", node=node))
         elif p not in commitments:
-            slots.append(PartyVerdict(p, "unresponsive", "no job root", node=node))
+            slots.append(PartyVerdict(p, "unresponsive", NO_JOB_ROOT, node=node))
         elif p in view.conflicting:
             slots.append(PartyVerdict(p, "cheated", "posted two different openings for one challenge", node=node))
         elif late(op):
@@ -374,7 +376,56 @@ def _finish(led: Ledger, out: LedgerAudit, view: JobView, st: ChallengeState, ve
         if scp is None:
             out.missing_evidence.append(node)  # the log has not signed a checkpoint covering it yet
             continue
-        out.evidence[node] = export_bundle(led, sorted(set(idx)), scp, window=window, tree_heads=[st.seal.size])
+        compact = _one_step_evidence(view, v, p, led.get_blob) if p is not None else None
+        omit, proofs = compact if compact is not None else ((), ())
+        out.evidence[node] = export_bundle(led, sorted(set(idx)), scp, window=window, tree_heads=[st.seal.size],
+                                           omit_blobs=omit, proofs=proofs)
+
+
+def _one_step_evidence(view: JobView, v: Verdict, p: int,
+                       get_blob: Callable[[bytes], bytes]) -> tuple[list[bytes], list[bytes]] | None:
+    """For a party convicted by a replay at one step that is inconsistent in itself: the blobs a bundle
+    can leave out (its opening, the public values, the dealer's release) and the one-step proof that
+    replaces them (verifier.step_proof), checked here before it is used; else None (full evidence).
+    Never raises."""
+    pv = next((x for x in v.parties if x.party == p), None)
+    if pv is None or pv.status != "cheated" or pv.replay is None or pv.replay.finding is None:
+        return None
+    try:
+        n, step = view.n_parties, pv.replay.finding.step
+        manifest = _manifest(view, get_blob)
+        release, _, _ = _release(view, get_blob)
+        body = view.openings[p].body
+        if release is None or view.release is None or p not in release["seeds"]:
+            return None
+        op = decode_opening(get_blob(body.data), None if body.public is None else get_blob(body.public))
+        items = decode_cbor(release["corrections"]) if p == n - 1 and release.get("corrections") else None
+        data = build_step_proof(program_for_parties(manifest, [op["weights"]], [op["tokens"]]), party=p, n_parties=n,
+                                job_id=view.job_id, seed=release["seeds"][p], records=op["records"], salts=op["salts"],
+                                opened=lambda k: op["public"].get(k, {}), outs=op["outs"].get, corrections_items=items,
+                                step=step, frac_bits=manifest["frac_bits"])
+        if data is None or not _check_one_step(view, p, data).proven:
+            return None
+        omit = [body.data, view.release.body.data] + ([body.public] if body.public is not None else [])
+        return omit, [data]
+    except Exception:  # noqa: BLE001 - fall back to the full evidence
+        return None
+
+
+def _check_one_step(view: JobView, p: int, data: bytes) -> StepProofCheck:
+    """check_step_proof against the counted job root of party `p`, the dealer's seed commitment and the
+    last party's signed corrections root."""
+    root = view.roots.get(p)
+    n = view.n_parties
+    if root is None or view.dealer_commit is None or p not in view.dealer_commit.body.seeds:
+        return StepProofCheck(False, p, -1, reason="the party has no counted job root or seed commitment")
+    b = root.body
+    if job_root(b.views_root, b.opened_root) != b.root:
+        return StepProofCheck(False, p, -1, reason="the party's job root does not bind its views root")
+    last = view.roots.get(n - 1)
+    return check_step_proof(data, job_id=view.job_id, n_parties=n, party=p, views_root=b.views_root,
+                            n_steps=b.n_steps, seed_commitment=view.dealer_commit.body.seeds[p],
+                            corrections_root=last.body.corrections if last is not None else None)
 
 
 def _shape_problem(op: dict, manifest: dict, prompt_len: int | None) -> str:
@@ -609,5 +660,20 @@ def _check_evidence(rep, out: EvidenceCheck, log_key: bytes) -> None:
                       lam=counted.body.lam or DEFAULT_LAMBDA, mode="exact", judge=frozenset(wanted) if wanted else None)
         out.accused = v.accused_nodes
         out.parties = [pv for pv in v.parties if pv.status in ("cheated", "defaulted")]
+        for data in rep.proofs:  # one-step proofs stand in for the openings a bundle leaves out
+            p = step_proof_party(data)
+            node = view.nodes.get(p) if p is not None else None
+            if p not in derived.opened or node is None:
+                out.reasons.append(f"a one-step proof about party {p}, which this challenge did not open")
+                continue
+            if node in out.accused:
+                continue
+            res = _check_one_step(view, p, data)
+            if not res.proven:
+                out.reasons.append(f"party {p}'s one-step proof proves nothing: {res.reason}")
+                continue
+            out.accused.append(node)
+            out.parties = [pv for pv in out.parties if pv.party != p]
+            out.parties.append(PartyVerdict(p, "cheated", res.reason, node=node))
     for node in sorted(claimed - set(out.accused)):
         out.reasons.append(f"{node}: the bundle does not confirm the verdict against it")

@@ -31,6 +31,7 @@ from protocol.errors import JobError
 from protocol.job_view import (ChallengeState, Counted, JobView, challenge_state_of, counted_heartbeat,
                                counted_verdicts, read_job)
 from verifier.summary_terms import JOB_STATUSES, PARTY_STATUSES, VERDICTS  # noqa: F401 - re-exported
+from verifier.summary_terms import UNRESPONSIVE_REASONS
 
 AUDITOR_ROLE = "verifier"
 
@@ -185,8 +186,9 @@ class NodeSummary:
     models: list[str] = field(default_factory=list)
     jobs_served: int = 0
     audits_passed: int = 0
-    accusations: int = 0
-    defaulted: int = 0
+    accusations: int = 0  # jobs where a counted verdict says it cheated
+    defaulted: int = 0  # jobs where a counted fail verdict names it defaulted (withheld past the deadline)
+    unresponsive: int = 0  # jobs where its outcome is defaulted or unresponsive (specs/browse.md)
     jobs: list[NodeJob] = field(default_factory=list)  # newest first
 
     def as_dict(self, history: bool = True) -> dict:
@@ -194,7 +196,8 @@ class NodeSummary:
              "x25519": self.x25519.hex() if self.x25519 else None, "endpoint": self.endpoint,
              "registered_index": self.registered_index, "registered_ms": self.registered_ms,
              "last_heartbeat_ms": self.last_heartbeat_ms, "models": self.models, "jobs_served": self.jobs_served,
-             "audits_passed": self.audits_passed, "accusations": self.accusations, "defaulted": self.defaulted}
+             "audits_passed": self.audits_passed, "accusations": self.accusations, "defaulted": self.defaulted,
+             "unresponsive": self.unresponsive}
         if history:
             d["jobs"] = [j.as_dict() for j in self.jobs]
         return d
@@ -270,6 +273,12 @@ def reason_segments(reason: str) -> dict[int, str]:
         end = ms[k + 1].start() if k + 1 < len(ms) else len(reason)
         out.setdefault(int(m.group(1)), reason[m.end():end].rstrip().rstrip(";").rstrip())
     return out
+
+
+def marks_unresponsive(segment: str) -> bool:
+    """Whether a verdict's reason for one share index (a `reason_segments` value) says that its node did
+    not answer: no job root, or a peer disputed its broadcast receipt (verifier.ledger_audit's words)."""
+    return segment.startswith(UNRESPONSIVE_REASONS)
 
 
 def _step(segment: str) -> tuple[int | None, str]:
@@ -501,6 +510,8 @@ class LedgerIndex:
                 status_p = "defaulted"
             elif node in accused:
                 status_p = "cheated"
+            elif marks_unresponsive(seg):  # opened or not: a disputed receipt is judged before the challenge
+                status_p = "unresponsive"
             elif p not in opened:
                 status_p = "not opened"
             elif primary.body.outcome in ("pass", "fail"):
@@ -594,7 +605,9 @@ class LedgerIndex:
     # --- nodes -----------------------------------------------------------------------------
     def nodes(self, node: str | None = None) -> list[NodeSummary]:
         """Every registered author (or only `node`; UnknownNode if it is not registered) with its
-        counts and job history."""
+        counts and job history. A node's count of a job follows its outcome there (`NodeJob.outcome`):
+        audits passed (clean, as a share index), accusations (cheated), defaulted, and unresponsive
+        (defaulted or unresponsive: it did not answer; a job counts once however many auditors say so)."""
         if node is not None and node not in self._regs:
             raise UnknownNode(f"no node {node!r} is registered on this ledger")
         out: dict[str, NodeSummary] = {}
@@ -623,6 +636,7 @@ class LedgerIndex:
                 ns.audits_passed += outcome == "clean" and p is not None
                 ns.accusations += outcome == "cheated"
                 ns.defaulted += outcome == "defaulted"
+                ns.unresponsive += outcome in ("defaulted", "unresponsive")
                 ns.jobs.append(NodeJob(s.job_id, role, s.status, s.verdict, outcome, s.started_ms))
         return list(out.values())
 

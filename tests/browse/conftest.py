@@ -155,3 +155,84 @@ def build_audited(d: Path) -> Audited:
     Ledger.open(empty, origin="empty/ledger", log_identity=net.log).close()
     return Audited(url, _sqlite(d / "before-noise.db"), _sqlite(d / "tampered.db"), empty, ev, led.log_key, "honest",
                    cheat, "pending", "failed", n_entries)
+
+
+@dataclass
+class Unresponsive:
+    """A ledger (`url`) where nodes did not answer, with what the fixture made each of them do."""
+
+    url: str
+    log_key: bytes
+    dealer: str
+    closed: dict[str, int]  # audited job -> the share index its challenge left closed
+    disputed: int  # in job "disputed", party 0's job root says this party's broadcast receipt was bad
+    withheld: int  # in job "silent", this opened party never posted its opening
+    no_root: int  # in job "no-root", this party never posted its job root (the opener failed the job)
+
+
+JOB_DEADLINE_CHECKPOINTS = 3  # sim.local_network's open_deadline: signed checkpoints after the challenge
+
+
+@pytest.fixture(scope="session")
+def unresponsive(tmp_path_factory) -> Unresponsive:
+    with fixed_clock():
+        return build_unresponsive(tmp_path_factory.mktemp("unresponsive"))
+
+
+def build_unresponsive(d: Path) -> Unresponsive:
+    """Four jobs, in-process (sim.local_network), where someone does not answer:
+    - "disputed": party 0's job root disputes party 2's broadcast receipt; audited: `incomplete`,
+      party 2 marked unresponsive, nobody accused;
+    - "silent": the first opened party never posts its opening; after the deadline: `fail`, that
+      node defaulted (accused);
+    - "no-release": the nodes open, the dealer never releases the seeds; after the deadline: `fail`,
+      the dealer defaulted, the opened nodes marked unresponsive in the dealer's words (not theirs);
+    - "no-root": node 1 never posts its job root; never sealed, never audited; the opener fails it."""
+    url = _sqlite(d / "ledger.db")
+    net = LocalNetwork.create(url, 3, seed=0)
+    model_id = net.publish(random_model(CFG, seed=4), d / "model")
+    led = net.ledger
+    closed: dict[str, int] = {}
+
+    def run(job_id: str, **kw):
+        return net.run(d / "model", model_id, PROMPT, 2, job_id=job_id, workdir=d / job_id, **kw)
+
+    def after_deadline(job_id: str):
+        for _ in range(JOB_DEADLINE_CHECKPOINTS):
+            led.checkpoint()
+        return audit_on_ledger(led, job_id, net.verifier, lam=40)
+
+    disputed = 2
+    job = run("disputed", root_changes={0: {"disputes": [disputed]}})
+    res = audit_on_ledger(led, "disputed", net.verifier, lam=40,
+                          respond=lambda ci, ps: net.respond(job, "disputed", ci, ps))
+    assert res.verdict.outcome == "incomplete" and res.verdict.unresponsive == [disputed], res.verdict.as_dict()
+    closed["disputed"] = res.verdict.closed_party
+
+    job = run("silent")
+    withheld: list[int] = []
+
+    def respond_but_one(ci: int, parties: list[int]) -> None:
+        withheld.append(parties[0])
+        net.respond(job, "silent", ci, parties, withhold=(parties[0],))
+
+    res = audit_on_ledger(led, "silent", net.verifier, lam=40, respond=respond_but_one)
+    assert res.verdict.pending == withheld and res.verdict_index is None
+    res = after_deadline("silent")
+    assert res.verdict.defaulted == withheld and res.verdict.outcome == "fail", res.verdict.as_dict()
+    closed["silent"] = res.verdict.closed_party
+
+    job = run("no-release")
+    res = audit_on_ledger(led, "no-release", net.verifier, lam=40,
+                          respond=lambda ci, ps: net.respond(job, "no-release", ci, ps, release=False))
+    assert res.verdict_index is None
+    res = after_deadline("no-release")
+    assert res.verdict.dealer_status == "defaulted" and res.verdict.defaulted == [], res.verdict.as_dict()
+    assert len(res.verdict.unresponsive) == 2 and res.verdict.accused_nodes == [net.dealer.node_id]
+    closed["no-release"] = res.verdict.closed_party
+
+    no_root = 1
+    run("no-root", withhold_roots=(no_root,))
+    led.append(E.make_entry(net.client, E.JOB_FAIL, B.JobFail("no-root", "node-1 never posted its job root").to_body()))
+    led.checkpoint()
+    return Unresponsive(url, led.log_key, net.dealer.node_id, closed, disputed, withheld[0], no_root)
