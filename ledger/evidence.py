@@ -28,7 +28,8 @@ MAX_BUNDLE_BYTES = 1 << 30
 
 
 def export_bundle(ledger: "Ledger", indexes: Sequence[int], checkpoint: SignedCheckpoint | None = None,
-                  window: tuple[int, int] | None = None, tree_heads: Sequence[int] = ()) -> bytes:
+                  window: tuple[int, int] | None = None, tree_heads: Sequence[int] = (),
+                  omit_blobs: Sequence[bytes] = (), proofs: Sequence[bytes] = ()) -> bytes:
     """Build the bundle for `indexes` under `checkpoint` (default: the latest stored checkpoint
     covering them, or a fresh one if this handle holds the log key).
 
@@ -36,7 +37,9 @@ def export_bundle(ledger: "Ledger", indexes: Sequence[int], checkpoint: SignedCh
     its inclusion proof (no registrations needed): a complete stretch of the log, so that a
     verifier can check what is absent from it (an answer that never came). With `tree_heads`, the
     bundle carries the root of the log at each of those sizes with a consistency proof to the
-    checkpoint (e.g. the checkpoint that sealed a job)."""
+    checkpoint (e.g. the checkpoint that sealed a job). Blobs whose digests are in `omit_blobs` are left
+    out (a verifier that needs one cannot decide); `proofs` are opaque attachments for the application's
+    checker (one-step proofs of deviation, verifier.step_proof), carried as they are."""
     if not indexes:
         raise EvidenceError("no entries to export")
     need = max([*indexes, *([window[1] - 1] if window else [])]) + 1
@@ -55,11 +58,13 @@ def export_bundle(ledger: "Ledger", indexes: Sequence[int], checkpoint: SignedCh
         return {"index": i, "data": le.data, "proof": ledger.inclusion_proof(i, size)}, le.entry
 
     items, regs, blobs, seen_regs = [], [], {}, set()
+    omit = {bytes(d) for d in omit_blobs}
     for i in dict.fromkeys(indexes):
         it, entry = item(i)
         items.append(it)
         for d in entry.blob_refs():
-            blobs[d] = ledger.get_blob(d)
+            if d not in omit:
+                blobs[d] = ledger.get_blob(d)
         if entry.author not in seen_regs:
             seen_regs.add(entry.author)
             reg = ledger.registration(entry.author)
@@ -76,6 +81,8 @@ def export_bundle(ledger: "Ledger", indexes: Sequence[int], checkpoint: SignedCh
         "registrations": regs,
         "blobs": list(blobs.values()),
     }
+    if proofs:
+        bundle["proofs"] = [bytes(p) for p in proofs]
     if tree_heads:
         bundle["tree_heads"] = [{"size": m, "root": ledger.root(m), "proof": ledger.consistency_proof(m, size)}
                                 for m in sorted(set(tree_heads))]
@@ -99,6 +106,8 @@ class EvidenceReport:
     window: list[tuple[int, bytes]] = field(default_factory=list)  # a complete, included stretch of leaves
     tree_heads: dict[int, bytes] = field(default_factory=dict)  # size -> root, consistent with the checkpoint
     keys: dict[str, bytes] = field(default_factory=dict)  # node id -> Ed25519 key, from verified registrations
+    missing_blobs: set[bytes] = field(default_factory=set)  # referenced by an entry but left out of the bundle
+    proofs: list[bytes] = field(default_factory=list)  # the application's attachments, unchecked here
 
 
 def _leaf(obj: Any, what: str) -> tuple[int, bytes, list[bytes]]:
@@ -138,7 +147,7 @@ def _verify(data: bytes, log_key: bytes | None, rep: EvidenceReport) -> None:
         raise EvidenceError("bundle must be bytes under 1 GiB")
     obj = decode_cbor(bytes(data))
     keys = {"type", "v", "origin", "hash", "checkpoint", "entries", "registrations", "blobs"}
-    if not isinstance(obj, dict) or set(obj) - {"window", "tree_heads"} != keys:
+    if not isinstance(obj, dict) or set(obj) - {"window", "tree_heads", "proofs"} != keys:
         raise EvidenceError(f"bundle must be a map with keys {sorted(keys)}")
     if obj["type"] != BUNDLE_TYPE or obj["v"] != BUNDLE_VERSION:
         raise EvidenceError(f"not a v{BUNDLE_VERSION} {BUNDLE_TYPE} bundle")
@@ -203,9 +212,11 @@ def _verify(data: bytes, log_key: bytes | None, rep: EvidenceReport) -> None:
         if d not in refs:
             rep.reasons.append(f"blob {d.hex()} is not referenced by any entry (or its bytes were altered)")
         rep.blobs[d] = b
-    for d in refs:
-        if d not in rep.blobs:
-            rep.reasons.append(f"referenced blob {d.hex()} is missing from the bundle")
+    rep.missing_blobs = {d for d in refs if d not in rep.blobs}  # a checker that needs one cannot decide
+    proofs = obj.get("proofs", [])
+    if not isinstance(proofs, list) or not all(isinstance(p, bytes) for p in proofs):
+        raise EvidenceError("proofs must be a list of byte strings")
+    rep.proofs = list(proofs)
     for th in obj.get("tree_heads", []):
         if not isinstance(th, dict) or set(th) != {"size", "root", "proof"}:
             raise EvidenceError("tree head: expected {size, root, proof}")

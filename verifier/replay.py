@@ -297,6 +297,9 @@ class ReplaySession(Session):
             raise ValueError("one list of records, openings and outputs per replayed party")
         self.mode, self.lam, self.challenge_seed = mode, lam, challenge_seed
         self._verified: dict[str, torch.Tensor] = {}  # this step's tensors whose digests already matched
+        self.stop_after: int | None = None  # stop the program once this step is checked (replay_step)
+        self.capture_at: int | None = None  # keep the first row's input shares of this step, then stop
+        self.captured: dict[str, torch.Tensor] | None = None
 
     # --- per-party bookkeeping ----------------------------------------------------------------
     def _live(self) -> list[tuple[int, _Row]]:
@@ -466,6 +469,9 @@ class ReplaySession(Session):
         self._step_index += 1
         self.counters.steps += 1
         binding = [self.take_step_ops(), list(refs or [])]
+        if index == self.capture_at:
+            self.captured = {n: t[0].clone() for n, t in local.items() if n.startswith("in.")}
+            raise _Stop()
         verified, self._verified = self._verified, {}
         public = public or {}
         names = set(local) | set(public)
@@ -520,6 +526,8 @@ class ReplaySession(Session):
                 except Exception as exc:
                     self._fail(self.rows[i], exc)
                     del recs[i]
+        if index == self.stop_after:
+            raise _Stop()
         self._live()
         return index
 
@@ -615,3 +623,65 @@ def replay_party(program: Callable[[Session], Any], *, party: int, n_parties: in
                           records={party: records}, opened={party: opened}, outs={party: outs},
                           corrections=corrections, mode=mode, lam=lam, challenge_seed=challenge_seed,
                           frac_bits=frac_bits)[0]
+
+
+class _OneStep:
+    """The record list of a one-step replay: `n_steps` long, holding only the step it checks."""
+
+    def __init__(self, n_steps: int, record: StepRecord):
+        self.n, self.record = n_steps, record
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k: int) -> StepRecord:
+        if k != self.record.index:
+            raise IndexError(f"a one-step replay holds step {self.record.index} only, not {k}")
+        return self.record
+
+
+def replay_step(*, party: int, n_parties: int, job: bytes, seed: bytes, record: StepRecord, n_steps: int,
+                inputs: dict[str, torch.Tensor], public: dict[str, torch.Tensor], refs_public: list[torch.Tensor],
+                corrections: Callable[[Request, int], dict[str, torch.Tensor]] | None = None) -> ReplayResult:
+    """Re-execute the one committed step `record` of `party` from its input shares `inputs`, its public
+    openings `public` and the referenced steps' openings `refs_public` (mpc_core.protocols.steps), and
+    compare it with the record exactly, as a full replay compares that step. The caller checks that the
+    inputs and openings open the record's digests first. Never raises on attacker-controlled data."""
+    from mpc_core.protocols.steps import run_recorded_step
+
+    t0 = time.perf_counter()
+    try:
+        s = ReplaySession((party,), n_parties, job, [seed], [_OneStep(n_steps, record)], [lambda k: public],
+                          [lambda k: None], corrections, "exact")
+        s._step_index = record.index
+        s._op_index = record.ops[0][0] if record.ops else 0
+        s.stop_after = record.index
+        with s.scope(record.scope.split("/")[0] or record.kind):
+            run_recorded_step(s, record.kind, inputs, record.ops, record.refs, refs_public)
+    except _Stop:
+        pass
+    except Exception as exc:  # noqa: BLE001 - a record or tensors that cannot be re-executed
+        return ReplayResult(party, False, 0, 0, "exact", 64, time.perf_counter() - t0, None,
+                            f"{type(exc).__name__}: {exc}")
+    row = s.rows[0]
+    return ReplayResult(party, row.finding is None and row.error is None, 1, int(record.kind in ("beaver_matmul", "fixed_matmul")),
+                        "exact", 64, time.perf_counter() - t0, row.finding, row.error)
+
+
+def capture_inputs(program: Callable[[Session], Any], *, party: int, n_parties: int, job: bytes, seed: bytes,
+                   records: list[StepRecord], opened: Callable[[int], dict[str, torch.Tensor]],
+                   outs: Callable[[int], torch.Tensor | None], step: int,
+                   corrections: Callable[[Request, int], dict[str, torch.Tensor]] | None = None,
+                   frac_bits: int = 16) -> dict[str, torch.Tensor] | None:
+    """The input shares (`in.*`) that the replay of `party` feeds step `step` (None if the replay stops
+    before it): what a one-step evidence bundle reveals of the failing step. Never raises."""
+    try:
+        s = ReplaySession((party,), n_parties, job, [seed], [records], [opened], [outs], corrections, "freivalds",
+                          frac_bits=frac_bits)
+        s.capture_at = step
+        program(s)
+    except _Stop:
+        pass
+    except Exception:  # noqa: BLE001
+        return None
+    return s.captured

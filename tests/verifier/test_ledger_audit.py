@@ -5,6 +5,7 @@ import os
 import pytest
 
 from ledger import entries as E
+from mpc_core.encoding import canonical_cbor, decode_cbor
 from mpc_core.prg import master_from_int
 from sim.adversary import Cheat
 from prover.keys import keygen
@@ -49,20 +50,31 @@ def test_honest_job_clean_verdict_on_the_ledger(network, tmp_path):
     assert again.challenge_index == res.challenge_index and again.verdict.closed_party == res.verdict.closed_party
 
 
-@pytest.mark.parametrize("kind", ["matmul-random@30", "weights", "refuse"])
-def test_cheater_named_on_the_ledger_with_evidence_that_verifies_offline(network, tmp_path, kind):
+@pytest.mark.parametrize("kind,cheater", [("matmul-random@30", 1), ("trunc@30", 2), ("weights", 1), ("refuse", 1)])
+def test_cheater_named_on_the_ledger_with_evidence_that_verifies_offline(network, tmp_path, kind, cheater):
+    """A cheater is named with evidence that verifies offline. A deviation inside one step (a wrong product
+    or truncation, of a middle or the last party) is proven by that step alone: the bundle leaves out the
+    opening and the dealer's release and carries a one-step proof instead; other deviations carry them."""
     net, model_id, _ = network
-    cheater = 1
+    node = f"node-{cheater}"
     for attempt in range(16):
         _, res = _run(net, model_id, tmp_path, f"cheat-{kind}-{attempt}", {cheater: Cheat.parse(kind)})
         if res.verdict.closed_party != cheater:
             break
     assert res.verdict.cheaters == [cheater], res.verdict.as_dict()
     v = net.ledger.get(res.verdict_index).entry.body
-    assert v["outcome"] == "fail" and v["accused"] == ["node-1"]
-    bundle = res.evidence["node-1"]
+    assert v["outcome"] == "fail" and v["accused"] == [node]
+    bundle = res.evidence[node]
     chk = check_evidence(bundle, net.ledger.log_key)
-    assert chk.ok and chk.accused == ["node-1"], chk.reasons
+    assert chk.ok and chk.accused == [node], chk.reasons
+    one_step = kind.startswith(("matmul", "trunc"))
+    obj = decode_cbor(bundle)
+    assert len(obj.get("proofs", [])) == (1 if one_step else 0)
+    opening = next(e for e in net.ledger.by_job(res.verdict.job_id, kind=E.OPENING) if e.entry.author == node)
+    assert (net.ledger.get_blob(opening.entry.body["data"]) in obj["blobs"]) is not one_step
+    if one_step:  # without the proof, the bundle proves nothing (the replay lacks the opening): fail closed
+        del obj["proofs"]
+        assert not check_evidence(canonical_cbor(obj), net.ledger.log_key).ok
     tampered = bytearray(bundle)
     tampered[len(tampered) // 3] ^= 0x40
     assert not check_evidence(bytes(tampered), net.ledger.log_key).ok
