@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 from cli.common import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, add_key_argument, add_ledger_argument
+from cli.progress import on_terminal
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -76,11 +77,9 @@ def run(args: argparse.Namespace) -> int:
             key, new = pin(led.origin, led.log_key)
             if new:
                 err.print(f"verify audit: pinned log {led.origin} with key {key.hex()[:16]}... (trust on first use)")
-        spin = err.status(f"auditing {args.job_id}: waiting up to {args.wait:g} s for reveals, openings and a "
-                          "checkpoint") if err.is_terminal and not args.json else contextlib.nullcontext()
-        with spin:
+        with audit_progress(args.job_id, args.wait, on_terminal(args.json)) as progress:
             res = audit_on_ledger(led, args.job_id, identity, lam=args.lam, mode="exact" if args.exact else "freivalds",
-                                  wait_s=args.wait, log_key=key, force=args.force)
+                                  wait_s=args.wait, log_key=key, force=args.force, progress=progress)
     except AuditIncomplete as exc:  # an answer is still due (or the job is not sealed): nothing was posted
         if args.json:
             print(json.dumps({"job_id": args.job_id, "outcome": "incomplete", "clean": False, "accused": [],
@@ -115,3 +114,24 @@ def run(args: argparse.Namespace) -> int:
     if v.outcome == "fail":
         return EXIT_FAILED
     return EXIT_OK if v.clean and all(res.checks.values()) else EXIT_INCOMPLETE
+
+
+@contextlib.contextmanager
+def audit_progress(job_id: str, wait: float, enabled: bool):
+    """A spinner while the audit waits for reveals, openings and a checkpoint, then a bar over the
+    replayed steps; yields the audit's `progress(done, total)`. Nothing when not `enabled`."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as prog:
+        task = prog.add_task(f"auditing {job_id}: waiting up to {wait:g} s for reveals, openings and a checkpoint",
+                             total=None)
+
+        def progress(done: int, total: int) -> None:
+            prog.update(task, description=f"auditing {job_id}: replaying the opened parties' steps",
+                        total=total, completed=done)
+        yield progress

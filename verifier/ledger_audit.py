@@ -139,7 +139,7 @@ def _release(view: JobView, get_blob: Callable[[bytes], bytes]) -> tuple[dict | 
 
 def judge_job(view: JobView, challenge_index: int | None, seed: bytes, closed: int, deadline: int | None,
               get_blob: Callable[[bytes], bytes], reg_keys: dict[str, bytes], *, lam: int, mode: str,
-              judge: frozenset[int] | None = None) -> Verdict:
+              judge: frozenset[int] | None = None, progress: Callable[[int, int], None] | None = None) -> Verdict:
     """The verdict on every party and the dealer from the counted entries of `view` (answers counted
     for `challenge_index`). `deadline` is the index of the deadline checkpoint entry, None while the
     log has not reached it. With `judge`, only those parties are replayed (evidence checks). Never
@@ -212,7 +212,7 @@ def judge_job(view: JobView, challenge_index: int | None, seed: bytes, closed: i
         if isinstance(s, int) and isinstance(raws[s], Exception):
             slots[k] = PartyVerdict(s, "error", f"opening blob unavailable: {raws[s]}", node=view.nodes.get(s))
     judge_parties(slots, n, view.job_id, commitments, raws, release or {"seeds": {}}, manifest, seed, lam, mode,
-                  prompt_len=_prompt_len(view))
+                  prompt_len=_prompt_len(view), progress=progress)
     for pv in slots:
         pv.node = view.nodes.get(pv.party)
     v.parties = slots
@@ -227,12 +227,13 @@ def _prompt_len(view: JobView) -> int | None:
 def audit_on_ledger(led: Ledger, job_id: str, verifier: Identity | None, *, lam: int = DEFAULT_LAMBDA,
                     mode: str = "freivalds", respond: Callable[[int, list[int]], None] | None = None,
                     post: bool = True, wait_s: float = 0.0, log_key: bytes | None = None,
-                    force: bool = False) -> LedgerAudit:
+                    force: bool = False, progress: Callable[[int, int], None] | None = None) -> LedgerAudit:
     """Audit `job_id` against the log key `log_key` (default: the one the ledger stores; an auditor
     pins its own). `respond(challenge_index, parties)` lets in-process nodes answer (deployed nodes
     watch the ledger instead); the audit waits up to `wait_s` for the answers. A verdict is posted
     (with `post` and a `verifier` identity) only when it is decided, and once per auditor and job
-    unless `force`. Raises AuditIncomplete when no verdict is possible yet."""
+    unless `force`; `progress(steps done, steps committed)` follows the replay. Raises AuditIncomplete
+    when no verdict is possible yet."""
     t0 = time.perf_counter()
     key = led.log_key if log_key is None else bytes(log_key)
 
@@ -302,7 +303,7 @@ def audit_on_ledger(led: Ledger, job_id: str, verifier: Identity | None, *, lam:
         "job_root_binding": bound,
     }
     out.verdict = judge_job(view, out.challenge_index, st.derived.seed, st.derived.closed, dl, led.get_blob, reg_keys,
-                            lam=lam, mode=mode)
+                            lam=lam, mode=mode, progress=progress)
     _finish(led, out, view, st, verifier, post, force, lam, mode, window=(out.challenge_index + 1, dl + 1)
             if dl is not None else None, t0=t0, until=deadline_t)
     return out
@@ -486,7 +487,7 @@ def _replayed_verdict(p: int, result, manifest: dict, op: dict) -> PartyVerdict:
 
 def judge_parties(slots: list, n: int, job_id: str, commitments: dict[int, JobCommitment],
                   raws: dict[int, OpeningBlobs], release: dict, manifest: dict, seed: bytes, lam: int, mode: str,
-                  prompt_len: int | None = None) -> None:
+                  prompt_len: int | None = None, progress: Callable[[int, int], None] | None = None) -> None:
     """Judge the opened parties standing as ints in `slots` (replaced by their verdicts): every one whose
     opening decodes and opens its commitments is replayed with the others in one joint replay; the rest
     keep the verdict of the check they failed. Never raises on what the nodes supplied."""
@@ -511,7 +512,8 @@ def judge_parties(slots: list, n: int, job_id: str, commitments: dict[int, JobCo
                              records={p: ops[p]["records"] for p in parties},
                              opened={p: (lambda k, op=ops[p]: op["public"].get(k, {})) for p in parties},
                              outs={p: (lambda k, op=ops[p]: op["outs"].get(k)) for p in parties},
-                             corrections=corr, mode=mode, lam=lam, challenge_seed=seed, frac_bits=manifest["frac_bits"])
+                             corrections=corr, mode=mode, lam=lam, challenge_seed=seed, frac_bits=manifest["frac_bits"],
+                             progress=progress)
     by_party = {p: _replayed_verdict(p, r, manifest, ops[p]) for p, r in zip(parties, results)}
     for k, p in enumerate(slots):
         if isinstance(p, int):

@@ -42,6 +42,8 @@ from verifier.freivalds import FreivaldsContext, Term, as_term, exact_check, fre
 # Pending deferred checks are flushed once their own tensors (outputs, left operands, plain terms)
 # exceed this many bytes; shared right operands (masked weights) are not counted.
 PENDING_BYTES_LIMIT = 256 << 20
+# A replay reports its progress (ReplaySession.progress) every this many steps.
+PROGRESS_EVERY = 256
 # Fixed cost charged per matmul call in the exact-or-Freivalds choice, in multiply-adds.
 CALL_OVERHEAD_MACS = 20_000
 # Input fields whose digest the replay does not recompute: in each of these step kinds the named
@@ -297,6 +299,8 @@ class ReplaySession(Session):
             raise ValueError("one list of records, openings and outputs per replayed party")
         self.mode, self.lam, self.challenge_seed = mode, lam, challenge_seed
         self._verified: dict[str, torch.Tensor] = {}  # this step's tensors whose digests already matched
+        self.progress: Callable[[int, int], None] | None = None  # progress(steps done, steps committed)
+        self._total = max((len(r.records) for r in self.rows), default=0)
         self.stop_after: int | None = None  # stop the program once this step is checked (replay_step)
         self.capture_at: int | None = None  # keep the first row's input shares of this step, then stop
         self.captured: dict[str, torch.Tensor] | None = None
@@ -469,6 +473,8 @@ class ReplaySession(Session):
         self._step_index += 1
         self.counters.steps += 1
         binding = [self.take_step_ops(), list(refs or [])]
+        if self.progress is not None and index % PROGRESS_EVERY == 0:
+            self.progress(index, self._total)
         if index == self.capture_at:
             self.captured = {n: t[0].clone() for n, t in local.items() if n.startswith("in.")}
             raise _Stop()
@@ -535,7 +541,8 @@ class ReplaySession(Session):
 def _replay_group(program_for: Callable[[tuple[int, ...]], Callable[[Session], Any]], parties: tuple[int, ...],
                   inputs: dict[int, tuple], n_parties: int, job: bytes,
                   corrections: Callable[[Request, int], dict[str, torch.Tensor]] | None, mode: str, lam: int,
-                  challenge_seed: bytes, frac_bits: int) -> tuple[dict[int, ReplayResult], list[int]]:
+                  challenge_seed: bytes, frac_bits: int,
+                  progress: Callable[[int, int], None] | None = None) -> tuple[dict[int, ReplayResult], list[int]]:
     """Replay `parties` together: their results, and the parties to replay again on their own
     (detached, or all of them when the joint replay itself failed)."""
     t0 = time.perf_counter()
@@ -545,6 +552,7 @@ def _replay_group(program_for: Callable[[tuple[int, ...]], Callable[[Session], A
         s = ReplaySession(parties, n_parties, job, [inputs[p][0] for p in parties], [inputs[p][1] for p in parties],
                           [inputs[p][2] for p in parties], [inputs[p][3] for p in parties], corrections, mode, lam,
                           challenge_seed, frac_bits)
+        s.progress = progress
     except Exception as exc:
         if k > 1:
             return {}, list(parties)
@@ -595,8 +603,9 @@ def replay_parties(program_for: Callable[[tuple[int, ...]], Callable[[Session], 
                    outs: dict[int, Callable[[int], torch.Tensor | None]],
                    corrections: Callable[[Request, int], dict[str, torch.Tensor]] | None = None,
                    mode: str = "freivalds", lam: int = 40, challenge_seed: bytes = bytes(32),
-                   frac_bits: int = 16) -> list[ReplayResult]:
-    """Replay several opened parties in one session, one result per party in the order of `parties`.
+                   frac_bits: int = 16, progress: Callable[[int, int], None] | None = None) -> list[ReplayResult]:
+    """Replay several opened parties in one session, one result per party in the order of `parties`;
+    `progress(steps done, steps committed)` is called as the replay goes.
 
     `program_for(parties)` is the program of those parties on a session holding them all (their inputs
     stacked on the party axis, in that order); it is also asked for single parties. `corrections` are
@@ -606,9 +615,9 @@ def replay_parties(program_for: Callable[[tuple[int, ...]], Callable[[Session], 
     parties = tuple(parties)
     inputs = {p: (seeds[p], records[p], opened[p], outs[p]) for p in parties}
     args = (n_parties, job, corrections, mode, lam, challenge_seed, frac_bits)
-    results, again = _replay_group(program_for, parties, inputs, *args) if parties else ({}, [])
+    results, again = _replay_group(program_for, parties, inputs, *args, progress=progress) if parties else ({}, [])
     for p in again:
-        results.update(_replay_group(program_for, (p,), inputs, *args)[0])
+        results.update(_replay_group(program_for, (p,), inputs, *args, progress=progress)[0])
     return [results[p] for p in parties]
 
 

@@ -49,3 +49,17 @@ def test_a_bar_on_a_terminal_and_none_otherwise():
     assert plain.stdout == "no terminal\ndone\n" and plain.stderr == ""
     as_json = _in_pty(code.replace("on_terminal()", "on_terminal(True)"))
     assert "counting sheep" not in as_json
+
+
+def test_audit_reports_progress_over_the_replayed_steps(audited):
+    """verify audit's bar: the replay reports (steps done, steps committed) as it goes, up to the end."""
+    from verifier.ledger_audit import audit_on_ledger
+
+    led = Ledger.open(audited.url, create=False)
+    seen: list[tuple[int, int]] = []
+    res = audit_on_ledger(led, audited.honest, None, post=False, progress=lambda d, t: seen.append((d, t)))
+    assert res.verdict.clean
+    n_steps = max(e.entry.body["n_steps"] for e in led.by_job(audited.honest, kind="node.job_root"))
+    assert len(seen) > 1 and {t for _, t in seen} == {n_steps}
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[0] == 0 and n_steps - done[-1] <= 256
