@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 	@bash tools/ensure_postgres.sh
+	@bash tools/ensure_netns_tools.sh
 
 # Two workers (TEST_WORKERS): the suite's multi-process tests spend much of their time waiting, so one
 # pytest process keeps only about one of the 2 cores busy. --dist loadscope keeps a module's tests (and
