@@ -4,9 +4,26 @@
     shardproof infer --model DIR --prompt TEXT --max-new-tokens N --parties 3 --json
     shardproof infer --ledger URL --nodes node-0,node-1,node-2 --key client.key --model-id M --prompt TEXT
 
-`--json` prints exactly {"text", "tokens", "seconds", "seconds_per_token", "parties", "job_id"}:
+`--json` prints exactly {"text", "tokens", "seconds", "seconds_per_token", "parties", "job_id",
+"rounds_per_token", "bytes_per_party_per_token", "offline_seconds", "online_seconds_per_token"}:
 text is the generated continuation, tokens its token ids, seconds the generation
 wall time (model loading excluded), parties 0 for plaintext, job_id null for plaintext.
+What the run cost, "per token" meaning divided by the number of generated tokens:
+  rounds_per_token           communication rounds the parties ran (each one waits for a message
+                             from every other party): masking the weight shares, the prompt's
+                             pass and every new token's, per token (on a ledger: the count the
+                             parties signed in their broadcast receipts)
+  bytes_per_party_per_token  bytes one party sent to all the others over the same job, per token
+                             (on a ledger: counted from the job's shapes, which fix them)
+  offline_seconds            preparing the job before the prompt's pass could start: in-process,
+                             sharing and masking the weights; --processes, starting the parties and
+                             loading and masking their shares; on a ledger, from opening the job
+                             until its group formed (the dealer's offline phase, the nodes joining)
+  online_seconds_per_token   the passes themselves (the prompt's and each new token's, the dealer's
+                             material they fetch or expand included), per token; on a ledger, from
+                             the group forming to the last token (so also the last party receiving
+                             the dealer's prepared material and the nodes masking their shares)
+Plaintext: 0 rounds, 0 bytes, 0 offline seconds, online_seconds_per_token = seconds_per_token.
 An MPC run prints its job id on stderr first (`job: ID`; --job-id chooses it, default
 job-<12 hex>): the id `verify audit JOB` and `shardproof ledger get --job JOB` take.
 
@@ -30,6 +47,18 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from cli.common import EXIT_INCOMPLETE, EXIT_OK
+
+
+@dataclass
+class RunCounts:
+    """What a private run cost (the module docstring says what each figure means); a runner fills it
+    once the run is over. `complete`, if set, fills the rest after the run is timed."""
+
+    rounds: int = 0
+    bytes_per_party: int = 0
+    offline_seconds: float = 0.0
+    online_seconds: float = 0.0
+    complete: Callable[["RunCounts"], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -57,8 +86,9 @@ def run_plaintext_inference(request: InferenceRequest, model, tokenizer) -> Iter
         yield int(nxt[0, 0])
 
 
-def run_mpc_inference(request: InferenceRequest, model_dir: Path, processes: bool = False) -> Iterator[int]:
-    """Yield generated token ids from a private run over `request.parties` parties.
+def run_mpc_inference(request: InferenceRequest, model_dir: Path, processes: bool = False,
+                      counts: RunCounts | None = None) -> Iterator[int]:
+    """Yield generated token ids from a private run over `request.parties` parties; fill `counts` at the end.
 
     The client secret-shares the prompt as one-hot rows, the parties return logit
     shares, and the client reconstructs and samples locally with
@@ -84,17 +114,29 @@ def run_mpc_inference(request: InferenceRequest, model_dir: Path, processes: boo
             out = generate_multiprocess(d, request.prompt_ids, request.max_new_tokens,
                                         temperature=request.temperature, top_k=request.top_k, seed=request.seed)
         yield from out["tokens"]
+        if counts is not None:
+            parties = out["parties"]
+            counts.rounds, counts.bytes_per_party = int(parties[0]["rounds"]), int(parties[0]["bytes_per_party"])
+            counts.online_seconds = max(sum(p["seconds"]) for p in parties)
+            counts.offline_seconds = max(0.0, out["seconds"] - counts.online_seconds)
         return
     from prover.generation import PrivateGenerator
 
     gen = PrivateGenerator(model, request.parties, seed=request.seed)
     yield from gen.generate(request.prompt_ids, request.max_new_tokens, request.temperature, request.top_k,
                             request.seed)
+    if counts is not None:
+        st = gen.stats
+        counts.rounds, counts.bytes_per_party = st.rounds, st.bytes_per_party
+        counts.offline_seconds = st.setup_seconds
+        counts.online_seconds = st.prefill_seconds + sum(st.decode_seconds)
 
 
-def run_ledger_inference(request: InferenceRequest, args: argparse.Namespace) -> Iterator[int]:
+def run_ledger_inference(request: InferenceRequest, args: argparse.Namespace,
+                         counts: RunCounts | None = None) -> Iterator[int]:
     """Open a job on the ledger and run it on registered `prover serve` nodes; this process is the
-    client, and the dealer too unless --dealer names a `shardproof dealer serve` daemon."""
+    client, and the dealer too unless --dealer names a `shardproof dealer serve` daemon. Fills `counts`
+    at the end (the bytes, counted from the job's shapes, once the run is timed)."""
     from prover.keys import NodeKeys
     from prover.remote_client import run_remote_job
 
@@ -108,6 +150,24 @@ def run_ledger_inference(request: InferenceRequest, args: argparse.Namespace) ->
                          dealer_log=not args.verbose,
                          temperature=request.temperature, top_k=request.top_k, seed=request.seed)
     yield from out["tokens"]
+    if counts is not None:
+        counts.offline_seconds, counts.online_seconds = out["offline_seconds"], out["online_seconds"]
+
+        def complete(c: RunCounts) -> None:
+            """The bytes (and, without receipts on the ledger, the rounds) from the job's shapes."""
+            from ledger import Ledger
+            from protocol.job_view import published_manifest
+            from prover.program_counts import program_counts
+
+            led = Ledger.open(args.ledger, create=False)
+            try:
+                manifest = published_manifest(led, args.model_id)
+            finally:
+                led.close()
+            pc = program_counts(manifest, len(request.prompt_ids), request.max_new_tokens, request.parties)
+            c.bytes_per_party = pc.bytes_per_party
+            c.rounds = out["rounds"] if out["rounds"] is not None else pc.rounds
+        counts.complete = complete
 
 
 def new_job_id() -> str:
@@ -214,7 +274,9 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--top-k", type=_positive_int, default=40, metavar="K", help="sample among the K most likely tokens (default 40)")
     p.add_argument("--job-id", type=_job_id, default=None, metavar="ID",
                    help="the job's id (1-128 of: letters, digits, . _ : @ -; default: job-<12 random hex>)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the text")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the text: the text, its "
+                   "tokens, the time, and what the run cost (rounds_per_token, bytes_per_party_per_token, "
+                   "offline_seconds, online_seconds_per_token: see above)")
     p.add_argument("--verbose", action="store_true",
                    help="on failure, the full cause (tracebacks, gloo messages; the in-client dealer logs to the terminal)")
     p.set_defaults(func=run)
@@ -233,6 +295,7 @@ def run(args: argparse.Namespace) -> int:
     from ledger import LedgerError
     from mpc_core import MPCError
     from prover.errors import ProverError
+    from protocol.errors import ProtocolError
     from models.errors import ModelsError
     from models import load_checkpoint, load_tokenizer
 
@@ -323,14 +386,15 @@ def run(args: argparse.Namespace) -> int:
         job_id = args.job_id = args.job_id or new_job_id()
         print(f"job: {job_id}", file=sys.stderr, flush=True)
     try:
+        counts = RunCounts() if args.json and not args.plaintext else None
         if args.plaintext:
             stream = run_plaintext_inference(request, model, tokenizer)
         elif args.ledger is not None:
-            stream = run_ledger_inference(request, args)
+            stream = run_ledger_inference(request, args, counts)
         else:
-            stream = run_mpc_inference(request, model_dir, processes=args.processes)
-        return _emit(request, tokenizer, stream, as_json=args.json, job_id=job_id)
-    except (ProverError, ModelsError, LedgerError, MPCError, OSError) as e:
+            stream = run_mpc_inference(request, model_dir, processes=args.processes, counts=counts)
+        return _emit(request, tokenizer, stream, as_json=args.json, job_id=job_id, counts=counts)
+    except (ProverError, ModelsError, LedgerError, MPCError, ProtocolError, OSError) as e:
         if args.verbose:
             import traceback
 
@@ -339,8 +403,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INCOMPLETE
 
 
-def _emit(request: InferenceRequest, tokenizer, stream: Iterator[int], as_json: bool, job_id: str | None = None) -> int:
-    """Consume `stream`, showing progress on stderr and the text on stdout (or JSON at the end)."""
+def _emit(request: InferenceRequest, tokenizer, stream: Iterator[int], as_json: bool, job_id: str | None = None,
+          counts: RunCounts | None = None) -> int:
+    """Consume `stream`, showing progress on stderr and the text on stdout (or JSON at the end, with what the
+    run cost from `counts`; None: a plaintext run)."""
     from rich.console import Console, Group
     from rich.live import Live
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -389,13 +455,21 @@ def _emit(request: InferenceRequest, tokenizer, stream: Iterator[int], as_json: 
     text = "".join(text_parts)
 
     if as_json:
+        if counts is not None and counts.complete is not None:
+            counts.complete(counts)
+        per_token = 1.0 / len(tokens) if tokens else 0.0
+        c = counts or RunCounts(online_seconds=seconds)
         print(json.dumps({
             "text": text,
             "tokens": tokens,
             "seconds": round(seconds, 6),
-            "seconds_per_token": round(seconds / len(tokens), 6) if tokens else 0.0,
+            "seconds_per_token": round(seconds * per_token, 6),
             "parties": request.parties,
             "job_id": job_id,
+            "rounds_per_token": round(c.rounds * per_token, 3),
+            "bytes_per_party_per_token": round(c.bytes_per_party * per_token, 1),
+            "offline_seconds": round(c.offline_seconds, 6),
+            "online_seconds_per_token": round(c.online_seconds * per_token, 6),
         }))
     elif in_live:
         print(request.prompt + text)

@@ -11,6 +11,7 @@ the client's own keys (prover.dealer_service).
 """
 from __future__ import annotations
 
+import collections
 import multiprocessing
 import os
 import time
@@ -30,7 +31,7 @@ from prover.errors import ProverError
 from prover.keys import NodeKeys, lookup_peer
 from prover.ledger_view import wait_for
 from prover.local_files import safe_id
-from protocol.errors import JobError
+from protocol.errors import BodyError, JobError
 from protocol import bodies as B
 from protocol.job_view import job_failed, last_heartbeat, published_manifest
 from models.publish import manifest_config
@@ -118,6 +119,19 @@ def run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str], 
         led.close()
 
 
+def receipt_rounds(led: Ledger, job_id: str) -> int | None:
+    """The number of rounds the parties of `job_id` ran, as their peers signed it in the broadcast receipts
+    of the job roots on the ledger (the count most receipts hold, the larger on a tie; None if no job root
+    holds a receipt). A figure for users, not evidence: a cheating party can sign any count."""
+    counts: collections.Counter[int] = collections.Counter()
+    for le in led.by_job(job_id, kind=E.JOB_ROOT):
+        try:
+            counts.update(r.count for r in B.JobRoot.from_entry(le.entry).receipts)
+        except BodyError:  # a malformed job root tells nothing about the rounds
+            continue
+    return max(counts, key=lambda c: (counts[c], c)) if counts else None
+
+
 def _onehot(ids: list[int], vocab: int) -> torch.Tensor:
     t = torch.zeros(len(ids), vocab, dtype=torch.int64)
     t[torch.arange(len(ids)), torch.tensor(ids)] = 1
@@ -133,8 +147,12 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
 
     `dealer` names a registered dealer daemon; None runs the dealer inside the client (a child
     process with the client's keys, its state file under `state_dir`). Returns {tokens, job_id,
-    seconds, state_file (None with an external dealer)}, and with `keep_logits` the reconstructed
-    ring-encoded logits of every step (what only the client ever sees)."""
+    seconds, state_file (None with an external dealer), offline_seconds, online_seconds, rounds},
+    and with `keep_logits` the reconstructed ring-encoded logits of every step (what only the
+    client ever sees). As the client sees them: `offline_seconds` from opening the job until its
+    group formed (the dealer joins once its offline phase is done), `online_seconds` from then to
+    the last token; `rounds` is the parties' round count from their broadcast receipts on the
+    ledger (None if no job root holds a receipt)."""
     safe_id(job_id, "job id")
     if steps < 1 or not prompt_ids:
         raise RemoteJobError("a job needs a prompt and at least one step")
@@ -158,6 +176,7 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
         raise RemoteJobError(f"dealer {dealer!r} is not registered")
     port = port or free_port()
     job = job_id.encode()
+    t_open = time.perf_counter()
     led.append_many([
         E.make_entry(client_keys.identity, E.JOB_OPEN, {
             "job_id": job_id, "model_id": model_id, "n_parties": n, "replicas": 1, "stages": 1,
@@ -204,9 +223,11 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
             join_group(f"127.0.0.1:{port}", client_rank(n), n, timeout_s)
         except Exception as exc:  # a party or the dealer never joined, or died while the group formed
             raise RemoteJobError(f"job {job_id}: the job's group did not form: {type(exc).__name__}: {exc}") from exc
+        t_group = time.perf_counter()
         try:
             for nxt in client_loop(prompt_ids, steps, step, temperature=temperature, top_k=top_k, seed=seed):
                 tokens.append(nxt)
+            t_last = time.perf_counter()
         except RemoteJobError:
             raise
         except Exception as exc:
@@ -225,7 +246,8 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
     if not wait_for(lambda: len({e.entry.body["party"] for e in led.by_job(job_id, kind=E.JOB_ROOT)}) == n, timeout_s):
         raise RemoteJobError(f"job {job_id}: not every node posted its job root within {timeout_s} s")
     out = {"tokens": tokens, "job_id": job_id, "seconds": time.perf_counter() - t0,
-           "state_file": str(state_file) if state_file is not None else None}
+           "state_file": str(state_file) if state_file is not None else None,
+           "offline_seconds": t_group - t_open, "online_seconds": t_last - t_group, "rounds": receipt_rounds(led, job_id)}
     if keep_logits:
         out["logits"] = kept
     return out

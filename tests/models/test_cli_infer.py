@@ -14,7 +14,8 @@ from cli.shardproof import main
 from models import ByteBPETokenizer, GPTConfig, TINY_MODEL_DIR, load_model_and_tokenizer, random_model, save_hf_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
-KEYS = {"text", "tokens", "seconds", "seconds_per_token", "parties", "job_id"}
+KEYS = {"text", "tokens", "seconds", "seconds_per_token", "parties", "job_id",
+        "rounds_per_token", "bytes_per_party_per_token", "offline_seconds", "online_seconds_per_token"}
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,9 @@ def test_plaintext_json_greedy_matches_the_model(capsys, ckpt):
     assert got["tokens"] == want
     assert got["text"] == tok.decode(want)
     assert got["seconds"] >= 0 and got["seconds_per_token"] == pytest.approx(got["seconds"] / 7, abs=1e-5)
+    # no parties, no communication: the whole time is the online time
+    assert got["rounds_per_token"] == 0 and got["bytes_per_party_per_token"] == 0 and got["offline_seconds"] == 0
+    assert got["online_seconds_per_token"] == got["seconds_per_token"]
 
 
 def test_plaintext_sampling_follows_the_seed(capsys, ckpt):
@@ -95,6 +99,33 @@ def test_mpc_path_generates_what_plaintext_generates(capsys, ckpt, extra):
     assert rc == 0 and set(got) == KEYS
     assert got["parties"] == 3
     assert got["tokens"] == plain["tokens"] and got["text"] == plain["text"]
+    assert got["rounds_per_token"] > 0 and got["bytes_per_party_per_token"] > 0
+    assert got["offline_seconds"] > 0 and got["online_seconds_per_token"] > 0
+    assert got["online_seconds_per_token"] * 5 <= got["seconds"] + 1e-3
+
+
+def test_mpc_counters_are_the_programs(capsys, ckpt):
+    """Rounds and bytes depend on the job's shapes only: in-process, one process per party and the count a
+    ledger client makes from the shapes (prover.program_counts) agree."""
+    from models.publish import publish_model
+    from mpc_core.prg import master_from_int
+    from prover.program_counts import program_counts
+
+    args = ["--model", str(ckpt), "--prompt", "the evening and", "--max-new-tokens", "3", "--temperature", "0",
+            "--parties", "3", "--json"]
+    got = {}
+    for name, extra in (("in-process", []), ("processes", ["--processes"])):
+        assert main(["infer", *args, *extra]) == 0
+        got[name] = json.loads(capsys.readouterr().out)
+    a, b = got["in-process"], got["processes"]
+    assert a["rounds_per_token"] == b["rounds_per_token"] > 0
+    assert a["bytes_per_party_per_token"] == b["bytes_per_party_per_token"] > 0
+    model, tok = load_model_and_tokenizer(ckpt)
+    manifest = publish_model(model, 3, ckpt.parent / "published", master_from_int(0, "owner"))
+    pc = program_counts(manifest, len(tok.encode("the evening and")), 3)
+    assert len(pc.step_rounds) == 3 and pc.setup_rounds > 0
+    assert pc.rounds / 3 == pytest.approx(a["rounds_per_token"], abs=1e-3)
+    assert pc.bytes_per_party / 3 == pytest.approx(a["bytes_per_party_per_token"], abs=0.1)
 
 
 @pytest.mark.skipif(not (TINY_MODEL_DIR / "model.safetensors").is_file(), reason="shipped tiny model not trained yet")

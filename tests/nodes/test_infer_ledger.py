@@ -65,6 +65,15 @@ def test_infer_on_ledger_nodes_matches_plaintext(tmp_path, capsys):
         ref = model.generate(torch.tensor([ids]), 3, temperature=0)[0, len(ids):].tolist()
         assert out["tokens"] == ref and out["parties"] == 3
         assert len(led.by_job("cli-job", kind=E.JOB_ROOT)) == 3 and (tmp_path / "dealer-cli-job.cbor").is_file()
+        # What the job cost: the rounds the parties signed and the bytes its shapes fix are those of the same
+        # job run in-process; the times are the client's view.
+        assert out["offline_seconds"] > 0 and 0 < out["online_seconds_per_token"] * 3 <= out["seconds"]
+        assert main(["infer", "--prompt", prompt, "--max-new-tokens", "3", "--temperature", "0", "--parties", "3",
+                     "--json"]) == 0
+        local = json.loads(capsys.readouterr().out)
+        assert local["tokens"] == ref
+        assert out["rounds_per_token"] == local["rounds_per_token"] > 0
+        assert out["bytes_per_party_per_token"] == local["bytes_per_party_per_token"] > 0
     finally:
         for p in procs:
             p.terminate()
