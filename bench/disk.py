@@ -16,7 +16,9 @@ What is measured:
   and what they would take without the dedupe (every opening carrying its public values).
 - node: data_dir/jobs/<job> of every node, by file kind (spill files, state, secret, status), then
   after `prover gc --keep-days 0` (when that command exists); the model share (per model, once).
-- dealer: data_dir/dealer/dealer-<job>.cbor, then after `shardproof dealer gc --keep-days 0`.
+- dealer: data_dir/dealer/dealer-<job>.cbor and the releases it serves (data_dir/dealer/served/<job>/), then
+  after `shardproof dealer gc --keep-days 0`. Nodes serve their openings and the dealer its release by
+  default (specs/audit.md section 3): they count on their disks until gc, and only their digests on the ledger.
 """
 from __future__ import annotations
 
@@ -75,6 +77,9 @@ def ledger_split(led, db: Path, job_id: str) -> dict:
                 seen.add(d)
                 out["blobs_stored"][k] = out["blobs_stored"].get(k, 0) + r[0]
                 out["blobs_original"][k] = out["blobs_original"].get(k, 0) + r[1]
+            if k in ("opening", "dealer.release") and ("data_hash" in le.body):
+                op["served"] = op.get("served", 0) + 1  # served by its author: only the digest is on the ledger
+                continue
             if k == "opening":
                 own = row(le.body["data"])
                 pub = row(le.body["public"]) if "public" in le.body else None
@@ -117,7 +122,8 @@ def tree_bytes(d: Path) -> dict:
         if not f.is_file():
             continue
         n = f.name
-        kind = ("spill" if n.endswith(".bin") and n != "secret.bin" else
+        kind = ("served" if f.parent.name == "served" or f.parent.parent.name == "served" else
+                "spill" if n.endswith(".bin") and n != "secret.bin" else
                 "state" if n.startswith("state") else "secret" if n == "secret.bin" else
                 "status" if n.startswith("status") else "other")
         out[kind] = out.get(kind, 0) + f.stat().st_size
@@ -179,11 +185,12 @@ def main() -> None:
         node_before = [tree_bytes(n / "jobs" / job) for n in nodes]
         model_bytes = sum(f.stat().st_size for f in (nodes[0] / "models").rglob("*") if f.is_file())
         dealer_file = dealer_dir / "dealer" / f"dealer-{job}.cbor"
-        dealer_before = dealer_file.stat().st_size if dealer_file.exists() else 0
+        served_dir = dealer_dir / "dealer" / "served" / job  # releases the dealer served itself
+        dealer_before = (dealer_file.stat().st_size if dealer_file.exists() else 0) + sum(tree_bytes(served_dir).values())
         gcs = [gc(["cli.prover", "gc", "--data", str(n), "--keep-days", "0", "--ledger", url]) for n in nodes]
         dgc = gc(["cli.shardproof", "dealer", "gc", "--data", str(dealer_dir), "--keep-days", "0", "--ledger", url])
         node_after = [tree_bytes(n / "jobs" / job) for n in nodes]
-        dealer_after = dealer_file.stat().st_size if dealer_file.exists() else 0
+        dealer_after = (dealer_file.stat().st_size if dealer_file.exists() else 0) + sum(tree_bytes(served_dir).values())
         net.ledger.close()
 
     n = args.parties

@@ -1,9 +1,13 @@
-"""`prover serve --ledger URL --key FILE --data DIR [--cheat KIND[@STEP]] [--max-jobs N]`: the node daemon.
+"""`prover serve --ledger URL --key FILE --data DIR [--openings HOST:PORT|ledger] [--cheat KIND[@STEP]] [--max-jobs N]`.
 
 Runs the jobs the ledger assigns to this node and answers challenges on them
 (prover/daemon.py). The model share of a job's model must be in
 DIR/models/<model_id>/. One serve per data directory: DIR/serve.lock (fcntl.flock)
 holds its pid, and a second serve on DIR exits 2 naming that pid.
+Openings are served by the node itself over HTTP on --openings (default 127.0.0.1:0, any free
+port: give an address auditors can reach), so that the ledger keeps only their digests; an auditor
+that cannot fetch one asks for it on the ledger and the node puts it there. `--openings ledger`
+stores them on the ledger instead.
 SIGTERM or SIGINT stop it cleanly.
 Exit 0: clean shutdown. Exit 2: bad input or unreachable ledger.
 """
@@ -26,6 +30,9 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--cheat", default=None, metavar="KIND[@STEP]",
                    help=f"deliberate deviation for tests (sim/adversary.py); KIND one of: {', '.join(KINDS)}")
     p.add_argument("--max-jobs", type=int, default=None, metavar="N", help="stop after this many jobs, once each was challenged")
+    p.add_argument("--openings", default="127.0.0.1:0", metavar="HOST:PORT|ledger",
+                   help="where this node serves its openings (HTTP; port 0: any free port), or 'ledger' to store "
+                        "them on the ledger (default: 127.0.0.1:0)")
     p.set_defaults(func=run)
 
 
@@ -44,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.max_jobs is not None and args.max_jobs < 1:
         return bad("--max-jobs must be at least 1")
+    if args.openings != "ledger" and not args.openings.rpartition(":")[2].isdigit():
+        return bad(f"--openings {args.openings!r} is not HOST:PORT or 'ledger'")
     if args.poll <= 0 or args.timeout <= 0 or args.heartbeat <= 0:
         return bad("--poll, --timeout and --heartbeat must be positive")
     try:
@@ -68,4 +77,5 @@ def run(args: argparse.Namespace) -> int:
         except (LedgerError, OSError) as exc:
             return bad(f"cannot open the ledger: {exc}")
         daemon.heartbeat_s = args.heartbeat
+        daemon.serve_openings = None if args.openings == "ledger" else args.openings
         return run_until_signalled(lambda stop: daemon.run(stop, max_jobs=args.max_jobs), "shardproof.daemon")

@@ -51,6 +51,8 @@ RELEASE = "dealer.release"  # the dealer's release of the opened parties' seeds 
 HEARTBEAT = "node.heartbeat"  # a daemon says it is live and which models it holds (author = body.node)
 JOB_FAIL = "job.fail"  # the job's opener closes a job that failed, with a reason
 COSIGN = "checkpoint.cosign"  # a witness's BLS cosignature of a checkpoint it checked (ledger.witness)
+BLOB_REQUEST = "blob.request"  # an auditor asks for a blob that a node serves itself to be put on the ledger
+BLOB_PROVIDE = "blob.provide"  # the node puts such a blob on the ledger (answering a request)
 
 
 # --- a small schema language -----------------------------------------------
@@ -260,7 +262,9 @@ SCHEMAS: dict[str, dict[str, _Spec]] = {
     RELEASE: {
         **_JOB,
         "challenge": _req(Int()),
-        "data": _req(Blob()),
+        "data": _opt(Blob()),  # stored on the ledger, or served by the dealer (protocol.bodies.DealerRelease)
+        "data_hash": _opt(Bytes(32)),
+        "url": _opt(Str(256)),
         **_META,
     },
     CHALLENGE: {
@@ -278,8 +282,22 @@ SCHEMAS: dict[str, dict[str, _Spec]] = {
         "node": _req(Str()),
         "party": _req(Int(0, 1 << 16)),
         "challenge": _req(Int()),
-        "data": _req(Blob()),  # the party's own opening (protocol/opening.py)
+        "data": _opt(Blob()),  # the party's own opening (protocol/opening.py), stored on the ledger
         "public": _opt(Blob()),  # the public values it saw, one blob per job when the parties agree
+        # or the same two blobs served by the node itself, by digest (protocol.bodies.Opening)
+        "data_hash": _opt(Bytes(32)),
+        "public_hash": _opt(Bytes(32)),
+        "url": _opt(Str(256)),  # where the node serves them: http://HOST:PORT (GET /v1/blobs/<hex digest>)
+        **_META,
+    },
+    BLOB_REQUEST: {
+        **_JOB,
+        "digest": _req(Bytes(32)),
+        **_META,
+    },
+    BLOB_PROVIDE: {
+        **_JOB,
+        "data": _req(Blob()),
         **_META,
     },
     VERDICT: {
@@ -398,6 +416,13 @@ class Entry:
         """The node an entry is about: body.node if present, else the author."""
         n = self.body.get("node")
         return n if isinstance(n, str) else self.author
+
+    def served_refs(self) -> list[bytes]:
+        """Digests of blobs this entry names but that are served elsewhere (a node's served opening):
+        never required on the ledger, but self-authenticating wherever they are carried (evidence)."""
+        if self.kind not in (OPENING, RELEASE) or not isinstance(self.body, dict):
+            return []
+        return [v for k in ("data_hash", "public_hash") if isinstance(v := self.body.get(k), bytes)]
 
     def blob_refs(self) -> list[bytes]:
         """Blob digests this entry refers to."""

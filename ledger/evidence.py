@@ -29,7 +29,8 @@ MAX_BUNDLE_BYTES = 1 << 30
 
 def export_bundle(ledger: "Ledger", indexes: Sequence[int], checkpoint: SignedCheckpoint | None = None,
                   window: tuple[int, int] | None = None, tree_heads: Sequence[int] = (),
-                  omit_blobs: Sequence[bytes] = (), proofs: Sequence[bytes] = ()) -> bytes:
+                  omit_blobs: Sequence[bytes] = (), proofs: Sequence[bytes] = (),
+                  served: dict[bytes, bytes] | None = None) -> bytes:
     """Build the bundle for `indexes` under `checkpoint` (default: the latest stored checkpoint
     covering them, or a fresh one if this handle holds the log key).
 
@@ -39,7 +40,9 @@ def export_bundle(ledger: "Ledger", indexes: Sequence[int], checkpoint: SignedCh
     bundle carries the root of the log at each of those sizes with a consistency proof to the
     checkpoint (e.g. the checkpoint that sealed a job). Blobs whose digests are in `omit_blobs` are left
     out (a verifier that needs one cannot decide); `proofs` are opaque attachments for the application's
-    checker (one-step proofs of deviation, verifier.step_proof), carried as they are."""
+    checker (one-step proofs of deviation, verifier.step_proof), carried as they are. `served` holds the
+    bytes of blobs that entries name but nodes serve themselves (Entry.served_refs), fetched by the
+    exporter; each one an exported entry names (and not omitted) is carried like a ledger blob."""
     if not indexes:
         raise EvidenceError("no entries to export")
     need = max([*indexes, *([window[1] - 1] if window else [])]) + 1
@@ -65,6 +68,9 @@ def export_bundle(ledger: "Ledger", indexes: Sequence[int], checkpoint: SignedCh
         for d in entry.blob_refs():
             if d not in omit:
                 blobs[d] = ledger.get_blob(d)
+        for d in entry.served_refs():
+            if d not in omit and served is not None and d in served:
+                blobs[d] = served[d]
         if entry.author not in seen_regs:
             seen_regs.add(entry.author)
             reg = ledger.registration(entry.author)
@@ -188,6 +194,7 @@ def _verify(data: bytes, log_key: bytes | None, rep: EvidenceReport) -> None:
         regs[e.author] = e.body["ed25519"]
         rep.keys[e.author] = e.body["ed25519"]
     refs: set[bytes] = set()
+    served_refs: set[bytes] = set()  # named by entries, served by nodes: carried if the exporter had them
     if not obj["entries"]:
         rep.reasons.append("bundle has no entries")
     for r in obj["entries"]:
@@ -205,11 +212,12 @@ def _verify(data: bytes, log_key: bytes | None, rep: EvidenceReport) -> None:
         elif not e.verify_sig(key):
             rep.reasons.append(f"entry at index {i}: signature does not verify under {e.author!r}'s registered key")
         refs.update(e.blob_refs())
+        served_refs.update(e.served_refs())
     if not isinstance(obj["blobs"], list) or not all(isinstance(b, bytes) for b in obj["blobs"]):
         raise EvidenceError("blobs must be a list of byte strings")
     for b in obj["blobs"]:
         d = blob_digest(b)
-        if d not in refs:
+        if d not in refs and d not in served_refs:
             rep.reasons.append(f"blob {d.hex()} is not referenced by any entry (or its bytes were altered)")
         rep.blobs[d] = b
     rep.missing_blobs = {d for d in refs if d not in rep.blobs}  # a checker that needs one cannot decide

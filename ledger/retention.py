@@ -23,7 +23,7 @@ from ledger import entries as E
 
 DEFAULT_KEEP_DAYS = 30.0
 DAY_MS = 86_400_000
-PRUNABLE_KINDS = (E.OPENING, E.RELEASE)  # the only entries whose blobs ever go: what only the job's audit reads
+PRUNABLE_KINDS = (E.OPENING, E.RELEASE, E.BLOB_PROVIDE)  # the only entries whose blobs ever go: what only the job's audit reads
 
 
 @dataclass

@@ -167,7 +167,7 @@ class JobRoot:
     beacon: bytes
     receipts: tuple[Receipt, ...] = ()
     disputes: tuple[int, ...] = ()
-    corrections: bytes | None = None  # the last party's head of the corrections chain it received
+    corrections: bytes | None = None  # the last party's Merkle root over the corrections it received
 
     @classmethod
     def from_entry(cls, entry: E.Entry) -> "JobRoot":
@@ -239,7 +239,10 @@ class Challenge:
 @dataclass(frozen=True)
 class Opening:
     """`opening`: a node's opening of its share index for a challenge: its own blob (`data`) and the
-    public-values blob it references (`public`; None: inline in `data`), protocol/opening.py."""
+    public-values blob it references (`public`; None: inline in `data`), protocol/opening.py. Either
+    stored on the ledger, or served by the node itself (`served`: the body holds their digests as
+    `data_hash` / `public_hash` and the `url` to fetch them from; an auditor who cannot fetch them
+    posts a `blob.request`, which the node answers with a `blob.provide` before the deadline)."""
 
     KIND: ClassVar[str] = E.OPENING
     job_id: str
@@ -248,15 +251,33 @@ class Opening:
     challenge: int
     data: bytes
     public: bytes | None = None
+    served: bool = False
+    url: str | None = None
 
     @classmethod
     def from_entry(cls, entry: E.Entry) -> "Opening":
         b = _checked(entry, cls.KIND)
+        stored = "data" in b or "public" in b
+        served = "data_hash" in b or "public_hash" in b or "url" in b
+        if stored == served or ("data" if stored else "data_hash") not in b:
+            raise BodyError("an opening holds its blobs either stored (data, public) or served (data_hash, "
+                            "public_hash, url), with data or data_hash")
+        if served:
+            url = b.get("url")
+            return cls(b["job_id"], b["node"], b["party"], b["challenge"], b["data_hash"], b.get("public_hash"),
+                       True, url)
         return cls(b["job_id"], b["node"], b["party"], b["challenge"], b["data"], b.get("public"))
 
     def to_body(self) -> dict:
-        body = {"job_id": self.job_id, "node": self.node, "party": self.party, "challenge": self.challenge,
-                "data": self.data}
+        body = {"job_id": self.job_id, "node": self.node, "party": self.party, "challenge": self.challenge}
+        if self.served:
+            body["data_hash"] = self.data
+            if self.public is not None:
+                body["public_hash"] = self.public
+            if self.url is not None:
+                body["url"] = self.url
+            return body
+        body["data"] = self.data
         if self.public is not None:
             body["public"] = self.public
         return body
@@ -268,20 +289,73 @@ class Opening:
 
 
 @dataclass(frozen=True)
+class BlobRequest:
+    """`blob.request`: anyone asks that a blob of a job's served opening (or release) be put on the ledger;
+    counted for the first request of a digest that a counted answer of the job serves (protocol.job_view)."""
+
+    KIND: ClassVar[str] = E.BLOB_REQUEST
+    job_id: str
+    digest: bytes
+
+    @classmethod
+    def from_entry(cls, entry: E.Entry) -> "BlobRequest":
+        b = _checked(entry, cls.KIND)
+        return cls(b["job_id"], b["digest"])
+
+    def to_body(self) -> dict:
+        return {"job_id": self.job_id, "digest": self.digest}
+
+
+@dataclass(frozen=True)
+class BlobProvide:
+    """`blob.provide`: the participant that served an opening (or release) puts one of its blobs on the
+    ledger (`data`, a ledger blob digest); counted only from that answer's author (protocol.job_view)."""
+
+    KIND: ClassVar[str] = E.BLOB_PROVIDE
+    job_id: str
+    data: bytes
+
+    @classmethod
+    def from_entry(cls, entry: E.Entry) -> "BlobProvide":
+        b = _checked(entry, cls.KIND)
+        return cls(b["job_id"], b["data"])
+
+    def to_body(self) -> dict:
+        return {"job_id": self.job_id, "data": self.data}
+
+
+@dataclass(frozen=True)
 class DealerRelease:
-    """`dealer.release`: the dealer's release of the opened parties' seeds for a challenge (a blob)."""
+    """`dealer.release`: the dealer's release of the opened parties' seeds for a challenge (a blob), stored
+    on the ledger or served by the dealer (`served`: `data` is the digest of what `url` serves), as an
+    opening is (specs/audit.md section 3)."""
 
     KIND: ClassVar[str] = E.RELEASE
     job_id: str
     challenge: int
     data: bytes
+    served: bool = False
+    url: str | None = None
 
     @classmethod
     def from_entry(cls, entry: E.Entry) -> "DealerRelease":
         b = _checked(entry, cls.KIND)
+        if ("data" in b) == ("data_hash" in b) or ("data" in b and "url" in b):
+            raise BodyError("a release holds its blob either stored (data) or served (data_hash, url)")
+        if "data_hash" in b:
+            return cls(b["job_id"], b["challenge"], b["data_hash"], True, b.get("url"))
         return cls(b["job_id"], b["challenge"], b["data"])
 
+    @property
+    def blobs(self) -> tuple[bytes]:
+        return (self.data,)
+
     def to_body(self) -> dict:
+        if self.served:
+            body = {"job_id": self.job_id, "challenge": self.challenge, "data_hash": self.data}
+            if self.url is not None:
+                body["url"] = self.url
+            return body
         return {"job_id": self.job_id, "challenge": self.challenge, "data": self.data}
 
 

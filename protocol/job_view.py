@@ -13,6 +13,10 @@ which entries count (specs/ledger.md, "Who may write what").
 | challenge          | anyone                                            | equal to the derivation (the first)  |
 | opening            | the node assigned to `party` (author = body.node) | the counted challenge; the first     |
 | dealer.release     | the job's dealer                                  | the counted challenge; the first     |
+| blob.request       | anyone; the first per digest                      | a blob a counted opening or release  |
+|                    |                                                   | serves (data_hash...), after it      |
+| blob.provide       | the author of the counted opening or release      | that blob, after the answer; the     |
+|                    | that serves the blob                              | first per digest                     |
 | model.publish      | anyone; the first per model id is the model       | -                                    |
 | model.refresh      | the model's publisher; the first for the job      | the job's model                      |
 | verdict            | any auditor (one per auditor counts: the first;   | -                                    |
@@ -87,6 +91,9 @@ class JobView:
     openings: dict[int, Counted[B.Opening]] = field(default_factory=dict)
     conflicting: dict[int, Counted[B.Opening]] = field(default_factory=dict)  # a second, different opening
     release: Counted[B.DealerRelease] | None = None
+    # served openings: the first request per served digest, and the serving node's answer per digest
+    requests: dict[bytes, Counted[B.BlobRequest]] = field(default_factory=dict)
+    provides: dict[bytes, Counted[B.BlobProvide]] = field(default_factory=dict)
     verdicts: list[Counted[B.Verdict]] = field(default_factory=list)
     fail: Counted[B.JobFail] | None = None  # the opener closed the job as failed
     noise: list[Noise] = field(default_factory=list)
@@ -164,6 +171,7 @@ class JobView:
         """Count openings and the dealer's release that answer the counted challenge (the first valid
         per party; a second different opening by the same node is kept as conflicting)."""
         self.openings, self.conflicting, self.release = {}, {}, None
+        self.requests, self.provides = {}, {}
         for le, typed in self._pending:
             b = typed
             if isinstance(b, B.Opening):
@@ -179,6 +187,26 @@ class JobView:
                     self.noise.append(Noise(le.index, le.entry.kind, le.entry.author, "not for the counted challenge"))
                 elif self.release is None:
                     self.release = Counted(le.index, le.entry, b)
+        # served blobs: digest -> (index of the counted answer that serves it, its author)
+        answers = [*self.openings.values(), *([self.release] if self.release is not None else [])]
+        served = {d: (a.index, a.author) for a in answers if a.body.served for d in a.body.blobs if d is not None}
+        for le, typed in self._pending:
+            b = typed
+            if isinstance(b, B.BlobRequest):
+                a = served.get(b.digest)
+                if a is None or le.index < a[0]:
+                    self.noise.append(Noise(le.index, le.entry.kind, le.entry.author,
+                                            "requests no blob served by a counted answer before it"))
+                elif b.digest not in self.requests:
+                    self.requests[b.digest] = Counted(le.index, le.entry, b)
+            elif isinstance(b, B.BlobProvide):
+                a = served.get(b.data)
+                if a is None or le.index < a[0] or le.entry.author != a[1]:
+                    self.noise.append(Noise(le.index, le.entry.kind, le.entry.author,
+                                            "provides no blob that its author's counted answer serves"))
+                elif b.data not in self.provides:
+                    self.provides[b.data] = Counted(le.index, le.entry, b)
+
 
 
 def _typed(cls, le: _Logged, view: JobView | None):
@@ -283,6 +311,10 @@ def read_job(job_id: str, entries: Iterable[_Logged], models: Iterable[_Logged] 
                 noise(le, f"opening of party {o.party} by {e.author}, who is not assigned to it")
             else:
                 view._pending.append((le, o))
+        elif kind in (E.BLOB_REQUEST, E.BLOB_PROVIDE):
+            typed_blob = _typed(B.BlobRequest if kind == E.BLOB_REQUEST else B.BlobProvide, le, view)
+            if typed_blob is not None:
+                view._pending.append((le, typed_blob))  # judged against the counted openings
         elif kind == E.RELEASE:
             rl = _typed(B.DealerRelease, le, view)
             if rl is None:

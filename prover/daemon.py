@@ -94,8 +94,15 @@ class NodeDaemon:
     honest node's choices; test adversaries override them (sim.adversary.CheatingNodeDaemon)."""
 
     def __init__(self, ledger_url: str, keys: NodeKeys, data_dir: str | os.PathLike,
-                 poll_s: float = 0.2, timeout_s: float = 60.0, heartbeat_s: float | None = 60.0):
+                 poll_s: float = 0.2, timeout_s: float = 60.0, heartbeat_s: float | None = 60.0,
+                 serve_openings: str | None = "127.0.0.1:0"):
         self.ledger_url = ledger_url
+        # HOST:PORT to serve openings on (prover.blob_server; port 0: any free port), or None to store
+        # them on the ledger. Served openings keep the ledger small; an auditor that cannot fetch one
+        # asks for it with a blob.request, which this node answers on the ledger (answer_requests).
+        self.serve_openings = serve_openings
+        self._blob_server = None
+        self._requests: Subscription | None = None
         self.heartbeat_s = heartbeat_s  # None: post no node.heartbeat
         self._next_heartbeat = 0.0  # monotonic time the next heartbeat is due
         self.keys = keys
@@ -131,6 +138,7 @@ class NodeDaemon:
         stop = stop or threading.Event()
         (self.data_dir / "jobs").mkdir(parents=True, exist_ok=True)
         log.info("node %s serving %s", self.node_id, self.ledger_url)
+        self._start_blob_server()
         while not stop.is_set():
             self._heartbeat_if_due()
             ran = self.poll_once(stop)
@@ -139,7 +147,67 @@ class NodeDaemon:
             if not ran:  # re-scan once the ledger grew, or a pending job's timeout is due
                 self._feed().wait(next_wake([*(seen + self.timeout_s for _, _, seen in self._pending.values()),
                                              *self._heartbeat_due()], self.poll_s), stop)
+        if self._blob_server is not None:
+            self._blob_server.close()
+            self._blob_server = None
         log.info("node %s stopped", self.node_id)
+
+    # --- served openings -----------------------------------------------------------------
+    def _start_blob_server(self) -> None:
+        if self.serve_openings is None or self._blob_server is not None:
+            return
+        from prover.blob_server import BlobServer
+
+        host, _, port = self.serve_openings.rpartition(":")
+        self._blob_server = BlobServer(self.served_blob, host.strip("[]") or "127.0.0.1", int(port or 0))
+        log.info("node %s serves its openings at %s", self.node_id, self._blob_server.url)
+
+    def served_blob(self, digest: bytes) -> bytes | None:
+        """The bytes of a blob this node serves (an opening it posted by digest), or None."""
+        name = digest.hex()
+        for f in (self.data_dir / "jobs").glob(f"*/served/{name}"):
+            return f.read_bytes()
+        return None
+
+    def _keep_served(self, job_id: str, data: bytes) -> bytes:
+        """Keep `data` in the job's directory to serve it (and answer requests for it); its digest."""
+        from ledger.blobs import blob_digest
+
+        d = blob_digest(data)
+        served = self.job_dir(job_id) / "served"
+        served.mkdir(parents=True, exist_ok=True)
+        tmp = served / f"{d.hex()}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, served / d.hex())
+        return d
+
+    def answer_requests(self) -> None:
+        """Put every blob this node serves that someone requested on the ledger (`blob.provide`), once."""
+        if self._requests is None:
+            self._requests = self.led.subscribe(start=0, kind=E.BLOB_REQUEST)
+        for le in self._requests.drain():
+            job_id, digest = le.entry.body["job_id"], le.entry.body["digest"]
+            try:
+                data = self.provided_blob(job_id, digest)
+                if data is None:
+                    continue
+                if any(x.entry.author == self.node_id and x.entry.body["data"] == digest
+                       for x in self.led.by_job(job_id, kind=E.BLOB_PROVIDE)):
+                    continue  # answered before (a restart re-reads the requests)
+                self.led.put_blob(data)
+                self.led.append(E.make_entry(self.keys.identity, E.BLOB_PROVIDE,
+                                             B.BlobProvide(job_id, digest).to_body()))
+                log.info("job %s: put requested blob %s on the ledger", job_id, digest.hex()[:16])
+            except Exception as exc:  # noqa: BLE001 - a bad request must not take the daemon down
+                log.warning("blob.request at #%d: %s: %s", le.index, type(exc).__name__, exc)
+
+    def provided_blob(self, job_id: str, digest: bytes) -> bytes | None:
+        """What this node puts on the ledger when a blob it serves for `job_id` is requested."""
+        try:
+            f = self.job_dir(job_id) / "served" / digest.hex()
+        except ProverError:
+            return None
+        return f.read_bytes() if f.exists() else None
 
     def _heartbeat_due(self) -> list[float]:
         return [self._next_heartbeat] if self.heartbeat_s is not None else []
@@ -221,6 +289,7 @@ class NodeDaemon:
                 self._set_status(job_id, "failed")
                 log.error("job %s: failed: %s: %s", job_id, type(exc).__name__, exc)
             ran = True
+        self.answer_requests()
         for job_id in self._my_jobs():
             if job_id not in self.handled and self.status(job_id) == "done":
                 try:
@@ -453,10 +522,15 @@ class NodeDaemon:
         if p in view.openings or p in view.conflicting:
             return  # answered before a restart
         blobs = self.opening_payload(job_id, state)
-        public = self.led.put_blob(blobs.public) if blobs.public is not None else None
-        data = self.led.put_blob(blobs.data)
-        self.led.append(E.make_entry(self.keys.identity, E.OPENING, B.Opening(
-            job_id, self.node_id, p, st.counted.index, data, public).to_body()))
+        if self._blob_server is not None:  # served by this node: the ledger holds the digests only
+            public = self._keep_served(job_id, blobs.public) if blobs.public is not None else None
+            data = self._keep_served(job_id, blobs.data)
+            body = B.Opening(job_id, self.node_id, p, st.counted.index, data, public, True, self._blob_server.url)
+        else:
+            public = self.led.put_blob(blobs.public) if blobs.public is not None else None
+            data = self.led.put_blob(blobs.data)
+            body = B.Opening(job_id, self.node_id, p, st.counted.index, data, public)
+        self.led.append(E.make_entry(self.keys.identity, E.OPENING, body.to_body()))
         log.info("job %s: opened party %d for challenge #%d", job_id, p, st.counted.index)
 
     def opening_payload(self, job_id: str, state: dict) -> OpeningBlobs:

@@ -451,13 +451,15 @@ def load_state(state_file: str | os.PathLike, job_id: str) -> dict:
 
 
 def release_for_challenge(ledger: str | Ledger, dealer_keys: NodeKeys, state_file: str | os.PathLike,
-                          job_id: str) -> int | None:
+                          job_id: str, serve=None) -> int | None:
     """The dealer's duties after a job (specs/audit.md sections 2-3), one step per call as the ledger
     allows: once the job is sealed, reveal its challenge beacon; once every beacon is revealed, post
     the derived challenge if nobody has; then post `dealer.release` for the counted challenge (the
     challenged parties' seeds, and the last party's corrections when it is challenged). Returns the
     release's ledger index once it is there, else None. A challenge entry that does not follow from
-    the derivation is never answered (releasing then could break the audit privacy budget)."""
+    the derivation is never answered (releasing then could break the audit privacy budget). With
+    `serve(job_id, blob) -> (digest, url)` the release is served by the dealer (only its digest goes on the
+    ledger: specs/audit.md section 3), else stored on the ledger."""
     led = Ledger.open(ledger, create=False) if isinstance(ledger, str) else ledger
     state = load_state(state_file, job_id)
     if state.get("status", "done") != "done":
@@ -486,9 +488,13 @@ def release_for_challenge(ledger: str | Ledger, dealer_keys: NodeKeys, state_fil
     parties = st.opened
     dealer = TrustedDealer(master, job_id.encode(), n)
     corrections = correction_items(dealer, [request_from(d) for d in state["requests"]]) if n - 1 in parties else None
-    data = led.put_blob(encode_release({p: dealer.party_seed(p) for p in parties}, corrections))
-    return led.append(E.make_entry(dealer_keys.identity, E.RELEASE, B.DealerRelease(
-        job_id, st.counted.index, data).to_body()))
+    blob = encode_release({p: dealer.party_seed(p) for p in parties}, corrections)
+    if serve is not None:
+        digest, url = serve(job_id, blob)
+        body = B.DealerRelease(job_id, st.counted.index, digest, True, url)
+    else:
+        body = B.DealerRelease(job_id, st.counted.index, led.put_blob(blob))
+    return led.append(E.make_entry(dealer_keys.identity, E.RELEASE, body.to_body()))
 
 
 # --- the daemon ---------------------------------------------------------------------------
@@ -496,8 +502,13 @@ class DealerDaemon:
     """`shardproof dealer serve`: serves every job that names this dealer, and releases seeds on challenge."""
 
     def __init__(self, ledger_url: str, keys: NodeKeys, data_dir: str | os.PathLike, poll_s: float = 0.2,
-                 timeout_s: float = 60.0, heartbeat_s: float | None = 60.0):
+                 timeout_s: float = 60.0, heartbeat_s: float | None = 60.0,
+                 serve_releases: str | None = "127.0.0.1:0"):
         self.led = Ledger.open(ledger_url, create=False)
+        # HOST:PORT to serve releases on (prover.blob_server), or None to store them on the ledger
+        self.serve_releases = serve_releases
+        self._blob_server = None
+        self._requests: Subscription | None = None
         self.heartbeat_s = heartbeat_s  # None: post no node.heartbeat
         self._next_heartbeat = 0.0
         self.keys = keys
@@ -555,7 +566,8 @@ class DealerDaemon:
             if job_id in self.released:
                 continue
             try:
-                idx = release_for_challenge(self.led, self.keys, f, job_id)
+                idx = release_for_challenge(self.led, self.keys, f, job_id,
+                                            serve=self._serve if self._blob_server is not None else None)
                 if idx is not None:
                     self.released.add(job_id)
                     log.info("job %s: released seeds for the challenge (entry #%d)", job_id, idx)
@@ -569,13 +581,62 @@ class DealerDaemon:
         torch.set_num_threads(1)  # one thread per role process: spinning thread pools starve the peers
         stop = stop or threading.Event()
         log.info("dealer %s serving", self.keys.node_id)
+        if self.serve_releases is not None and self._blob_server is None:
+            from prover.blob_server import BlobServer
+
+            host, _, port = self.serve_releases.rpartition(":")
+            self._blob_server = BlobServer(self._served_blob, host.strip("[]") or "127.0.0.1", int(port or 0))
+            log.info("dealer %s serves its releases at %s", self.keys.node_id, self._blob_server.url)
         while not stop.is_set():
             self._heartbeat_if_due()
+            self.answer_requests()
             if not self.poll_once():  # re-scan once the ledger grew, or a pending job's timeout is due
                 self._feed().wait(next_wake([*(seen + self.timeout_s for seen in self._pending.values()),
                                              *([self._next_heartbeat] if self.heartbeat_s is not None else [])],
                                             self.poll_s), stop)
+        if self._blob_server is not None:
+            self._blob_server.close()
+            self._blob_server = None
         log.info("dealer %s stopped", self.keys.node_id)
+
+    # --- served releases ------------------------------------------------------------------
+    def _served_dir(self, job_id: str) -> Path:
+        return self.data_dir / "dealer" / "served" / safe_id(job_id, "job id")
+
+    def _serve(self, job_id: str, blob: bytes) -> tuple[bytes, str]:
+        """Keep a release to serve it; its digest and the URL it is served at."""
+        from ledger.blobs import blob_digest
+
+        d = blob_digest(blob)
+        out = self._served_dir(job_id)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / f"{d.hex()}.tmp"
+        tmp.write_bytes(blob)
+        os.replace(tmp, out / d.hex())
+        return d, self._blob_server.url
+
+    def _served_blob(self, digest: bytes) -> bytes | None:
+        for f in (self.data_dir / "dealer" / "served").glob(f"*/{digest.hex()}"):
+            return f.read_bytes()
+        return None
+
+    def answer_requests(self) -> None:
+        """Put every release this dealer serves that someone requested on the ledger (`blob.provide`), once."""
+        if self._requests is None:
+            self._requests = self.led.subscribe(start=0, kind=E.BLOB_REQUEST)
+        for le in self._requests.drain():
+            job_id, digest = le.entry.body["job_id"], le.entry.body["digest"]
+            try:
+                f = self._served_dir(job_id) / digest.hex()
+                if not f.exists() or any(x.entry.author == self.keys.node_id and x.entry.body["data"] == digest
+                                         for x in self.led.by_job(job_id, kind=E.BLOB_PROVIDE)):
+                    continue
+                self.led.put_blob(f.read_bytes())
+                self.led.append(E.make_entry(self.keys.identity, E.BLOB_PROVIDE,
+                                             B.BlobProvide(job_id, digest).to_body()))
+                log.info("job %s: put the requested release on the ledger", job_id)
+            except Exception as exc:  # noqa: BLE001 - a bad request must not take the dealer down
+                log.warning("blob.request at #%d: %s: %s", le.index, type(exc).__name__, exc)
 
     def _heartbeat_if_due(self) -> None:
         """Post a `node.heartbeat` (no models: a dealer holds none) at start, then every `heartbeat_s`."""

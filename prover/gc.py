@@ -21,6 +21,7 @@ answered from it), the dealer's state file keeps only {format, job_id, status: "
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -209,7 +210,11 @@ def dealer_gc(data_dir: str | os.PathLike, keep_days: float, led=None, dry_run: 
             rep.kept.append(GcItem(job_id, str(f), size, why))
             continue
         tomb = canonical_cbor({"format": STATE_FORMAT, "job_id": job_id, "status": COLLECTED})
-        rep.removed.append(GcItem(job_id, str(f), max(0, size - len(tomb)), why))
+        served = sdir / "served" / job_id  # the releases it served for the job (prover.dealer_service)
+        served_size = sum(p.stat().st_size for p in served.iterdir()) if served.is_dir() else 0
+        rep.removed.append(GcItem(job_id, str(f), max(0, size - len(tomb)) + served_size, why))
         if not dry_run:
             write_secret(f, tomb)  # the file stays: a dealer never serves a job with a state file again
+            if served.is_dir():
+                shutil.rmtree(served)
     return rep

@@ -176,3 +176,9 @@ class CheatingNodeDaemon(NodeDaemon):
 
     def opened_transcript(self, transcript):
         return opened_transcript(transcript, self.cheat)
+
+    def served_blob(self, digest: bytes) -> bytes | None:
+        return None if self.cheat.kind == "withhold" else super().served_blob(digest)
+
+    def provided_blob(self, job_id: str, digest: bytes) -> bytes | None:
+        return None if self.cheat.kind == "withhold" else super().provided_blob(job_id, digest)

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KINDS = ("matmul-random", "matmul-2^63", "trunc", "zeros", "weights", "bad-opening", "refuse", "equivocate")
-NETWORK_ONLY = ("equivocate",)
+KINDS = ("matmul-random", "matmul-2^63", "trunc", "zeros", "weights", "bad-opening", "refuse", "equivocate",
+         "withhold")
+NETWORK_ONLY = ("equivocate", "withhold")  # withhold: post a served opening, then never give its data
 
 
 class CheatSpecError(ValueError):

@@ -64,6 +64,75 @@ class LedgerAudit:
     missing_evidence: list[str] = field(default_factory=list)  # accused nodes whose bundle needs a later checkpoint
 
 
+class BlobSource:
+    """The blobs an audit reads: from the ledger, and a node's served opening blobs from the ledger (once
+    provided there) or else from the URL its opening names, each checked against its digest. Keeps what
+    it fetched (`fetched`: the evidence carries it) and what it could not (`unreachable`: asked for on
+    the ledger with a blob.request)."""
+
+    def __init__(self, get_blob: Callable[[bytes], bytes], fetch: bool = True, timeout_s: float = 30.0):
+        self.get_blob, self.fetch, self.timeout_s = get_blob, fetch, timeout_s
+        self.fetched: dict[bytes, bytes] = {}
+        self.unreachable: dict[bytes, str] = {}
+
+    def __call__(self, digest: bytes) -> bytes:
+        return self.get_blob(digest)
+
+    def served(self, digest: bytes, url: str | None) -> bytes:
+        """A served opening blob; raises LookupError when neither the ledger nor the node gives it."""
+        try:
+            return self.get_blob(digest)
+        except Exception:  # noqa: BLE001 - not on the ledger (not provided yet): the node's URL
+            pass
+        if digest in self.fetched:
+            return self.fetched[digest]
+        if digest in self.unreachable or not self.fetch or not url:
+            raise LookupError(self.unreachable.get(digest) or f"blob {digest.hex()[:16]} is not on the ledger")
+        try:
+            data = _http_blob(url, digest, self.timeout_s)
+        except Exception as exc:  # noqa: BLE001 - an unreachable or lying node
+            self.unreachable[digest] = f"cannot fetch blob {digest.hex()[:16]} from {url[:100]}: {exc}"
+            raise LookupError(self.unreachable[digest]) from None
+        self.fetched[digest] = data
+        return data
+
+
+MAX_SERVED_BLOB = 1 << 30
+
+
+def _http_blob(url: str, digest: bytes, timeout_s: float) -> bytes:
+    """GET url/v1/blobs/<hex> (prover.blob_server), checked against `digest`; raises on anything else."""
+    import urllib.request
+
+    from ledger.blobs import blob_digest
+
+    if not url.startswith(("http://", "https://")):
+        raise ValueError("not an http(s) URL")
+    with urllib.request.urlopen(f"{url.rstrip('/')}/v1/blobs/{digest.hex()}", timeout=timeout_s) as resp:
+        data = resp.read(MAX_SERVED_BLOB + 1)
+    if len(data) > MAX_SERVED_BLOB or blob_digest(data) != digest:
+        raise ValueError("the node answered bytes that do not match the digest")
+    return data
+
+
+def _served_default(view: JobView, answer, deadline_after: Callable[[int], int | None] | None) -> str:
+    """Why the author of a served `answer` (an opening or the release) defaulted on it ("" if it did
+    not): a blob of it was requested on the ledger and not put there before the request's deadline."""
+    o = answer.body
+    if not o.served or deadline_after is None:
+        return ""
+    for d in o.blobs:
+        r = view.requests.get(d) if d is not None else None
+        if r is None:
+            continue
+        dl = deadline_after(r.index)
+        prov = view.provides.get(d)
+        if dl is not None and (prov is None or prov.index > dl):
+            return (f"did not put its served opening blob {d.hex()[:16]} on the ledger before the deadline "
+                    f"(checkpoint entry #{dl}) of request #{r.index}")
+    return ""
+
+
 def _corrections_fn(blob) -> Callable[[Request, int], dict[str, torch.Tensor]]:
     items = decode_cbor(blob) if isinstance(blob, (bytes, bytearray)) else blob
 
@@ -109,14 +178,25 @@ def _commitments(view: JobView) -> tuple[dict[int, JobCommitment], bool]:
     return out, ok
 
 
-def _release(view: JobView, get_blob: Callable[[bytes], bytes]) -> tuple[dict | None, str, bool]:
+def _release(view: JobView, get_blob: Callable[[bytes], bytes],
+             deadline_after: Callable[[int], int | None] | None = None) -> tuple[dict | None, str, bool | str]:
     """The dealer's decoded release, checked against its seed commitments, or (None, why not); the flag
-    says the release's blob could not be read (pruned, say): nobody's fault, the audit cannot decide."""
+    says the release's blob could not be read: True when the ledger cannot give it (pruned, say: nobody's
+    fault, the audit cannot decide), "pending" when the dealer serves it and it could not be fetched (it is
+    asked for on the ledger), "defaulted" when the dealer did not put it on the ledger when asked."""
     if view.release is None:
         return None, "no seed release", False
+    body = view.release.body
+    why = _served_default(view, view.release, deadline_after)
+    if why:
+        return None, why, "defaulted"
     try:
-        raw = get_blob(view.release.body.data)
+        served = getattr(get_blob, "served", None)
+        raw = served(body.data, body.url) if body.served and served is not None else get_blob(body.data)
     except Exception as exc:  # noqa: BLE001 - a blob the ledger cannot give (pruned): could not decide
+        if body.served:
+            return None, f"the dealer's served release is not available ({exc}); it is asked for on the ledger", \
+                "pending"
         return None, f"seed release blob unavailable: {exc}", True
     try:
         rel = decode_release(raw)
@@ -139,7 +219,8 @@ def _release(view: JobView, get_blob: Callable[[bytes], bytes]) -> tuple[dict | 
 
 def judge_job(view: JobView, challenge_index: int | None, seed: bytes, closed: int, deadline: int | None,
               get_blob: Callable[[bytes], bytes], reg_keys: dict[str, bytes], *, lam: int, mode: str,
-              judge: frozenset[int] | None = None, progress: Callable[[int, int], None] | None = None) -> Verdict:
+              judge: frozenset[int] | None = None, progress: Callable[[int, int], None] | None = None,
+              deadline_after: Callable[[int], int | None] | None = None) -> Verdict:
     """The verdict on every party and the dealer from the counted entries of `view` (answers counted
     for `challenge_index`). `deadline` is the index of the deadline checkpoint entry, None while the
     log has not reached it. With `judge`, only those parties are replayed (evidence checks). Never
@@ -150,13 +231,17 @@ def judge_job(view: JobView, challenge_index: int | None, seed: bytes, closed: i
     opened_roots = {c.opened_root for c in commitments.values()}
     v = Verdict(view.job_id, mode, lam, closed, len(opened_roots) == 1 and len(commitments) == n and bcast.consistent,
                 dealer=view.dealer, noise=[x.as_dict() for x in view.noise])
-    release, release_problem, release_unavailable = _release(view, get_blob)
+    release, release_problem, release_state = _release(view, get_blob, deadline_after)
+    release_unavailable = release_state is True
+    release_pending = release_state == "pending"
 
     def late(c) -> bool:
         return c is None or (deadline is not None and c.index > deadline)
 
     dealer_fault, dealer_kind = "", "defaulted"
-    if release is None and view.release is not None and not release_unavailable:  # malformed or not opening: provable
+    if release_state == "defaulted":
+        dealer_fault = release_problem
+    elif release is None and view.release is not None and not release_state:  # malformed or not opening: provable
         dealer_fault, dealer_kind = release_problem, "cheated"
     slots: list = []
     for p in range(n):
@@ -181,6 +266,8 @@ def judge_job(view: JobView, challenge_index: int | None, seed: bytes, closed: i
                                           f"#{deadline}) for challenge #{challenge_index}", node=node))
         elif release_unavailable:
             slots.append(PartyVerdict(p, "error", release_problem, node=node))
+        elif release_pending:
+            slots.append(PartyVerdict(p, "pending", release_problem, node=node))
         elif release is None or p not in release["seeds"] or (p == n - 1 and not release.get("corrections")):
             why = release_problem or ("the dealer did not release this party's seed" if release is None
                                       or p not in release["seeds"] else "the dealer did not release its corrections")
@@ -201,16 +288,29 @@ def judge_job(view: JobView, challenge_index: int | None, seed: bytes, closed: i
         v.parties = slots
         return v
     raws = {}
-    for s in slots:
-        if isinstance(s, int):
-            body = view.openings[s].body
-            try:  # the party's blob, and the public-values blob it references (stored once per job)
-                raws[s] = OpeningBlobs(get_blob(body.data), None if body.public is None else get_blob(body.public))
-            except Exception as exc:  # noqa: BLE001 - a blob the ledger cannot give (pruned): could not decide
-                raws[s] = exc
+    served = getattr(get_blob, "served", None)
     for k, s in enumerate(slots):
-        if isinstance(s, int) and isinstance(raws[s], Exception):
-            slots[k] = PartyVerdict(s, "error", f"opening blob unavailable: {raws[s]}", node=view.nodes.get(s))
+        if not isinstance(s, int):
+            continue
+        body = view.openings[s].body
+        why = _served_default(view, view.openings[s], deadline_after)
+        if why:
+            slots[k] = PartyVerdict(s, "defaulted", why, node=view.nodes.get(s))
+            continue
+        if body.served:
+            get = (lambda d, url=body.url: served(d, url)) if served is not None else get_blob
+            try:
+                raws[s] = OpeningBlobs(get(body.data), None if body.public is None else get(body.public))
+            except Exception as exc:  # noqa: BLE001 - not fetched: asked for on the ledger, pending meanwhile
+                req = next((view.requests[d] for d in body.blobs if d in view.requests), None)
+                slots[k] = PartyVerdict(s, "pending", f"its served opening is not available ({exc}); "
+                                        + (f"requested on the ledger at #{req.index}" if req is not None
+                                           else "to be requested on the ledger"), node=view.nodes.get(s))
+            continue
+        try:  # the party's blob, and the public-values blob it references (stored once per job)
+            raws[s] = OpeningBlobs(get_blob(body.data), None if body.public is None else get_blob(body.public))
+        except Exception as exc:  # noqa: BLE001 - a blob the ledger cannot give (pruned): could not decide
+            slots[k] = PartyVerdict(s, "error", f"opening blob unavailable: {exc}", node=view.nodes.get(s))
     judge_parties(slots, n, view.job_id, commitments, raws, release or {"seeds": {}}, manifest, seed, lam, mode,
                   prompt_len=_prompt_len(view), progress=progress)
     for pv in slots:
@@ -302,11 +402,51 @@ def audit_on_ledger(led: Ledger, job_id: str, verifier: Identity | None, *, lam:
                                                             {r.node_id: r.bls for r in led.registrations()}),
         "job_root_binding": bound,
     }
-    out.verdict = judge_job(view, out.challenge_index, st.derived.seed, st.derived.closed, dl, led.get_blob, reg_keys,
-                            lam=lam, mode=mode, progress=progress)
-    _finish(led, out, view, st, verifier, post, force, lam, mode, window=(out.challenge_index + 1, dl + 1)
-            if dl is not None else None, t0=t0, until=deadline_t)
+    source = BlobSource(led.get_blob)
+
+    def deadline_after(i: int) -> int | None:
+        return deadline_index(led, i, k, key)
+
+    out.verdict = judge_job(view, out.challenge_index, st.derived.seed, st.derived.closed, dl, source, reg_keys,
+                            lam=lam, mode=mode, progress=progress, deadline_after=deadline_after)
+    asked = _request_unreachable(led, view, out.verdict, source, verifier if post else None)
+    if asked:  # wait (up to wait_s) for the nodes to put what was asked for on the ledger, then judge again
+        while time.monotonic() < deadline_t:
+            st = state()
+            view = st.view
+            if all(d in view.provides or (d in view.requests and deadline_after(view.requests[d].index) is not None)
+                   for d in asked):
+                break
+            time.sleep(0.2)
+        st = state()
+        view = st.view
+        out.verdict = judge_job(view, out.challenge_index, st.derived.seed, st.derived.closed, dl, source, reg_keys,
+                                lam=lam, mode=mode, progress=progress, deadline_after=deadline_after)
+    window = None
+    if dl is not None:
+        ends = [dl] + [e for r in view.requests.values() if (e := deadline_after(r.index)) is not None]
+        window = (out.challenge_index + 1, max(ends) + 1)
+    _finish(led, out, view, st, verifier, post, force, lam, mode, window=window, t0=t0, until=deadline_t, source=source)
     return out
+
+
+def _request_unreachable(led: Ledger, view: JobView, v: Verdict, source: BlobSource,
+                         verifier: Identity | None) -> list[bytes]:
+    """Ask on the ledger (`blob.request`, with the auditor's key) for every blob of a served opening or
+    release that the audit could not fetch and nobody has asked for yet; the digests still awaited."""
+    want = []
+    answers = [view.openings.get(pv.party) for pv in v.parties if pv.status == "pending"]
+    if any(pv.status == "pending" for pv in v.parties) and view.release is not None:
+        answers.append(view.release)
+    for o in answers:
+        if o is None or not o.body.served:
+            continue
+        for d in o.body.blobs:
+            if d is not None and d in source.unreachable and d not in view.provides:
+                want.append(d)
+                if d not in view.requests and verifier is not None:
+                    led.append(E.make_entry(verifier, E.BLOB_REQUEST, B.BlobRequest(view.job_id, d).to_body()))
+    return want
 
 
 def _covering_checkpoint(led: Ledger, need: int, until: float):
@@ -330,7 +470,8 @@ def _all_answered(st: ChallengeState) -> bool:
 
 
 def _finish(led: Ledger, out: LedgerAudit, view: JobView, st: ChallengeState, verifier: Identity | None, post: bool,
-            force: bool, lam: int, mode: str, window: tuple[int, int] | None, t0: float, until: float = 0.0) -> None:
+            force: bool, lam: int, mode: str, window: tuple[int, int] | None, t0: float, until: float = 0.0,
+            source: BlobSource | None = None) -> None:
     """Post the verdict (once per auditor, only when decided) and export the accused nodes' evidence, under
     the first signed checkpoint that covers it (waiting for the log to sign one until `until`, monotonic)."""
     v = out.verdict
@@ -377,14 +518,15 @@ def _finish(led: Ledger, out: LedgerAudit, view: JobView, st: ChallengeState, ve
         if scp is None:
             out.missing_evidence.append(node)  # the log has not signed a checkpoint covering it yet
             continue
-        compact = _one_step_evidence(view, v, p, led.get_blob) if p is not None else None
+        source = source or BlobSource(led.get_blob)
+        compact = _one_step_evidence(view, v, p, source) if p is not None else None
         omit, proofs = compact if compact is not None else ((), ())
         out.evidence[node] = export_bundle(led, sorted(set(idx)), scp, window=window, tree_heads=[st.seal.size],
-                                           omit_blobs=omit, proofs=proofs)
+                                           omit_blobs=omit, proofs=proofs, served=source.fetched)
 
 
 def _one_step_evidence(view: JobView, v: Verdict, p: int,
-                       get_blob: Callable[[bytes], bytes]) -> tuple[list[bytes], list[bytes]] | None:
+                       source: "BlobSource") -> tuple[list[bytes], list[bytes]] | None:
     """For a party convicted by a replay at one step that is inconsistent in itself: the blobs a bundle
     can leave out (its opening, the public values, the dealer's release) and the one-step proof that
     replaces them (verifier.step_proof), checked here before it is used; else None (full evidence).
@@ -394,12 +536,13 @@ def _one_step_evidence(view: JobView, v: Verdict, p: int,
         return None
     try:
         n, step = view.n_parties, pv.replay.finding.step
-        manifest = _manifest(view, get_blob)
-        release, _, _ = _release(view, get_blob)
+        manifest = _manifest(view, source)
+        release, _, _ = _release(view, source)
         body = view.openings[p].body
         if release is None or view.release is None or p not in release["seeds"]:
             return None
-        op = decode_opening(get_blob(body.data), None if body.public is None else get_blob(body.public))
+        get = (lambda d: source.served(d, body.url)) if body.served else source
+        op = decode_opening(get(body.data), None if body.public is None else get(body.public))
         items = decode_cbor(release["corrections"]) if p == n - 1 and release.get("corrections") else None
         data = build_step_proof(program_for_parties(manifest, [op["weights"]], [op["tokens"]]), party=p, n_parties=n,
                                 job_id=view.job_id, seed=release["seeds"][p], records=op["records"], salts=op["salts"],
@@ -658,8 +801,13 @@ def _check_evidence(rep, out: EvidenceCheck, log_key: bytes) -> None:
         if dl is not None and not window_covers(counted.index + 1, dl):
             dl = None
         wanted = {view.node_party(n) for n in claimed} - {None}
+        def request_deadline(i: int) -> int | None:  # a data request's deadline, where the window shows it
+            d = deadline_after(i)
+            return d if d is not None and window_covers(i + 1, d) else None
+
         v = judge_job(view, counted.index, derived.seed, derived.closed, dl, lambda d: rep.blobs[d], rep.keys,
-                      lam=counted.body.lam or DEFAULT_LAMBDA, mode="exact", judge=frozenset(wanted) if wanted else None)
+                      lam=counted.body.lam or DEFAULT_LAMBDA, mode="exact", judge=frozenset(wanted) if wanted else None,
+                      deadline_after=request_deadline)
         out.accused = v.accused_nodes
         out.parties = [pv for pv in v.parties if pv.status in ("cheated", "defaulted")]
         for data in rep.proofs:  # one-step proofs stand in for the openings a bundle leaves out

@@ -27,7 +27,9 @@ from models import GPTConfig, random_model
 from models.publish import load_party_share
 from protocol.opening import decode_opening
 from sim.process_network import ProcessNetwork
-from verifier.ledger_audit import check_evidence
+from protocol import bodies as B
+from protocol.job_view import read_job_from_ledger
+from verifier.ledger_audit import BlobSource, check_evidence
 
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=40, block_size=16)
 PROMPT = [3, 1, 4]
@@ -35,12 +37,13 @@ STEPS = 2
 CHEATER = 1
 CHEATS = {"matmul-random": "matmul-random@3", "matmul-2^63": "matmul-2^63@20", "trunc": "trunc@5",
           "zeros": "zeros@8", "weights": "weights", "bad-opening": "bad-opening@4", "refuse": "refuse",
-          "equivocate": "equivocate@7"}
+          "equivocate": "equivocate@7", "withhold": "withhold"}
 HONEST_JOBS = 50  # make soak
 HONEST_JOBS_QUICK = 3  # make test: at least this many ...
 HONEST_JOBS_CAP = 30  # ... and on until every share index was closed once (P[> 30 needed] = 3 (2/3)^30 ~ 2e-5)
 SQLITE_QUICK = ("matmul-random", "bad-opening", "refuse", "equivocate")  # product, opening, silence, network
 PG_QUICK = ("matmul-random", "equivocate")  # one matmul kind and one network-only kind
+DEFAULTS = ("withhold",)  # not a deviation but a default: test_a_node_that_withholds_its_served_opening_defaults
 
 
 def _soak_only_on_postgres(net, request) -> None:
@@ -84,12 +87,14 @@ def _job_id(label: str) -> str:
 
 
 def _record_opened_weights(net, job_id: str, opened: dict) -> None:
+    """The opened weight shares of a job, fetched as an auditor does: the nodes serve their openings, the
+    ledger holds only their digests (specs/audit.md section 3)."""
+    source = BlobSource(net.ledger.get_blob)
     for e in net.ledger.by_job(job_id, kind=E.OPENING):
-        if e.entry.body.get("meta", {}).get("role") != "dealer":
-            public = e.entry.body.get("public")
-            op = decode_opening(net.ledger.get_blob(e.entry.body["data"]),
-                                None if public is None else net.ledger.get_blob(public))
-            opened.setdefault(e.entry.body["party"], []).append(op["weights"][WEIGHT])
+        o = B.Opening.from_entry(e.entry)
+        assert o.served and o.url and not e.entry.blob_refs()  # nothing of the opening is on the ledger
+        op = decode_opening(source.served(o.data, o.url), None if o.public is None else source.served(o.public, o.url))
+        opened.setdefault(o.party, []).append(op["weights"][WEIGHT])
 
 
 @pytest.mark.parametrize("jobs", [pytest.param(HONEST_JOBS_QUICK, id="quick"),
@@ -113,6 +118,9 @@ def test_honest_jobs_audit_clean(network, jobs, request):
         closed.add(res.verdict.closed_party)
         if k < 6:
             _record_opened_weights(net, job_id, opened)
+        # The nodes serve their openings and the dealer its release: the ledger keeps their digests only.
+        answers = net.ledger.by_job(job_id, kind=E.OPENING) + net.ledger.by_job(job_id, kind=E.RELEASE)
+        assert answers and not any(le.entry.blob_refs() for le in answers)
         k += 1
     assert closed == {0, 1, 2}  # every share index was opened in some job
     # Per-job refresh: what an audit opens is that job's fresh share, never the published one, and the
@@ -162,10 +170,11 @@ def test_a_stopped_node_is_pending_not_accused_and_answers_from_disk_after_a_res
 # (backend, (backend, kind)): the second value is unique per case, so pytest's module-scope grouping
 # keeps each backend's deployment up for all of its cases.
 CHEAT_CASES = ([pytest.param("sqlite", ("sqlite", k), id=f"sqlite-{k}",
-                               marks=[] if k in SQLITE_QUICK else [pytest.mark.soak]) for k in CHEATS]
+                               marks=[] if k in SQLITE_QUICK else [pytest.mark.soak]) for k in CHEATS
+                if k not in DEFAULTS]
                + [pytest.param("postgres", ("postgres", k), id=f"postgres-{k}",
                                marks=[pytest.mark.postgres] + ([] if k in PG_QUICK else [pytest.mark.soak]))
-                  for k in CHEATS])
+                  for k in CHEATS if k not in DEFAULTS])
 
 
 @pytest.mark.parametrize("network,case", CHEAT_CASES, indirect=["network"], scope="module")
@@ -236,3 +245,41 @@ def test_a_node_killed_mid_job_fails_that_job_only(network, request):
     net.run_job(model_id, PROMPT, STEPS, job_id)
     res = net.audit(job_id)
     assert res.verdict.clean, (res.verdict.as_dict(), net.logs())
+
+
+def test_a_node_that_withholds_its_served_opening_defaults(network, request):
+    """A node posts its opening by digest and then neither serves it nor puts it on the ledger when an auditor
+    asks (blob.request): the audit is pending until the request's deadline, then names the node as defaulted
+    (never as a cheater), with evidence that shows the log up to that deadline; the honest nodes' openings,
+    fetched from them, audit clean."""
+    _soak_only_on_postgres(network[0], request)
+    net, model_id = network
+    node = net.nodes[CHEATER].node_id
+    assert net.restart_node(CHEATER, "withhold") == 0, net.logs()
+    try:
+        for _attempt in range(12):
+            job_id = _job_id("withhold")
+            net.run_job(model_id, PROMPT, STEPS, job_id)
+            try:
+                res = net.audit(job_id)
+            except Exception as exc:  # noqa: BLE001 - the cheater was closed: nothing to withhold
+                raise AssertionError(exc)
+            if res.verdict.closed_party != CHEATER:
+                break
+        pv = next(p for p in res.verdict.parties if p.party == CHEATER)
+        assert pv.status == "pending" and res.verdict_index is None, res.verdict.as_dict()
+        requests = net.ledger.by_job(job_id, kind=E.BLOB_REQUEST)
+        assert requests and all(r.entry.author == net.verifier.node_id for r in requests)
+        k = read_job_from_ledger(net.ledger, job_id).open.body.open_deadline
+        for _ in range(k + 1):  # the log's clock runs past the request's deadline
+            net.ledger.checkpoint()
+        res = net.audit(job_id, wait_s=0.0)
+        v = res.verdict
+        assert v.defaulted == [CHEATER] and v.cheaters == [] and [p.status for p in v.parties
+                                                                  if p.party not in (CHEATER, v.closed_party)] == ["clean"]
+        body = net.ledger.get(res.verdict_index).entry.body
+        assert body["outcome"] == "fail" and body["defaulted"] == [node]
+        chk = check_evidence(res.evidence[node], net.ledger.log_key)
+        assert chk.ok and chk.accused == [node] and chk.parties[0].status == "defaulted", chk.as_dict()
+    finally:
+        assert net.restart_node(CHEATER, None) == 0, net.logs()
