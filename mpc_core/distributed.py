@@ -73,9 +73,10 @@ class TorchDistributedCommunicator(Communicator):
         peers = log.peers
         sends = {j: self._message_for(log.count, j, mine) for j in peers}
         try:
-            works = [dist.isend(sends[j], dst=j, group=self.group) for j in peers]
-            for j in peers:
-                dist.recv(out[j], src=j, group=self.group)
+            # Every receive is posted before any send, and all complete together: a round costs one
+            # network trip instead of a handshake per peer in turn (5 ms one-way: 10 ms a round, not 25).
+            works = [dist.irecv(out[j], src=j, group=self.group) for j in peers]
+            works += [dist.isend(sends[j], dst=j, group=self.group) for j in peers]
             for w in works:
                 w.wait()
         except Exception as exc:
