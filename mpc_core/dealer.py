@@ -18,6 +18,12 @@ Kinds (params):
   and           (shape,)                    a, b (xor) | c = a & b (xor)
   edabit        (shape,)                    r | rb = r (xor)
   dabit         (shape,)                    rb (xor bit) | ra = rb (arith)
+  and_many      (shape, m, monomials)       a (m words, xor) | c[t] = AND of the shifted a's of factor set t (xor)
+
+and_many: `monomials` is a tuple of monomials, each a tuple of 2..MAX_AND_FANIN factors (j, k, neg): input
+word j shifted by k (shift_word) and complemented if neg (the complement changes only the opened side, not
+the material). The derived sets t are every subset of >= 2 factors (j, k) of some monomial, in the order
+of `and_many_subsets` (multi-input AND gates, Patra et al., ABY2.0, USENIX Security 2021).
 """
 from __future__ import annotations
 
@@ -25,13 +31,14 @@ from dataclasses import dataclass
 import functools
 import math
 from functools import reduce
+import itertools
 from typing import Callable, Literal
 
 import torch
 
 from mpc_core import prg
 from mpc_core.errors import DealerError
-from mpc_core.ring import lshr
+from mpc_core.ring import lshr, shift_word
 
 Sharing = Literal["arith", "xor", "xorbit"]
 Shape = tuple[int, ...]
@@ -122,6 +129,54 @@ def _narrow(full: Shape, spec) -> tuple[int, int, int] | None:
     return dim, start, length
 
 
+MAX_AND_FANIN = 4  # factors per and_many monomial: 2^4 - 5 = 11 derived words each
+MAX_AND_INPUTS = 8
+MAX_AND_MONOMIALS = 8
+
+Factor = tuple[int, int, int]  # (input j, shift k, neg)
+
+
+def and_many_monomials(m: int, monomials) -> tuple[tuple[Factor, ...], ...]:
+    """Validate and normalise and_many monomials (lists from a record or a wire become tuples)."""
+    try:
+        out = tuple(tuple((int(j), int(k), int(neg)) for j, k, neg in mono) for mono in monomials)
+    except (TypeError, ValueError) as exc:
+        raise DealerError(f"bad and_many monomials {monomials!r}") from exc
+    if not 1 <= m <= MAX_AND_INPUTS or not 1 <= len(out) <= MAX_AND_MONOMIALS:
+        raise DealerError(f"and_many takes 1..{MAX_AND_INPUTS} inputs and 1..{MAX_AND_MONOMIALS} monomials")
+    for mono in out:
+        if not 2 <= len(mono) <= MAX_AND_FANIN:
+            raise DealerError(f"an and_many monomial has 2..{MAX_AND_FANIN} factors, got {len(mono)}")
+        if len({(j, k) for j, k, _ in mono}) != len(mono):
+            raise DealerError(f"repeated factor in and_many monomial {mono}")
+        for j, k, neg in mono:
+            if not (0 <= j < m and -63 <= k <= 63 and neg in (0, 1)):
+                raise DealerError(f"bad and_many factor {(j, k, neg)} for {m} inputs")
+    return out
+
+
+def and_many_subsets(monomials: tuple[tuple[Factor, ...], ...]) -> tuple[tuple[tuple[int, int], ...], ...]:
+    """Every set of >= 2 factors (j, k) that is a subset of some monomial, once, by size then value."""
+    sets = set()
+    for mono in monomials:
+        fac = sorted((j, k) for j, k, _ in mono)
+        for r in range(2, len(fac) + 1):
+            sets.update(itertools.combinations(fac, r))
+    return tuple(sorted(sets, key=lambda t: (len(t), t)))
+
+
+def _and_many_derive(a: torch.Tensor, subsets) -> torch.Tensor:
+    """c[t] = AND over (j, k) in t of shift_word(a[j], k)."""
+    out = []
+    for t in subsets:
+        acc = None
+        for j, k in t:
+            v = shift_word(a[j], k)
+            acc = v if acc is None else acc & v
+        out.append(acc)
+    return torch.stack(out)
+
+
 @functools.lru_cache(maxsize=4096)
 def kind_spec(req: Request) -> KindSpec:
     """The component layout and derivation of a request (raises DealerError on unknown kinds)."""
@@ -175,6 +230,16 @@ def kind_spec(req: Request) -> KindSpec:
         if k == "dabit":
             shape = _shape(p[0])
             return KindSpec((Component("rb", shape, "xorbit"),), (Component("ra", shape, "arith"),), lambda s: {"ra": s["rb"].clone()})
+        if k == "and_many":
+            if len(p) != 3:
+                raise DealerError(f"and_many takes (shape, m, monomials), got {p!r}")
+            shape, m = _shape(p[0]), int(p[1])
+            subsets = and_many_subsets(and_many_monomials(m, p[2]))
+            return KindSpec(
+                (Component("a", (m,) + shape, "xor"),),
+                (Component("c", (len(subsets),) + shape, "xor"),),
+                lambda s: {"c": _and_many_derive(s["a"], subsets)},
+            )
     except (IndexError, TypeError, ValueError) as exc:
         raise DealerError(f"bad parameters for dealer kind {k!r}: {p!r}") from exc
     raise DealerError(f"unknown dealer kind {k!r}")

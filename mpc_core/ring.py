@@ -86,6 +86,15 @@ def lshr(x: torch.Tensor, k: int) -> torch.Tensor:
     return (x >> k) & ((1 << (64 - k)) - 1)
 
 
+def shift_word(x: torch.Tensor, k: int) -> torch.Tensor:
+    """x << k for k > 0, the logical x >> -k for k < 0 (zeros shifted in either way), x for k = 0.
+
+    Both are linear over XOR, so they apply share by share to XOR-shared words."""
+    if k >= 0:
+        return x << k if k < 64 else torch.zeros_like(x)
+    return lshr(x, -k)
+
+
 def bit(x: torch.Tensor, j: int) -> torch.Tensor:
     """Bit j (0 = least significant) of each int64 bit pattern, as 0/1 int64."""
     return lshr(x, j) & 1

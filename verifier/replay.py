@@ -59,6 +59,7 @@ IMPLIED_INPUTS: dict[str, dict[str, str]] = {
     "fixed_matmul": {"in.x": "sent.e"},
     "trunc": {"in.x": "sent.c"},
     "and": {"in.x": "sent.d", "in.y": "sent.e"},
+    "and_many": {"in.x": "sent.d"},
     "a2b_open": {"in.x": "sent.c"},
     "b2a": {"in.bits": "sent.v"},
 }

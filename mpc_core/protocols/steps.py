@@ -31,6 +31,14 @@ def _params(ops: list, kind: str) -> list:
     return req[1]
 
 
+def _and_many_params(ops: list, kind: str) -> tuple:
+    """The monomials of an and_many step's request [shape, m, monomials] (the protocol validates them)."""
+    p = _params(ops, kind)
+    if len(p) != 3 or not isinstance(p[2], list):
+        raise StepSpecError(f"malformed and_many request {p!r}")
+    return tuple(tuple(tuple(f) for f in mono) for mono in p[2])
+
+
 def _narrow(p: list, at: int) -> tuple[int, int, int] | None:
     rest = p[at:]
     if not rest:
@@ -65,6 +73,7 @@ def run_recorded_step(s: Session, kind: str, inputs: dict[str, torch.Tensor], op
         "beaver_matmul": lambda: A.beaver_matmul(s, _one(inputs["in.x"]), _one(inputs["in.y"])),
         "trunc": lambda: A.truncate(s, _one(inputs["in.x"]), int(_params(ops, kind)[1])),
         "and": lambda: Bn.and_(s, _one(inputs["in.x"]), _one(inputs["in.y"])),
+        "and_many": lambda: Bn.and_many(s, _one(inputs["in.x"]), _and_many_params(ops, kind)),
         "a2b_open": lambda: Bn.a2b(s, _one(inputs["in.x"])),
         "b2a": lambda: Bn.b2a_bits(s, _one(inputs["in.bits"])),
     }

@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from mpc_core import prg
-from mpc_core.dealer import Request, SeededDealerClient, TrustedDealer, corrections, expand_party, kind_spec
+from mpc_core.dealer import (Request, SeededDealerClient, TrustedDealer, and_many_subsets, corrections, expand_party,
+                             kind_spec)
 from mpc_core.encoding import canonical_cbor
 from mpc_core.errors import DealerError
-from mpc_core.ring import lshr
+from mpc_core.ring import lshr, shift_word
 
 MASTER = prg.master_from_int(42)
 
@@ -60,6 +61,16 @@ def test_every_kind_reconstructs_to_its_relation(n):
     assert torch.equal(m["r_shift"], lshr(m["r"] & (2**63 - 1), 16))
     m = _reconstruct(d, Request("and", ((6,),)), 3)
     assert torch.equal(m["c"], m["a"] & m["b"])
+    mons = (((0, 0, 0), (1, 4, 0)), ((0, 0, 0), (0, 4, 0), (1, 8, 1), (1, -3, 0)))
+    m = _reconstruct(d, Request("and_many", ((6,), 2, mons)), 6)
+    sets = and_many_subsets(mons)
+    assert len(sets) == 12 and m["c"].shape == (len(sets), 6)
+    for t, c in zip(sets, m["c"]):
+        want = None
+        for j, k in t:
+            v = shift_word(m["a"][j], k)
+            want = v if want is None else want & v
+        assert torch.equal(c, want), t
     m = _reconstruct(d, Request("edabit", ((6,),)), 4)
     assert torch.equal(m["rb"], m["r"])
     m = _reconstruct(d, Request("dabit", ((64,),)), 5)
@@ -106,6 +117,10 @@ def test_last_party_needs_a_channel_and_unknown_kinds_fail():
         d.get(Request("matmul", ((2, 3), (4, 5))), 0)
     with pytest.raises(DealerError, match="bad parameters"):
         d.get(Request("trunc", ()), 0)
+    for bad in [(((0, 0, 0),),), (((0, 0, 0), (0, 0, 1)),), (((0, 0, 0), (2, 1, 0)),), (((0, 0, 0), (0, 64, 0)),),
+                (tuple((0, i, 0) for i in range(5)),), (((0, 0, 0), (0, 1, 2)),), ("x",)]:
+        with pytest.raises(DealerError):
+            d.get(Request("and_many", ((3,), 2) + bad), 0)
 
 
 def test_corrections_are_deterministic():

@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 from mpc_core import Session, SharedTensor, encode, simulate
 from mpc_core.prg import master_from_int
 from mpc_core.protocols.arithmetic import truncate
-from mpc_core.protocols.binary import a2b
+from mpc_core.protocols.binary import a2b, and_many, prefix_or_down
+from mpc_core.ring import lshr, shift_word
 
 from .helpers import ULP, quantize
 
@@ -41,6 +42,41 @@ def test_a2b_gives_the_same_word(words, n, seed):
     for i in range(1, n):
         acc ^= xb[i]
     assert torch.equal(acc, x)
+
+
+def _xor_open(xb):
+    acc = xb[0].clone()
+    for i in range(1, xb.shape[0]):
+        acc ^= xb[i]
+    return acc
+
+
+@given(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=3, max_size=12), st.integers(2, 5), st.integers(0, 99))
+@settings(max_examples=30, deadline=None)
+def test_and_many_is_the_and_of_its_shifted_factors(words, n, seed):
+    s = _session(n, seed)
+    k = len(words) // 3
+    xs = torch.tensor(words[:3 * k], dtype=torch.int64).reshape(3, k)
+    mons = (((0, 0, 0), (1, 5, 1)), ((0, -7, 1), (1, 0, 0), (2, 63, 0)), ((0, 0, 0), (1, 1, 0), (2, -1, 1), (2, 2, 0)))
+    z = _xor_open(and_many(s, s.public_to_shares(xs), mons))
+    for i, mono in enumerate(mons):
+        want = None
+        for j, sh, neg in mono:
+            v = shift_word(xs[j], sh) ^ (-1 if neg else 0)
+            want = v if want is None else want & v
+        assert torch.equal(z[i], want), mono
+
+
+@given(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=16), st.integers(2, 4), st.integers(0, 99))
+@settings(max_examples=30, deadline=None)
+def test_prefix_or_down_sets_every_bit_at_and_below_the_leading_one(words, n, seed):
+    s = _session(n, seed)
+    x = torch.tensor(words + [0, 1, -1, 1 << 40], dtype=torch.int64)
+    z = _xor_open(prefix_or_down(s, s.public_to_shares(x)))
+    want = x.clone()
+    for sh in range(1, 64):
+        want |= lshr(x, sh)
+    assert torch.equal(z, want)
 
 
 def test_comparison_exact_from_2_pow_minus16_to_2_pow_30():

@@ -6,6 +6,7 @@ import torch
 from mpc_core import Session, SharedTensor
 from mpc_core.prg import master_from_int
 from mpc_core.protocols import arithmetic as A
+from mpc_core.protocols import binary as Bn
 from mpc_core.transcript import tensor_digest
 from sim.adversary import Cheat, tamper_steps
 from protocol.commitments import verify_records
@@ -75,6 +76,7 @@ _RELATIONS = {  # (input, message): what the party's own material of the step mu
     ("trunc", "in.x", "sent.c"): lambda i, s, m, p0: torch.equal(s - i - p0 * (1 << 62), m["r"]),
     ("and", "in.x", "sent.d"): lambda i, s, m, p0: torch.equal(i ^ s, m["a"]),
     ("and", "in.y", "sent.e"): lambda i, s, m, p0: torch.equal(i ^ s, m["b"]),
+    ("and_many", "in.x", "sent.d"): lambda i, s, m, p0: torch.equal(i ^ s, m["a"]),
     ("a2b_open", "in.x", "sent.c"): lambda i, s, m, p0: torch.equal(s - i, m["r"]),
     ("b2a", "in.bits", "sent.v"): lambda i, s, m, p0: torch.equal(i ^ s, m["rb"]),
 }
@@ -108,6 +110,7 @@ def test_skipped_inputs_are_bijective_images_of_their_messages():
     x = SharedTensor.from_plain(s, torch.randn(2, 3, 4)).data
     y = SharedTensor.from_plain(s, torch.randn(2, 4, 5)).data
     A.beaver_matmul(s, x, y)
+    Bn.and_(s, x, x)  # the 2-input AND: the model's comparisons use and_many now
     assert s.seen == set(R.IMPLIED_INPUTS)
 
 
