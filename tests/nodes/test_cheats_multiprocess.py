@@ -54,6 +54,7 @@ def _soak_only_on_postgres(net, request) -> None:
         pytest.skip("the PostgreSQL variant of this scenario runs under make soak")
 WEIGHT = "transformer.h.0.mlp.c_fc.weight"
 _jobs = itertools.count()
+_dbs = itertools.count()  # a module fixture can be set up twice in one worker (params reordered)
 # The daemons' and the client's --timeout (gloo joins and every send/recv wait that long) and the harness's
 # idle window. Only a failure ever waits it out; a loaded machine (load 10 on 2 cores) slows a job tenfold
 # and had a starved dealer miss a 90 s send deadline.
@@ -71,7 +72,7 @@ def network(request, tmp_path_factory):
     if request.param == "sqlite":
         url = f"sqlite:///{tmp / 'ledger.db'}"
     else:
-        url = request.getfixturevalue("pg_server").create_database(f"procnet{os.getpid()}")
+        url = request.getfixturevalue("pg_server").create_database(f"procnet{os.getpid()}_{next(_dbs)}")
     net = ProcessNetwork(url, tmp, n_nodes=3, seed=11, timeout_s=TIMEOUT_S)
     model_id = net.publish(random_model(CFG, seed=4))
     net.start()
