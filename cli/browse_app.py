@@ -482,7 +482,8 @@ class NodeScreen(_Base):
             return
         hb = when(n.last_heartbeat_ms) + (f" (models {', '.join(m[:12] for m in n.models)})" if n.models else "")
         self.query_one("#node", Static).update(Text(
-            f"node {n.node_id}  roles {','.join(n.roles)}  endpoint {n.endpoint or '-'}\n"
+            f"node {n.node_id}  operator {n.operator or n.node_id}  roles {','.join(n.roles)}  "
+            f"endpoint {n.endpoint or '-'}\n"
             f"ed25519 {n.ed25519.hex()}\nbls     {n.bls.hex()}\n"
             f"registered #{n.registered_index} at {when(n.registered_ms)}; last heartbeat {hb}\n"
             f"jobs {n.jobs_served}, audits passed {n.audits_passed}, accusations {n.accusations}, "

@@ -29,7 +29,9 @@ job-<12 hex>): the id `verify audit JOB` and `shardproof ledger get --job JOB` t
 
 On a ledger (--ledger, or --nodes with a configured ledger), before opening the job every
 node (and the --dealer daemon) must be registered, have posted a node.heartbeat within
---max-heartbeat-age seconds, and (nodes) list --model-id; else exit 2 with one line.
+--max-heartbeat-age seconds, and (nodes) list --model-id; no node may be named twice and no
+operator (`prover register --operator`, default the node itself) may hold two share indices;
+else exit 2 with one line, and nothing is posted.
 A job that fails once opened is closed on the ledger with a job.fail entry and its reason.
 --ledger and --key default to $SHARDPROOF_LEDGER / $SHARDPROOF_KEY, else `ledger` / `key`
 in ~/.config/shardproof/config.toml.
@@ -327,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
         except (ProverError, ModelsError) as e:
             _err(f"bad key file: {e}")
             return EXIT_INCOMPLETE
-        from prover.remote_client import PreflightError, preflight
+        from prover.remote_client import AssignmentRefused, PreflightError, preflight
 
         import time as _time
 
@@ -338,6 +340,8 @@ def run(args: argparse.Namespace) -> int:
                     preflight(args.ledger, [n for n in args.nodes.split(",") if n], args.model_id, args.dealer,
                               args.max_heartbeat_age)
                     break
+                except AssignmentRefused:
+                    raise  # waiting does not change who runs the nodes
                 except PreflightError:
                     if _time.monotonic() >= ready_by:
                         raise

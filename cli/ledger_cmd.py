@@ -476,6 +476,7 @@ def _parse_index(text: str) -> int:
 
 def entry_report(led, le, scp) -> dict[str, Any]:
     """One entry as plain fields, with its signature and its inclusion under `scp` checked."""
+    from ledger import entries as E
     from ledger import merkle
 
     reg = led.registration(le.author)
@@ -485,6 +486,8 @@ def entry_report(led, le, scp) -> dict[str, Any]:
         "signature_ok": bool(reg is not None and le.entry.verify_sig(reg.ed25519)),
         "included_under": None, "proof": None,
     }
+    if le.kind == E.REGISTER:  # who runs the node: declared, else the node itself (specs/threat-model.md)
+        out["operator"] = E.registered_operator(le.entry)
     if scp is not None and le.index < scp.size:
         proof = led.inclusion_proof(le.index, scp.size)
         ok = merkle.verify_inclusion(le.data, le.index, scp.size, proof, scp.root, led.hash_name)
@@ -552,6 +555,7 @@ def run_get(args: argparse.Namespace) -> int:
         for r in reports:
             rows = [("kind", r["kind"]), ("author", r["author"]), ("time", f"{r['time']} ({r['time_ms']} ms)"),
                     ("signature", "ok" if r["signature_ok"] else "DOES NOT VERIFY"),
+                    *([("operator", r["operator"])] if "operator" in r else []),
                     ("body", json.dumps(r["body"], indent=2, sort_keys=True))]
             if r["included_under"] is not None:
                 inc = r["included_under"]

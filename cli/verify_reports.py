@@ -217,7 +217,9 @@ def nodes_table(nodes: list):
         t.add_column(c, justify="right" if c in ("jobs", "audits passed", "accusations", "defaulted", "unresponsive")
                      else "left", overflow="fold", no_wrap=c == "node")
     for n in nodes:
-        t.add_row(n.node_id, ",".join(n.roles), f"{fingerprint(n.ed25519)} / {fingerprint(n.bls)}", n.endpoint or "-",
+        op = n.operator or n.node_id
+        t.add_row(n.node_id + (f" (operator {op})" if op != n.node_id else ""), ",".join(n.roles),
+                  f"{fingerprint(n.ed25519)} / {fingerprint(n.bls)}", n.endpoint or "-",
                   f"#{n.registered_index} {when(n.registered_ms)}", when(n.last_heartbeat_ms), str(n.jobs_served),
                   str(n.audits_passed), str(n.accusations), str(n.defaulted), str(n.unresponsive))
     return t

@@ -180,6 +180,7 @@ SCHEMAS: dict[str, dict[str, _Spec]] = {
         "bls_pop": _req(Bytes(BLS_SIG)),
         "x25519": _opt(Bytes(32)),
         "endpoint": _opt(Str(256, min_len=0)),
+        "operator": _opt(Str()),  # who runs the node (default: the node itself); protocol.job_view
         **_META,
     },
     MODEL: {
@@ -465,8 +466,10 @@ def registration(
     x25519: bytes | None = None,
     time: int | None = None,
     meta: Mapping[str, Any] | None = None,
+    operator: str | None = None,
 ) -> Entry:
-    """A self-signed node.register entry carrying the identity's public keys and BLS proof of possession."""
+    """A self-signed node.register entry carrying the identity's public keys and BLS proof of possession,
+    and the operator that runs the node when it is declared (None: the node is its own operator)."""
     body: dict[str, Any] = {
         "node_id": identity.node_id,
         "roles": list(roles),
@@ -478,9 +481,20 @@ def registration(
         body["endpoint"] = endpoint
     if x25519 is not None:
         body["x25519"] = x25519
+    if operator is not None:
+        body["operator"] = operator
     if meta:
         body["meta"] = dict(meta)
     return make_entry(identity, REGISTER, body, time)
+
+
+def registered_operator(entry: Entry) -> str:
+    """The operator a `node.register` entry declares: its `operator` field, else the node's own id (a node
+    that declares none is its own operator). Raises SchemaError for an entry of another kind."""
+    if entry.kind != REGISTER or not isinstance(entry.body, dict):
+        raise SchemaError(f"a {entry.kind} entry declares no operator (only {REGISTER} does)")
+    op = entry.body.get("operator")
+    return op if isinstance(op, str) else entry.author
 
 
 def decode_entry(data: bytes) -> Entry:

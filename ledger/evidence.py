@@ -112,6 +112,7 @@ class EvidenceReport:
     window: list[tuple[int, bytes]] = field(default_factory=list)  # a complete, included stretch of leaves
     tree_heads: dict[int, bytes] = field(default_factory=dict)  # size -> root, consistent with the checkpoint
     keys: dict[str, bytes] = field(default_factory=dict)  # node id -> Ed25519 key, from verified registrations
+    registrations: dict[str, tuple[int, E.Entry]] = field(default_factory=dict)  # node id -> (index, its node.register)
     missing_blobs: set[bytes] = field(default_factory=set)  # referenced by an entry but left out of the bundle
     proofs: list[bytes] = field(default_factory=list)  # the application's attachments, unchecked here
 
@@ -193,6 +194,7 @@ def _verify(data: bytes, log_key: bytes | None, rep: EvidenceReport) -> None:
             continue
         regs[e.author] = e.body["ed25519"]
         rep.keys[e.author] = e.body["ed25519"]
+        rep.registrations.setdefault(e.author, (i, e))
     refs: set[bytes] = set()
     served_refs: set[bytes] = set()  # named by entries, served by nodes: carried if the exporter had them
     if not obj["entries"]:

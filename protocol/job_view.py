@@ -5,7 +5,9 @@ which entries count (specs/ledger.md, "Who may write what").
 |--------------------|---------------------------------------------------|--------------------------------------|
 | job.open           | anyone (the ledger refuses a second one per id)   | -                                    |
 | job.assign         | the job's opener; the first valid one             | every index 0..N-1 once, distinct     |
-|                    |                                                   | nodes, none of them the dealer       |
+|                    |                                                   | nodes, none of them the dealer, no   |
+|                    |                                                   | operator given two indices (any      |
+|                    |                                                   | replica or stage; `operator_problem`)|
 | dealer.commit      | the job's dealer (job.open); the first            | a seed commitment for every index    |
 | node.job_root      | the node assigned to `party` (author = body.node) | replica 0; the first per party        |
 | challenge.reveal   | the participant of the slot (party's node/dealer) | a value opening its beacon; posted   |
@@ -30,6 +32,10 @@ which entries count (specs/ledger.md, "Who may write what").
 Every other entry with the job's id is noise: never counted against anyone, reported apart.
 Entry signatures are checked before (by the ledger on append, or by ledger.evidence for a
 bundle); this module checks who may write what.
+
+A node's operator is the `operator` its first `node.register` declares, if that registration is
+in the log before the job.assign; otherwise (none declared, registered later, or no registration
+given to `read_job`) the node is its own operator (specs/threat-model.md, "Replicas and operators").
 """
 from __future__ import annotations
 
@@ -218,10 +224,49 @@ def _typed(cls, le: _Logged, view: JobView | None):
         return None
 
 
-def read_job(job_id: str, entries: Iterable[_Logged], models: Iterable[_Logged] = ()) -> JobView:
+RegistrationLookup = Callable[[str], "_Logged | None"]
+"""A node id -> the first `node.register` entry of that node in the log (with its index), or None."""
+
+
+def operator_problem(assignments: Iterable[B.Assignment], operator_of: Callable[[str], str]) -> str:
+    """Why `assignments` give one operator two share indices of a job ("" if they do not): every row
+    counts, whatever its replica or stage (replicas of one index hold the same share; two indices
+    together are a step towards all of them). The first conflict in the rows' order is named."""
+    held: dict[str, dict[int, str]] = {}  # operator -> share index -> the first node of it holding that index
+    for a in assignments:
+        op = operator_of(a.node)
+        parties = held.setdefault(op, {})
+        parties.setdefault(a.party, a.node)
+        if len(parties) > 1:
+            (p0, n0), (p1, n1) = list(parties.items())[:2]
+            return (f"operator {op!r} is given two share indices: {p0} (node {n0!r}) and {p1} (node {n1!r}); "
+                    f"one operator may hold one share index of a job")
+    return ""
+
+
+def _operators(registration: RegistrationLookup | None, before: int) -> Callable[[str], str]:
+    """node id -> its operator: what its first registration declares if that registration is in the log
+    before index `before` (the job.assign), else the node itself."""
+    def operator_of(node: str) -> str:
+        le = registration(node) if registration is not None else None
+        if le is None or le.index >= before or le.entry.kind != E.REGISTER or le.entry.author != node:
+            return node
+        return E.registered_operator(le.entry)
+    return operator_of
+
+
+def first_registration(led, node: str) -> _Logged | None:
+    """The first `node.register` of `node` on the ledger `led` (the one that counts), or None."""
+    found = led.query(kind=E.REGISTER, author=node, limit=1)
+    return found[0] if found else None
+
+
+def read_job(job_id: str, entries: Iterable[_Logged], models: Iterable[_Logged] = (),
+             registration: RegistrationLookup | None = None) -> JobView:
     """Apply the authorship table to a job's entries (log order; any mix of kinds; entries of other
-    jobs are skipped), with the `model.publish` entries of the ledger (or bundle) in `models`.
-    Raises JobError if there is no valid `job.open`."""
+    jobs are skipped), with the `model.publish` entries of the ledger (or bundle) in `models` and
+    `registration` finding a node's first `node.register` (its operator; None: every node is its own
+    operator). Raises JobError if there is no valid `job.open`."""
     ordered = sorted(entries, key=lambda le: le.index)
     mine = [le for le in ordered if le.entry.job_id == job_id]
     opens = [le for le in mine if le.entry.kind == E.JOB_OPEN]
@@ -255,7 +300,7 @@ def read_job(job_id: str, entries: Iterable[_Logged], models: Iterable[_Logged] 
             elif view.assign is not None:
                 noise(le, "a later job.assign")
             else:
-                why = _assignment_problem(a, n, view.dealer)
+                why = _assignment_problem(a, n, view.dealer, _operators(registration, le.index))
                 if why:
                     noise(le, why)
                 else:
@@ -352,8 +397,8 @@ def read_job(job_id: str, entries: Iterable[_Logged], models: Iterable[_Logged] 
     return view
 
 
-def _assignment_problem(a: B.JobAssign, n: int, dealer: str) -> str:
-    """Why an assignment cannot count ("" if it can)."""
+def _assignment_problem(a: B.JobAssign, n: int, dealer: str, operator_of: Callable[[str], str]) -> str:
+    """Why an assignment cannot count ("" if it can); `operator_of` maps a node id to its operator."""
     primary = [x for x in a.assignments if x.replica == 0 and x.stage == 0]
     if sorted(x.party for x in primary) != list(range(n)):
         return f"job.assign does not name exactly one node per share index 0..{n - 1}"
@@ -362,7 +407,8 @@ def _assignment_problem(a: B.JobAssign, n: int, dealer: str) -> str:
         return "job.assign gives one node two share indices"
     if dealer in nodes:
         return "job.assign names the job's dealer as a node"
-    return ""
+    why = operator_problem(a.assignments, operator_of)
+    return f"job.assign: {why}" if why else ""
 
 
 def job_failed(led, job_id: str) -> B.JobFail | None:
@@ -413,8 +459,8 @@ def counted_verdicts(view: JobView, auditors: Iterable[str]) -> list[Counted[B.V
 
 
 def read_job_from_ledger(led, job_id: str) -> JobView:
-    """`read_job` over a ledger (its job entries and model publications)."""
-    return read_job(job_id, led.by_job(job_id), led.query(kind=E.MODEL))
+    """`read_job` over a ledger (its job entries, model publications and the assigned nodes' registrations)."""
+    return read_job(job_id, led.by_job(job_id), led.query(kind=E.MODEL), lambda node: first_registration(led, node))
 
 
 def first_sealing_checkpoint(led, view: JobView):

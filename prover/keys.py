@@ -246,6 +246,7 @@ class PeerKeys:
     bls: bytes
     x25519: bytes | None
     endpoint: str | None
+    operator: str = ""  # who runs it: the registration's `operator`, else its own node id (set by lookup_peer)
 
 
 def lookup_peer(ledger: "Ledger", node_id: str) -> PeerKeys | None:
@@ -263,9 +264,23 @@ def lookup_peer(ledger: "Ledger", node_id: str) -> PeerKeys | None:
         bls=b["bls"],
         x25519=b.get("x25519"),
         endpoint=b.get("endpoint"),
+        operator=E.registered_operator(le.entry),
     )
 
 
-def registration_entry(keys: NodeKeys, roles: tuple[str, ...] = ("node",), endpoint: str | None = None) -> E.Entry:
-    """The self-signed `node.register` entry for `keys`: Ed25519, BLS (+ proof of possession), X25519, endpoint."""
-    return E.registration(keys.identity, roles=roles, endpoint=endpoint, x25519=keys.x25519_pub)
+def validate_operator_id(operator: Any) -> str:
+    """`operator` if it is an operator id (the same alphabet as node ids: 1..128 characters of
+    [A-Za-z0-9._:@-]); raises InvalidNodeId otherwise."""
+    if not isinstance(operator, str) or NODE_ID_RE.fullmatch(operator) is None:
+        raise InvalidNodeId(f"operator id {operator!r} must be 1..128 characters of [A-Za-z0-9._:@-]")
+    return operator
+
+
+def registration_entry(keys: NodeKeys, roles: tuple[str, ...] = ("node",), endpoint: str | None = None,
+                       operator: str | None = None) -> E.Entry:
+    """The self-signed `node.register` entry for `keys`: Ed25519, BLS (+ proof of possession), X25519, endpoint,
+    and the operator that runs the node if given (None: none declared, the node is its own operator).
+    Raises InvalidNodeId for a malformed operator id."""
+    if operator is not None:
+        validate_operator_id(operator)
+    return E.registration(keys.identity, roles=roles, endpoint=endpoint, x25519=keys.x25519_pub, operator=operator)

@@ -33,7 +33,7 @@ from prover.ledger_view import wait_for
 from prover.local_files import safe_id
 from protocol.errors import BodyError, JobError
 from protocol import bodies as B
-from protocol.job_view import job_failed, last_heartbeat, published_manifest
+from protocol.job_view import job_failed, last_heartbeat, operator_problem, published_manifest
 from models.publish import manifest_config
 from protocol.program import client_loop
 from prover.wire import client_rank, join_group, leave_group, recv_bytes, send_bytes
@@ -47,15 +47,41 @@ class PreflightError(RemoteJobError):
     """A node or the dealer is not ready for a job (not registered, not live, not holding the model)."""
 
 
+class AssignmentRefused(PreflightError):
+    """The node list can never make a job.assign that counts (a node named twice, or one operator given two
+    share indices): waiting does not help."""
+
+
 DEFAULT_MAX_HEARTBEAT_AGE_S = 180.0  # 3x the daemons' default --heartbeat interval (60 s)
+
+
+def assignment_problem(led: Ledger, node_ids: list[str]) -> str:
+    """Why giving share index i to `node_ids[i]` would make a job.assign that does not count ("" if it
+    would count, as far as the nodes go): a node named twice, or one operator given two indices, the
+    operators read from the nodes' registrations on `led` (an unregistered node is its own operator)."""
+    seen: dict[str, int] = {}
+    for p, nid in enumerate(node_ids):
+        if nid in seen:
+            return f"node {nid!r} is named twice (share indices {seen[nid]} and {p}); a node holds one share index"
+        seen[nid] = p
+
+    def operator_of(nid: str) -> str:
+        peer = lookup_peer(led, nid)
+        return peer.operator if peer is not None else nid
+
+    return operator_problem([B.Assignment(nid, p) for p, nid in enumerate(node_ids)], operator_of)
 
 
 def preflight(ledger: str | Ledger, node_ids: list[str], model_id: str, dealer: str | None = None,
               max_age_s: float = DEFAULT_MAX_HEARTBEAT_AGE_S) -> None:
-    """Before opening a job: every node (and the dealer daemon, if named) is registered, has posted a
+    """Before opening a job: no node is named twice and no operator is given two share indices (else
+    AssignmentRefused), every node (and the dealer daemon, if named) is registered, has posted a
     `node.heartbeat` of its own within `max_age_s` seconds, and each node's lists `model_id`.
     Raises PreflightError with a one-line reason."""
     led = Ledger.open(ledger, create=False) if isinstance(ledger, str) else ledger
+    why = assignment_problem(led, node_ids)
+    if why:
+        raise AssignmentRefused(why)
     now = E.now_ms()
     for role, nid in [("node", n) for n in node_ids] + ([("dealer", dealer)] if dealer is not None else []):
         if lookup_peer(led, nid) is None:
@@ -158,6 +184,9 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
         raise RemoteJobError("a job needs a prompt and at least one step")
     led = Ledger.open(ledger_url, create=False)
     n = len(node_ids)
+    why = assignment_problem(led, node_ids)
+    if why:  # before posting anything: the nodes would not serve such a job (protocol.job_view)
+        raise AssignmentRefused(why)
     try:
         manifest = published_manifest(led, model_id)
     except JobError:

@@ -744,10 +744,16 @@ def _check_evidence(rep, out: EvidenceCheck, log_key: bytes) -> None:
         out.reasons.append("the bundle has no job.open")
         return
     job_id = opens[0].entry.body.get("job_id")
+    regs = rep.registrations  # verified and included: the operators the assignment rule reads
     view = read_job(job_id, [*entries, *[w for w in window if w.index not in {x.index for x in entries}]],
-                    [x for x in entries if x.entry.kind == E.MODEL])
-    if view.assign is None or not view.committed:
-        out.reasons.append("the bundle does not hold the job's counted assignment and commitments")
+                    [x for x in entries if x.entry.kind == E.MODEL],
+                    lambda node: _Leaf(*regs[node]) if node in regs else None)
+    if view.assign is None:
+        why = [n.reason for n in view.noise if n.kind == E.JOB_ASSIGN]
+        out.reasons.append("the bundle holds no counted job.assign" + (f" ({why[0]})" if why else ""))
+        return
+    if not view.committed:
+        out.reasons.append("the bundle does not hold the job's counted commitments")
         return
     k = view.open.body.open_deadline
     seal_sizes = sorted(s for s in rep.tree_heads if s >= view.seal_size)

@@ -190,9 +190,10 @@ class NodeSummary:
     defaulted: int = 0  # jobs where a counted fail verdict names it defaulted (withheld past the deadline)
     unresponsive: int = 0  # jobs where its outcome is defaulted or unresponsive (specs/browse.md)
     jobs: list[NodeJob] = field(default_factory=list)  # newest first
+    operator: str = ""  # who runs it, as its registration declares (else the node itself)
 
     def as_dict(self, history: bool = True) -> dict:
-        d = {"node_id": self.node_id, "roles": self.roles, "ed25519": self.ed25519.hex(), "bls": self.bls.hex(),
+        d = {"node_id": self.node_id, "operator": self.operator or self.node_id, "roles": self.roles, "ed25519": self.ed25519.hex(), "bls": self.bls.hex(),
              "x25519": self.x25519.hex() if self.x25519 else None, "endpoint": self.endpoint,
              "registered_index": self.registered_index, "registered_ms": self.registered_ms,
              "last_heartbeat_ms": self.last_heartbeat_ms, "models": self.models, "jobs_served": self.jobs_served,
@@ -300,6 +301,8 @@ class _Reg:
     ed25519: bytes
     bls: bytes
     x25519: bytes | None
+    leaf: _Leaf  # the node.register entry itself (its operator counts for job.assign: protocol.job_view)
+    operator: str
 
 
 class LedgerIndex:
@@ -375,7 +378,8 @@ class LedgerIndex:
             elif kind == E.REGISTER:
                 b = e.body
                 self._regs.setdefault(e.author, _Reg(idx, e.time, list(b["roles"]), b.get("endpoint", ""),
-                                                     b["ed25519"], b["bls"], b.get("x25519")))
+                                                     b["ed25519"], b["bls"], b.get("x25519"), leaf,
+                                                     E.registered_operator(e)))
                 rescan_all = True
             elif kind == E.MODEL:
                 self._models.append(leaf)
@@ -468,6 +472,11 @@ class LedgerIndex:
     def _auditors(self) -> set[str]:
         return {n for n, r in self._regs.items() if AUDITOR_ROLE in r.roles}
 
+    def _registration(self, node: str) -> _Leaf | None:
+        """The first `node.register` of `node` read so far (protocol.job_view.RegistrationLookup), or None."""
+        r = self._regs.get(node)
+        return r.leaf if r is not None else None
+
     def _seal_valid(self, strict: bool) -> Callable[[object], bool]:
         latest = self._checkpoints[-1] if self._checkpoints else None
         tree_ok = latest is not None and not self._bad_rows and self._verified(latest) \
@@ -480,7 +489,7 @@ class LedgerIndex:
         return valid
 
     def _compute(self, job_id: str, strict: bool = False) -> tuple[JobSummary, JobView, ChallengeState, list]:
-        view = read_job(job_id, self._jobs.get(job_id, []), self._models)
+        view = read_job(job_id, self._jobs.get(job_id, []), self._models, self._registration)
         st = challenge_state_of(view, lambda: self._checkpoints, self._seal_valid(strict))
         verdicts = counted_verdicts(view, self._auditors())
         o = view.open.body
@@ -616,7 +625,8 @@ class LedgerIndex:
                 continue
             hb = self._heartbeats.get(n)
             out[n] = NodeSummary(n, r.roles, r.ed25519, r.bls, r.x25519, r.endpoint, r.index, r.time,
-                                 hb.entry.time if hb else None, list(hb.body.models) if hb else [])
+                                 hb.entry.time if hb else None, list(hb.body.models) if hb else [],
+                                 operator=r.operator)
         for s in self.jobs():
             roles = [(p.node, f"party {p.party}", p.party) for p in s.parties]
             roles.append((s.dealer, "dealer", None))

@@ -125,3 +125,42 @@ def test_register_bad_key_file_and_unreachable_ledger(tmp_path, capsys, ledger_u
     rc, _ = run(capsys, "register", "--ledger", "postgresql://nobody@127.0.0.1:1/none", "--key", str(key),
                 "--endpoint", "h:1")
     assert rc == 2
+
+
+def test_register_operator_round_trip(tmp_path, capsys, ledger_url):
+    """--operator declares who runs the node (specs/threat-model.md); without it the node is its own operator."""
+    from cli.shardproof import main as shardproof_main
+    from cli.verify import main as verify_main
+
+    a, b, c = tmp_path / "a.key", tmp_path / "b.key", tmp_path / "c.key"
+    for path, nid in ((a, "node-a"), (b, "node-b"), (c, "node-c")):
+        NodeKeys.generate(nid, seed=nid.encode()[-1:] * 32).save(path)
+    rc, out = run(capsys, "register", "--ledger", ledger_url, "--key", str(a), "--endpoint", "h:1")
+    assert rc == 0 and out["operator"] == "node-a"
+    rc, out = run(capsys, "register", "--ledger", ledger_url, "--key", str(b), "--endpoint", "h:2", "--operator", "acme")
+    assert rc == 0 and out["operator"] == "acme"
+    b_index = out["index"]
+    with Ledger.open(ledger_url, create=False) as led:
+        (ra,) = led.query(kind=E.REGISTER, author="node-a")
+        (rb,) = led.query(kind=E.REGISTER, author="node-b")
+        assert "operator" not in ra.body and rb.body["operator"] == "acme"
+        assert E.registered_operator(ra.entry) == "node-a" and E.registered_operator(rb.entry) == "acme"
+        assert lookup_peer(led, "node-a").operator == "node-a" and lookup_peer(led, "node-b").operator == "acme"
+    # the same registration again is a no-op (an explicit own id equals the default); another operator is refused
+    rc, out = run(capsys, "register", "--ledger", ledger_url, "--key", str(b), "--endpoint", "h:2", "--operator", "acme")
+    assert rc == 0 and out["already"] is True
+    rc, out = run(capsys, "register", "--ledger", ledger_url, "--key", str(a), "--endpoint", "h:1", "--operator", "node-a")
+    assert rc == 0 and out["already"] is True
+    rc, out = run(capsys, "register", "--ledger", ledger_url, "--key", str(b), "--endpoint", "h:2")
+    assert rc == 1 and "operator" in out["error"]
+    rc, out = run(capsys, "register", "--ledger", ledger_url, "--key", str(c), "--endpoint", "h:3", "--operator", "a b")
+    assert rc == 2 and "operator id" in out["error"]
+    with Ledger.open(ledger_url, create=False) as led:
+        assert lookup_peer(led, "node-c") is None and len(led.query(kind=E.REGISTER)) == 3  # log, node-a, node-b
+    # shown where registrations are listed
+    verify_main(["nodes", "--ledger", ledger_url, "--json"])
+    nodes = {n["node_id"]: n for n in json.loads(capsys.readouterr().out)["nodes"]}
+    assert nodes["node-a"]["operator"] == "node-a" and nodes["node-b"]["operator"] == "acme"
+    shardproof_main(["ledger", "get", str(b_index), "--ledger", ledger_url, "--json"])
+    entry = json.loads(capsys.readouterr().out)["entry"]
+    assert entry["operator"] == "acme" and entry["body"]["operator"] == "acme"

@@ -77,6 +77,68 @@ def test_infer_refuses_nodes_that_are_not_ready(deployment, capsys, case, expect
     assert d["led"].size() == size  # no job opened
 
 
+@pytest.mark.parametrize("case", ["one-operator", "one-operator-wait-ready", "same-node-twice"])
+def test_infer_refuses_a_node_list_that_gives_one_operator_two_share_indices(deployment, capsys, case):
+    """Nodes of one declared operator (or one node named twice) never make a job.assign that counts
+    (protocol.job_view): the client refuses before posting anything, one line, exit 2, without waiting."""
+    d = deployment
+    acme = [_keys(f"acme-{i}") for i in range(2)]
+    d["led"].append_many([registration_entry(k, ("node",), f"127.0.0.1:{29810 + i}", operator="acme")
+                          for i, k in enumerate(acme)])
+    for k in [*d["nodes"], *acme]:
+        _beat(d, k)  # every node ready: the operators are the only problem
+    nodes = [acme[0], d["nodes"][0], acme[1]] if case != "same-node-twice" else [d["nodes"][0], d["nodes"][1],
+                                                                                  d["nodes"][0]]
+    size = d["led"].size()
+    t0 = time.monotonic()
+    rc = main(["infer", "--ledger", d["url"], "--nodes", ",".join(k.node_id for k in nodes), "--key",
+               str(d["tmp"] / "client.key"), "--model-id", MODEL, "--prompt", "And", "--max-new-tokens", "1",
+               "--dealer-state", str(d["tmp"]), *(["--wait-ready", "30"] if case.endswith("wait-ready") else [])])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    if case == "same-node-twice":
+        assert "node 'node-0' is named twice" in err
+    else:
+        assert "operator 'acme'" in err and "0 (node 'acme-0')" in err and "2 (node 'acme-1')" in err, err
+    assert d["led"].size() == size  # nothing posted
+    assert time.monotonic() - t0 < 10  # --wait-ready does not wait for what waiting cannot fix
+
+
+def test_run_remote_job_refuses_one_operator_with_two_share_indices_before_posting(deployment):
+    """The library path (no pre-flight) refuses too, before job.open."""
+    from prover.remote_client import AssignmentRefused, RemoteJobError, assignment_problem, run_remote_job
+
+    d = deployment
+    acme = [_keys(f"acme-{i}") for i in range(2)]
+    d["led"].append_many([registration_entry(k, ("node",), f"127.0.0.1:{29810 + i}", operator="acme")
+                          for i, k in enumerate(acme)])
+    assert assignment_problem(d["led"], [k.node_id for k in d["nodes"]]) == ""
+    assert assignment_problem(d["led"], ["acme-0", "node-0"]) == ""
+    assert "operator 'acme'" in assignment_problem(d["led"], ["acme-0", "acme-1"])
+    size = d["led"].size()
+    with pytest.raises(RemoteJobError, match="operator 'acme'") as exc:
+        run_remote_job(d["url"], d["client"], ["acme-0", "acme-1"], MODEL, [1], 1, "j-acme", state_dir=d["tmp"])
+    assert isinstance(exc.value.__cause__, AssignmentRefused)
+    assert d["led"].size() == size
+
+
+def test_nodes_never_serve_a_job_that_gives_their_operator_two_share_indices(deployment):
+    """A job.assign posted anyway (not by `shardproof infer`) is noise: the assigned nodes drop the job."""
+    d = deployment
+    acme = [_keys(f"acme-{i}") for i in range(2)]
+    d["led"].append_many([registration_entry(k, ("node",), f"127.0.0.1:{29810 + i}", operator="acme")
+                          for i, k in enumerate(acme)])
+    d["nodes"] = acme  # _open assigns party i to d["nodes"][i]
+    _open(d, "j-acme", d["client"])
+    view = read_job_from_ledger(d["led"], "j-acme")
+    assert view.assign is None and "operator 'acme'" in view.noise[0].reason
+    node = NodeDaemon(d["url"], acme[0], d["tmp"] / "acme-0", heartbeat_s=None)
+    with pytest.raises(DaemonError, match="no valid job.assign"):
+        node._job_info("j-acme", 0, d["client"].node_id)
+    node.poll_once()
+    assert "j-acme" not in node._pending and node.status("j-acme") is None
+
+
 def test_heartbeats_count_only_from_the_node_itself_and_the_latest_wins(deployment):
     d = deployment
     n0, n1 = d["nodes"]
