@@ -23,8 +23,12 @@ EXP2_COEFFS = (1.0000035971445627, 0.6929695509319236, 0.2416213226628774, 0.051
 # 1/m and m^-1/2 on [1, 2]: linear initial guesses (max rel. error 7.1% and 2.3%), refined by Newton.
 RECIP_INIT = (1.4350288425444029, -0.48528137423857054)
 RSQRT_INIT = (1.265829310707633, -0.28746831268904044)
-RECIP_NEWTON_STEPS = 3
 RSQRT_NEWTON_STEPS = 2
+# The unit-interval iterations (1/m, m^-1/2 for m in [1, 2]) run at scale 2^UNIT_BITS: every value there is
+# below 2, so products stay below 2^(2 UNIT_BITS + 1) < 2^62 and each truncation errs by 2^-30, not 2^-f.
+UNIT_BITS = 30
+# The first guess and the quantities derived from it are linear in (1, m, m^2), formed at scale 2^GUESS_BITS.
+GUESS_BITS = 58
 # Normalisation covers leading-one positions 0..NORM_BITS-1 of the encoded input (x < 2^(NORM_BITS-1-f)).
 NORM_BITS = 47
 # Extra fractional bits of 1/sum in softmax (1/50257 needs them) and of 1/std in LayerNorm.
@@ -43,8 +47,10 @@ def mul_fx(s: Session, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return truncate(s, beaver_mul(s, x, y), s.frac_bits)
 
 
-def mul_batch(s: Session, pairs: list[tuple[torch.Tensor, torch.Tensor, bool]]) -> list[torch.Tensor]:
-    """Several same-shaped products in one Beaver round; those flagged True are then truncated together."""
+def mul_batch(s: Session, pairs: list[tuple[torch.Tensor, torch.Tensor, bool]],
+              shift: int | None = None) -> list[torch.Tensor]:
+    """Several same-shaped products in one Beaver round; those flagged True are then truncated together
+    by `shift` (default f) in one more round."""
     pairs = [align(a, b) + (t,) for a, b, t in pairs]
     shapes = [a.shape if a.shape == b.shape else torch.broadcast_shapes(a.shape, b.shape) for a, b, _ in pairs]
     xs = torch.stack([a if a.shape == sh else a.expand(sh) for (a, _, _), sh in zip(pairs, shapes)], dim=1)
@@ -53,10 +59,16 @@ def mul_batch(s: Session, pairs: list[tuple[torch.Tensor, torch.Tensor, bool]]) 
     idx = [i for i, (_, _, t) in enumerate(pairs) if t]
     out = [z[:, i] for i in range(len(pairs))]
     if idx:
-        zt = truncate(s, z[:, idx], s.frac_bits)
+        zt = truncate(s, z[:, idx], s.frac_bits if shift is None else shift)
         for j, i in enumerate(idx):
             out[i] = zt[:, j]
     return out
+
+
+def truncate_many(s: Session, xs: list[torch.Tensor], m: int) -> list[torch.Tensor]:
+    """Several same-shaped tensors truncated by m in one round (one trunc step on their stack)."""
+    z = truncate(s, torch.stack(xs, dim=1), m)
+    return [z[:, i] for i in range(len(xs))]
 
 
 def mul_public(s: Session, x: torch.Tensor, c: float, bits: int | None = None) -> torch.Tensor:
@@ -141,17 +153,61 @@ def _by_position(s: Session, y: torch.Tensor, onehot: torch.Tensor, consts: list
     return truncate(s, beaver_mul(s, y, k), shift)
 
 
+def _unit_guess(s: Session, m: torch.Tensor, rows: list[tuple[float, float, float]]) -> list[torch.Tensor]:
+    """Polynomials c0 + c1 m + c2 m^2 of m in [1, 2] (scale 2^f), at scale 2^UNIT_BITS (2 rounds):
+    [m^2] by a Beaver product (no truncation), then every row's combination truncated in one round."""
+    f, K, S = s.frac_bits, GUESS_BITS, UNIT_BITS
+    p0 = s.party0(m.dim() - 1)
+    m2 = beaver_mul(s, m, m)  # scale 2^(2f)
+    raw = [p0 * encode_constant(c0, K) + m * encode_constant(c1, K - f) + m2 * encode_constant(c2, K - 2 * f)
+           for c0, c1, c2 in rows]
+    return truncate_many(s, raw, K - S)
+
+
 def _recip_unit(s: Session, m: torch.Tensor) -> torch.Tensor:
-    """1/m for m in [1, 2] (Newton: y <- y (2 - m y) from a linear guess)."""
-    y = _lin(s, m, RECIP_INIT)
-    for _ in range(RECIP_NEWTON_STEPS):
-        my = mul_fx(s, m, y)
-        y = mul_fx(s, y, add_public(s, -my, 2.0))
+    """1/m for m in [1, 2] at scale 2^f (8 rounds): Goldschmidt's iteration, whose products are independent.
+
+    Goldschmidt, "Applications of division by convergence" (MIT thesis, 1964); with a linear first guess
+    as in Catrina and Saxena (FC 2010) for secure fixed-point division.
+    1. y0 = c0 + c1 m (max rel. error 7.1%) and e = 1 - m y0 = 1 - c0 m - c1 m^2, both linear in (1, m, m^2):
+       one Beaver round for m^2, one truncation round for both (at scale 2^30).
+    2. 1/m = y0 / (1 - e) = y0 (1 + e)(1 + e^2)(1 + e^4) (1 - e^8), |e^8| < 6.4e-10:
+       [y1 = y0 (1 + e), e^2] then [y2 = y1 (1 + e^2), e^4] (each one Beaver and one truncation round,
+       the two products of a round independent), then y2 (1 + e^4) truncated straight to scale 2^f.
+    The truncations at 2^-30 add about 1e-9; the result errs by at most one unit in the last place
+    (the last truncation) and 6.4e-10 relative.
+    """
+    f, S = s.frac_bits, UNIT_BITS
+    c0, c1 = RECIP_INIT
+    y, e = _unit_guess(s, m, [(c0, c1, 0.0), (1.0, -c0, -c1)])
+    one = s.party0(m.dim() - 1) * (1 << S)
+    y, e2 = mul_batch(s, [(y, one + e, True), (e, e, True)], shift=S)
+    y, e4 = mul_batch(s, [(y, one + e2, True), (e2, e2, True)], shift=S)
+    (y,) = mul_batch(s, [(y, one + e4, True)], shift=2 * S - f)
     return y
 
 
-def _lin(s: Session, m: torch.Tensor, coeffs: tuple[float, float]) -> torch.Tensor:
-    return linear_combination(s, [(coeffs[1], m)], const=coeffs[0], bits=s.frac_bits)
+def _rsqrt_unit(s: Session, m: torch.Tensor) -> torch.Tensor:
+    """m^-1/2 for m in [1, 2] at scale 2^f (8 rounds): Newton y <- (3y - (m y)(y^2)) / 2 in two product
+    levels per step ((m y) and y^2 are independent), at scale 2^30.
+
+    1. y0 = c0 + c1 m (max rel. error 2.3%), y0^2 and m y0 are linear in (1, m, m^2): one Beaver round for
+       m^2, one truncation round for all three.
+    2. Each step: [z = (m y)(y^2)] (one Beaver round), y <- (3 y 2^30 - z) / 2^31 (one truncation round),
+       the last step truncating straight to scale 2^f; the second step first forms [m y, y^2] (one Beaver
+       and one truncation round). Relative error after two steps: 1.5 (1.5 e0^2)^2 < 1e-6, plus one unit
+       in the last place from the final truncation.
+    """
+    f, S = s.frac_bits, UNIT_BITS
+    c0, c1 = RSQRT_INIT
+    y, yy, my = _unit_guess(s, m, [(c0, c1, 0.0), (c0 * c0, 2 * c0 * c1, c1 * c1), (0.0, c0, c1)])
+    for step in range(RSQRT_NEWTON_STEPS):
+        if step:
+            yy, my = mul_batch(s, [(y, y, True), (m * (1 << (S - f)), y, True)], shift=S)
+        z = beaver_mul(s, my, yy)  # m y^3 at scale 2^(2S)
+        last = step == RSQRT_NEWTON_STEPS - 1
+        y = truncate(s, y * (3 << S) - z, (2 * S + 1 - f) if last else (S + 1))
+    return y
 
 
 def reciprocal(s: Session, x: torch.Tensor, extra_bits: int = 0) -> torch.Tensor:
@@ -166,19 +222,17 @@ def reciprocal(s: Session, x: torch.Tensor, extra_bits: int = 0) -> torch.Tensor
     return _by_position(s, r, onehot, consts, shift - extra_bits)
 
 
-def rsqrt(s: Session, x: torch.Tensor, extra_bits: int = 0) -> torch.Tensor:
-    """1/sqrt(x) for x in [2^-f, 2^30): normalise, Newton y <- y (3 - m y^2) / 2, scale by 2^(-(p-f)/2).
+def rsqrt(s: Session, x: torch.Tensor, extra_bits: int = 0, factor: float = 1.0) -> torch.Tensor:
+    """factor/sqrt(x) for x in [2^-f, 2^30): normalise, Newton y <- y (3 - m y^2) / 2, scale by
+    factor 2^(-(p-f)/2) (the public `factor` rides on the per-position constants at no cost).
 
-    With `extra_bits` = E the result has scale 2^(f+E)."""
+    With `extra_bits` = E the result has scale 2^(f+E). The constant of the leading-one position p must
+    keep y * const < 2^62: factor 2^(37 - (p-f)/2) <= 2^45.5, i.e. x >= factor^2 2^-(f+1)."""
     f = s.frac_bits
     m, onehot = _normalise(s, x)
-    y = _lin(s, m, RSQRT_INIT)
-    for _ in range(RSQRT_NEWTON_STEPS):
-        y2 = mul_fx(s, y, y)
-        my2 = mul_fx(s, m, y2)
-        y = truncate(s, beaver_mul(s, y, add_public(s, -my2, 3.0)), f + 1)
+    y = _rsqrt_unit(s, m)
     shift = 37
-    consts = [round(2.0 ** (shift - (j - f) / 2.0)) for j in range(NORM_BITS)]
+    consts = [round(factor * 2.0 ** (shift - (j - f) / 2.0)) for j in range(NORM_BITS)]
     return _by_position(s, y, onehot, consts, shift - extra_bits)
 
 
@@ -238,15 +292,22 @@ def softmax_last(s: Session, x: torch.Tensor) -> torch.Tensor:
 
 
 def layer_norm_last(s: Session, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """(x - mean) / sqrt(var + eps) over the last axis (no affine part)."""
+    """(x - mean) / sqrt(var + eps) over the last axis (no affine part).
+
+    1. mean = sum(x) / n (1/n kept to 2^-32; one truncation round); d = x - mean.
+    2. ssq = sum(d^2) (one Beaver and one truncation round).
+    3. 1/sqrt(var + eps) = sqrt(n) / sqrt(ssq + n eps): the 1/n rides on rsqrt's per-position constants
+       instead of costing a truncation round (and ssq + n eps keeps log2(n) more significant bits than var).
+    4. d * rstd, truncated (one Beaver and one truncation round).
+    Domain: abs(d) < 1000 and n <= 1073 keep sum(d^2) < 2^30 (the normalisation's range); var + eps >= 2^-16.
+    """
     n = x.shape[-1]
     if n == 0:
         raise ShapeError("layer_norm over an empty dimension")
     mean = mul_public(s, x.sum(-1), 1.0 / n, bits=2 * s.frac_bits)
     d = x - mean.unsqueeze(-1)
     ssq = truncate(s, beaver_mul(s, d, d).sum(-1), s.frac_bits)
-    var = mul_public(s, ssq, 1.0 / n, bits=2 * s.frac_bits)
-    rstd = rsqrt(s, add_public(s, var, eps), extra_bits=LAYERNORM_EXTRA_BITS)
+    rstd = rsqrt(s, add_public(s, ssq, n * eps), extra_bits=LAYERNORM_EXTRA_BITS, factor=math.sqrt(n))
     return truncate(s, beaver_mul(s, d, rstd.unsqueeze(-1)), s.frac_bits + LAYERNORM_EXTRA_BITS)
 
 
