@@ -7,7 +7,7 @@ opening), and the audit must name node 1 and nobody else, with an evidence bundl
 verifies offline. Honest jobs on the same deployment must audit clean.
 
 `make test` runs one cheat kind of each family on SQLite (SQLITE_QUICK: a wrong product, a wrong opening,
-silence, equivocation; tests/verifier/test_audit.py catches every kind in-process), two on PostgreSQL
+silence, equivocation; tests/verifier/test_audit.py catches every kind in-process), one on PostgreSQL
 (PG_QUICK), every scenario on SQLite and a short honest run on SQLite (at least HONEST_JOBS_QUICK jobs,
 continued until the challenge has closed every share index once); `make soak` adds the full cheat matrix
 on both backends, the scenarios and the honest run on PostgreSQL, and fifty honest jobs per backend.
@@ -42,7 +42,7 @@ HONEST_JOBS = 50  # make soak
 HONEST_JOBS_QUICK = 3  # make test: at least this many ...
 HONEST_JOBS_CAP = 30  # ... and on until every share index was closed once (P[> 30 needed] = 3 (2/3)^30 ~ 2e-5)
 SQLITE_QUICK = ("matmul-random", "bad-opening", "refuse", "equivocate")  # product, opening, silence, network
-PG_QUICK = ("matmul-random", "equivocate")  # one matmul kind and one network-only kind
+PG_QUICK = ("matmul-random",)  # one matmul kind (equivocate and the rest on PostgreSQL: make soak)
 DEFAULTS = ("withhold",)  # not a deviation but a default: test_a_node_that_withholds_its_served_opening_defaults
 
 
