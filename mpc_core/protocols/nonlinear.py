@@ -8,14 +8,15 @@ over the ranges real transformers produce, unlike CrypTen's defaults.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
 from mpc_core.errors import MPCError, ShapeError
 from mpc_core.protocols.arithmetic import beaver_mul, truncate
-from mpc_core.protocols.binary import a2b, b2a_bits, extract_bits, ltz, prefix_or_down
-from mpc_core.ring import encode_constant
+from mpc_core.protocols.binary import RADIX4_SHIFTS, a2b, and_many, b2a_bits, extract_bits, ltz, prefix_or_down
+from mpc_core.ring import encode_constant, lshr
 from mpc_core.session import Session, align
 
 # 2^t on [0, 1): least-squares fit on 200 Chebyshev nodes, degree 4; max rel. error 3.8e-6.
@@ -37,6 +38,11 @@ SOFTMAX_RECIP_EXTRA_BITS = 28
 LAYERNORM_EXTRA_BITS = 12
 # Extra fractional bits of log2(e) in exp's range reduction (inputs must satisfy |x| < 2^(62-2f-g-1)).
 EXP_GUARD_BITS = 8
+# max_last: one level of all-pairs comparisons up to MAX_GROUP entries per row, else groups of GROUP;
+# padding entries hold MAX_PAD (raw ring value), below every input it must handle (abs(x) < 2^61).
+MAX_GROUP = 64
+GROUP = 16
+MAX_PAD = -(1 << 61)
 GELU_C1 = 2.0 * math.sqrt(2.0 / math.pi)  # tanh(z) = 2 sigmoid(2z) - 1
 GELU_C3 = GELU_C1 * 0.044715
 
@@ -249,17 +255,62 @@ def relu(s: Session, x: torch.Tensor) -> torch.Tensor:
 
 
 def max_last(s: Session, x: torch.Tensor) -> torch.Tensor:
-    """Maximum over the last axis by a tournament: ceil(log2 n) levels of compare-and-select."""
+    """Maximum over the last axis: a tournament whose levels compare every pair of a group at once.
+
+    A level splits a row of n entries into g = ceil(n / B) groups of b = ceil(n / g) (B = n up to
+    MAX_GROUP, else GROUP; the last group is padded with the public PAD, which never wins) and keeps
+    each group's maximum:
+    1. The signs c_ij = [x_i < x_j] of every pair i < j of a group, in one A2B (4 rounds).
+    2. Entry i wins iff x_i > x_j for j < i and x_i >= x_j for j > i (ties go to the first entry, so
+       exactly one wins): its b - 1 bits c_ji and ~c_ij, packed into one XOR-shared word with ones
+       above them, are ANDed into bit 0 by a radix-4 reduction, z &= (z >> k)(z >> 2k)(z >> 3k) for
+       k = 1, 4, 16 while 4^level < b - 1 (ceil(log4(b - 1)) rounds of `and_many`).
+    3. B2A of the winning bits (1 round) and sum_i w_i x_i (one Beaver round, no truncation).
+    A level costs 6 + ceil(log4(b - 1)) rounds: a row of up to 64 entries takes one level (at most 9
+    rounds, against 6 ceil(log2 n) for a binary tournament) at n (n - 1) / 2 comparisons; longer rows
+    take levels of groups of 16 (8 rounds each, 7.5 comparisons per entry). Exact for abs(x) < 2^61.
+    """
     if x.shape[-1] == 0:
         raise ShapeError("max over an empty dimension")
     while x.shape[-1] > 1:
-        n = x.shape[-1]
-        half = n // 2
-        a, b = x[..., 0:2 * half:2], x[..., 1:2 * half:2]
-        a_lt_b = ltz(s, a - b)
-        best = a + beaver_mul(s, a_lt_b, b - a)
-        x = torch.cat([best, x[..., 2 * half:]], dim=-1) if n % 2 else best
+        x = _max_level(s, x)
     return x[..., 0]
+
+
+def _max_level(s: Session, x: torch.Tensor) -> torch.Tensor:
+    """One level of `max_last`: (P, ..., n) -> (P, ..., g), the maximum of each group."""
+    n = x.shape[-1]
+    g = -(-n // (n if n <= MAX_GROUP else GROUP))
+    b = -(-n // g)
+    if g * b > n:
+        x = torch.cat([x, (s.party0(x.dim() - 1) * MAX_PAD).expand(*x.shape[:-1], g * b - n)], dim=-1)
+    xg = x.reshape(*x.shape[:-1], g, b)
+    first, second = torch.triu_indices(b, b, offset=1)
+    lt = lshr(a2b(s, xg[..., first] - xg[..., second]), 63)  # (P, ..., g, pairs): XOR shares of [x_i < x_j]
+    pair, flip, fill, levels = _win_layout(b)
+    bits = lt[..., pair] ^ (s.party0(lt.dim()) * flip)  # (P, ..., g, b, b - 1): entry i beats entry j
+    z = (bits << torch.arange(b - 1)).sum(-1) ^ (s.party0(lt.dim() - 1) * fill)
+    for k in RADIX4_SHIFTS[:levels]:
+        z = and_many(s, z.unsqueeze(1), (tuple((0, -t * k, 0) for t in range(4)),))[:, 0]
+    win = b2a_bits(s, z & 1)  # (P, ..., g, b): 1 for each group's first maximum
+    return beaver_mul(s, win, xg).sum(-1)
+
+
+@functools.lru_cache(maxsize=None)
+def _win_layout(b: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """For a group of b: the pair index of entry i's j-th opponent, whether that sign is complemented
+    (i is the first of the pair: i wins on ~[x_i < x_j]), the filler ones above bit b - 2 up to the
+    reduction's width 4^levels, and the number of radix-4 levels."""
+    index = {(i, j): t for t, (i, j) in enumerate(zip(*torch.triu_indices(b, b, offset=1).tolist()))}
+    pair = [[index[min(i, j), max(i, j)] for j in range(b) if j != i] for i in range(b)]
+    flip = [[1 if i < j else 0 for j in range(b) if j != i] for i in range(b)]
+    levels = 0
+    while 4 ** levels < b - 1:
+        levels += 1
+    width = 4 ** levels
+    full = -1 if width >= 64 else (1 << width) - 1
+    fill = full ^ ((1 << (b - 1)) - 1)
+    return torch.tensor(pair, dtype=torch.int64), torch.tensor(flip, dtype=torch.int64), fill, levels
 
 
 def sigmoid(s: Session, x: torch.Tensor) -> torch.Tensor:

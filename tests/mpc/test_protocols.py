@@ -7,6 +7,7 @@ from mpc_core import Session, SharedTensor, encode, simulate
 from mpc_core.prg import master_from_int
 from mpc_core.protocols.arithmetic import truncate
 from mpc_core.protocols.binary import a2b, and_many, prefix_or_down
+from mpc_core.protocols.nonlinear import max_last
 from mpc_core.ring import lshr, shift_word
 
 from .helpers import ULP, quantize
@@ -155,3 +156,28 @@ def test_encode_is_what_shares_hold():
     s = _session()
     x = torch.tensor([0.1, -0.2], dtype=torch.float64)
     assert torch.equal(SharedTensor.from_plain(s, x).data.sum(0), encode(x))
+
+
+@given(st.integers(1, 80), st.integers(1, 3), st.integers(2, 4), st.integers(0, 10**6), st.booleans())
+@settings(max_examples=40, deadline=None)
+def test_max_is_exact_with_ties_at_every_row_length(n, rows, parties, seed, ties):
+    """max_last equals the max of the held integers for rows of 1..80 entries (one level up to 64, groups
+    of 16 above), with repeated values and the extremes it supports (abs(x) < 2^61)."""
+    s = _session(parties, seed)
+    g = torch.Generator().manual_seed(seed)
+    lim = 2**61 - 1
+    x = torch.randint(-lim, lim, (rows, n), generator=g, dtype=torch.int64)
+    if ties:  # few distinct values: many ties, the maximum among them
+        x = x[:, :1].repeat(1, n) if n < 3 else x[:, torch.randint(0, 3, (n,), generator=g)]
+    out = max_last(s, s.public_to_shares(x) + 0).sum(0)
+    assert torch.equal(out, x.max(-1).values)
+
+
+def test_max_rounds_one_level_up_to_64_then_groups():
+    """Rounds of max over a row: 6 + ceil(log4(n - 1)) for 2 <= n <= 64 (at most 9), and levels of groups
+    of 16 above (a 50257-entry row: 4 levels, 32 rounds, where a binary tournament takes 16 x 6 = 96)."""
+    from mpc_core.protocols.nonlinear import GROUP, MAX_GROUP
+    assert (MAX_GROUP, GROUP) == (64, 16)
+    for n, want in ((2, 6), (5, 7), (17, 8), (40, 9), (64, 9), (65, 8 + 7), (1000, 8 + 9)):
+        _, stats = simulate(lambda a: a.max(-1), torch.randn(1, n, dtype=torch.float64), parties=3)
+        assert stats.rounds == want, (n, stats.rounds)
