@@ -100,6 +100,29 @@ def bit(x: torch.Tensor, j: int) -> torch.Tensor:
     return lshr(x, j) & 1
 
 
+_BIT_POSITIONS = torch.arange(64, dtype=torch.int64)
+
+
+def pack_bits(bits: torch.Tensor) -> torch.Tensor:
+    """0/1 words (*lead, n) -> (*lead, ceil(n / 64)) words: entry 64 w + j at bit j of word w (zeros past n).
+
+    Only bit 0 of each input is read. XOR commutes with packing, so it applies share by share to
+    XOR-shared bits."""
+    n = bits.shape[-1]
+    words = -(-n // 64)
+    flat = bits & 1
+    if words * 64 != n:
+        flat = torch.cat([flat, torch.zeros(*bits.shape[:-1], words * 64 - n, dtype=torch.int64)], dim=-1)
+    return (flat.reshape(*bits.shape[:-1], words, 64) << _BIT_POSITIONS).sum(-1)
+
+
+def unpack_bits(words: torch.Tensor, n: int) -> torch.Tensor:
+    """The inverse of `pack_bits`: (*lead, ceil(n / 64)) words -> (*lead, n) 0/1 words."""
+    if words.shape[-1] != -(-n // 64):
+        raise EncodingError(f"{words.shape[-1]} packed words cannot hold exactly {n} bits")
+    return ((words.unsqueeze(-1) >> _BIT_POSITIONS) & 1).reshape(*words.shape[:-1], -1)[..., :n]
+
+
 def check_ring(t: torch.Tensor, what: str) -> None:
     """Raise DTypeError unless `t` is an int64 tensor (a ring element)."""
     if not isinstance(t, torch.Tensor):

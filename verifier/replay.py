@@ -48,8 +48,9 @@ PROGRESS_EVERY = 256
 CALL_OVERHEAD_MACS = 20_000
 # Input fields whose digest the replay does not recompute: in each of these step kinds the named
 # message is the input plus (or XOR) the party's own material of that step (sent.e = x - a,
-# sent.c = x + r (+ 2^62 for party 0), sent.d = x ^ a, sent.f = w - b, sent.v = bits ^ rb), a
-# bijection of the input once the material is fixed. So the message digest matching the replay's
+# sent.c = x + r (+ 2^62 for party 0), sent.d = x ^ a, sent.f = w - b), a bijection of the input
+# once the material is fixed. (b2a's message packs bit 0 of bits ^ rb, 64 to a word: not a bijection
+# of its input words, so the replay hashes in.bits.) So the message digest matching the replay's
 # means the party used exactly the replay's input; the input digest adds no check on anything the
 # party sent or output (specs/freivalds.md, "What the replay hashes").
 IMPLIED_INPUTS: dict[str, dict[str, str]] = {
@@ -61,7 +62,6 @@ IMPLIED_INPUTS: dict[str, dict[str, str]] = {
     "and": {"in.x": "sent.d", "in.y": "sent.e"},
     "and_many": {"in.x": "sent.d"},
     "a2b_open": {"in.x": "sent.c"},
-    "b2a": {"in.bits": "sent.v"},
 }
 
 

@@ -12,7 +12,7 @@ import itertools
 import torch
 
 from mpc_core.dealer import Factor, and_many_monomials, and_many_subsets
-from mpc_core.ring import lshr, shift_word
+from mpc_core.ring import lshr, pack_bits, shift_word, unpack_bits
 from mpc_core.session import Session
 
 KOGGE_STONE_SHIFTS = (1, 2, 4, 8, 16, 32)  # radix 2: the spans of the 6 levels of a 2-input-AND prefix
@@ -128,15 +128,18 @@ def b2a_bits(s: Session, bits: torch.Tensor) -> torch.Tensor:
     """XOR shares of single bits (0/1 words) to arithmetic shares of the same 0/1 integers (one round).
 
     1. Dealer: daBits: [b]_B and [b] for a random bit b.
-    2. Open v = bit ^ b.
+    2. Open v = bit ^ b, 64 bits per word (`ring.pack_bits`: the message is 1/64 of one word per bit).
     3. [bit] = v + [b] - 2 v [b]  (party 0 adds v).
+    Only bit 0 of each input word is read (the callers pass 0/1 words).
     """
     shape = tuple(bits.shape[1:])
+    n = bits[0].numel()
     m = s.material("dabit", shape)
-    v_sh = bits ^ m["rb"]
-    (v,) = s.open_many([v_sh], xor=True)
+    v_sh = pack_bits((bits ^ m["rb"]).reshape(bits.shape[0], n))  # (P, ceil(n / 64))
+    (v_packed,) = s.open_many([v_sh], xor=True)
+    v = unpack_bits(v_packed, n).reshape(shape)
     out = s.party0(len(shape)) * v + m["ra"] - 2 * v * m["ra"]
-    s.record("b2a", {"in.bits": bits, "sent.v": v_sh, "out": out}, {"opened.v": v})
+    s.record("b2a", {"in.bits": bits, "sent.v": v_sh, "out": out}, {"opened.v": v_packed})
     return out
 
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from mpc_core import EncodingError, PartyError, Session, SharedTensor, decode, encode
 from mpc_core.prg import master_from_int
-from mpc_core.ring import lshr, max_abs, wrap
+from mpc_core.ring import lshr, max_abs, pack_bits, unpack_bits, wrap
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
 
@@ -88,3 +88,30 @@ def test_fewer_than_two_parties_is_refused():
 def test_math_constant_encoding_is_exact_to_half_ulp():
     v = decode(encode(torch.tensor([math.pi])))
     assert abs(float(v[0]) - math.pi) <= 2**-17
+
+
+@given(st.lists(st.integers(0, 1), min_size=0, max_size=200), st.integers(0, 3))
+@settings(max_examples=60, deadline=None)
+def test_pack_bits_round_trip_and_commutes_with_xor(bits, junk):
+    """unpack(pack(b)) == b for any length (bit 63 of a word included); only bit 0 of each input counts;
+    pack(a ^ b) == pack(a) ^ pack(b), so XOR shares pack share by share."""
+    b = torch.tensor(bits, dtype=torch.int64)
+    words = pack_bits(b | (junk << 1))  # higher bits of the inputs are ignored
+    assert words.shape == ((len(bits) + 63) // 64,)
+    assert torch.equal(unpack_bits(words, len(bits)), b)
+    other = torch.randint(0, 2, (len(bits),), generator=torch.Generator().manual_seed(len(bits)))
+    assert torch.equal(pack_bits(b ^ other), pack_bits(b) ^ pack_bits(other))
+    with pytest.raises(EncodingError):
+        unpack_bits(words, len(bits) + 64)
+
+
+def test_b2a_sends_one_word_per_64_bits():
+    """B2A of 130 bits opens 3 words: 3 * 8 bytes to each of the N - 1 peers."""
+    from mpc_core.protocols.binary import b2a_bits
+    s = Session.in_process(3, master_from_int(0), record=False)
+    bits = torch.randint(0, 2, (130,), generator=torch.Generator().manual_seed(0), dtype=torch.int64)
+    xb = torch.stack([bits, torch.zeros_like(bits), torch.zeros_like(bits)])
+    before = s.counters.bytes_per_party
+    out = b2a_bits(s, xb)
+    assert s.counters.bytes_per_party - before == 3 * 8 * 2
+    assert torch.equal(out.sum(0), bits)

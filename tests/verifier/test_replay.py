@@ -78,7 +78,6 @@ _RELATIONS = {  # (input, message): what the party's own material of the step mu
     ("and", "in.y", "sent.e"): lambda i, s, m, p0: torch.equal(i ^ s, m["b"]),
     ("and_many", "in.x", "sent.d"): lambda i, s, m, p0: torch.equal(i ^ s, m["a"]),
     ("a2b_open", "in.x", "sent.c"): lambda i, s, m, p0: torch.equal(s - i, m["r"]),
-    ("b2a", "in.bits", "sent.v"): lambda i, s, m, p0: torch.equal(i ^ s, m["rb"]),
 }
 
 
