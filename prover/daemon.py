@@ -41,6 +41,7 @@ from mpc_core.distributed import TorchDistributedCommunicator
 from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_from_bytes
 from mpc_core.session import Session
 from mpc_core.transcript import Transcript
+from prover.blob_server import BlobServer, answer_blob_requests, keep_blob
 from prover.channels import PURPOSE_DEALER, PURPOSE_INPUT, PURPOSE_OUTPUT, ReplayGuard, open_, seal
 from prover.dealer_service import SealedDealerLink, receive_prefetch
 from protocol.commitments import commit
@@ -156,7 +157,6 @@ class NodeDaemon:
     def _start_blob_server(self) -> None:
         if self.serve_openings is None or self._blob_server is not None:
             return
-        from prover.blob_server import BlobServer
 
         host, _, port = self.serve_openings.rpartition(":")
         self._blob_server = BlobServer(self.served_blob, host.strip("[]") or "127.0.0.1", int(port or 0))
@@ -171,35 +171,13 @@ class NodeDaemon:
 
     def _keep_served(self, job_id: str, data: bytes) -> bytes:
         """Keep `data` in the job's directory to serve it (and answer requests for it); its digest."""
-        from ledger.blobs import blob_digest
-
-        d = blob_digest(data)
-        served = self.job_dir(job_id) / "served"
-        served.mkdir(parents=True, exist_ok=True)
-        tmp = served / f"{d.hex()}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, served / d.hex())
-        return d
+        return keep_blob(self.job_dir(job_id) / "served", data)
 
     def answer_requests(self) -> None:
         """Put every blob this node serves that someone requested on the ledger (`blob.provide`), once."""
         if self._requests is None:
             self._requests = self.led.subscribe(start=0, kind=E.BLOB_REQUEST)
-        for le in self._requests.drain():
-            job_id, digest = le.entry.body["job_id"], le.entry.body["digest"]
-            try:
-                data = self.provided_blob(job_id, digest)
-                if data is None:
-                    continue
-                if any(x.entry.author == self.node_id and x.entry.body["data"] == digest
-                       for x in self.led.by_job(job_id, kind=E.BLOB_PROVIDE)):
-                    continue  # answered before (a restart re-reads the requests)
-                self.led.put_blob(data)
-                self.led.append(E.make_entry(self.keys.identity, E.BLOB_PROVIDE,
-                                             B.BlobProvide(job_id, digest).to_body()))
-                log.info("job %s: put requested blob %s on the ledger", job_id, digest.hex()[:16])
-            except Exception as exc:  # noqa: BLE001 - a bad request must not take the daemon down
-                log.warning("blob.request at #%d: %s: %s", le.index, type(exc).__name__, exc)
+        answer_blob_requests(self.led, self._requests, self.node_id, self.keys.identity, self.provided_blob)
 
     def provided_blob(self, job_id: str, digest: bytes) -> bytes | None:
         """What this node puts on the ledger when a blob it serves for `job_id` is requested."""

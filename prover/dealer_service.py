@@ -36,6 +36,7 @@ from ledger.subscribe import Subscription
 from mpc_core.dealer import Request, TrustedDealer, kind_spec
 from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_from_bytes
 from mpc_core.errors import MPCError
+from prover.blob_server import BlobServer, answer_blob_requests, keep_blob
 from prover.channels import (CORRECTION_KEY_BYTES, MAX_PAYLOAD, MAX_SEALED, PURPOSE_DEALER, TAG_BYTES, ReplayGuard,
                              StaticKeys, open_, open_correction, seal, seal_correction)
 from protocol import bodies as B
@@ -582,7 +583,6 @@ class DealerDaemon:
         stop = stop or threading.Event()
         log.info("dealer %s serving", self.keys.node_id)
         if self.serve_releases is not None and self._blob_server is None:
-            from prover.blob_server import BlobServer
 
             host, _, port = self.serve_releases.rpartition(":")
             self._blob_server = BlobServer(self._served_blob, host.strip("[]") or "127.0.0.1", int(port or 0))
@@ -605,15 +605,7 @@ class DealerDaemon:
 
     def _serve(self, job_id: str, blob: bytes) -> tuple[bytes, str]:
         """Keep a release to serve it; its digest and the URL it is served at."""
-        from ledger.blobs import blob_digest
-
-        d = blob_digest(blob)
-        out = self._served_dir(job_id)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / f"{d.hex()}.tmp"
-        tmp.write_bytes(blob)
-        os.replace(tmp, out / d.hex())
-        return d, self._blob_server.url
+        return keep_blob(self._served_dir(job_id), blob), self._blob_server.url
 
     def _served_blob(self, digest: bytes) -> bytes | None:
         for f in (self.data_dir / "dealer" / "served").glob(f"*/{digest.hex()}"):
@@ -624,19 +616,12 @@ class DealerDaemon:
         """Put every release this dealer serves that someone requested on the ledger (`blob.provide`), once."""
         if self._requests is None:
             self._requests = self.led.subscribe(start=0, kind=E.BLOB_REQUEST)
-        for le in self._requests.drain():
-            job_id, digest = le.entry.body["job_id"], le.entry.body["digest"]
-            try:
-                f = self._served_dir(job_id) / digest.hex()
-                if not f.exists() or any(x.entry.author == self.keys.node_id and x.entry.body["data"] == digest
-                                         for x in self.led.by_job(job_id, kind=E.BLOB_PROVIDE)):
-                    continue
-                self.led.put_blob(f.read_bytes())
-                self.led.append(E.make_entry(self.keys.identity, E.BLOB_PROVIDE,
-                                             B.BlobProvide(job_id, digest).to_body()))
-                log.info("job %s: put the requested release on the ledger", job_id)
-            except Exception as exc:  # noqa: BLE001 - a bad request must not take the dealer down
-                log.warning("blob.request at #%d: %s: %s", le.index, type(exc).__name__, exc)
+        answer_blob_requests(self.led, self._requests, self.keys.node_id, self.keys.identity, self._provided_release)
+
+    def _provided_release(self, job_id: str, digest: bytes) -> bytes | None:
+        """A release this dealer serves for `job_id`, by digest (None if it serves none such)."""
+        f = self._served_dir(job_id) / digest.hex()
+        return f.read_bytes() if f.exists() else None
 
     def _heartbeat_if_due(self) -> None:
         """Post a `node.heartbeat` (no models: a dealer holds none) at start, then every `heartbeat_s`."""
