@@ -38,10 +38,10 @@ SOFTMAX_RECIP_EXTRA_BITS = 28
 LAYERNORM_EXTRA_BITS = 12
 # Extra fractional bits of log2(e) in exp's range reduction (inputs must satisfy |x| < 2^(62-2f-g-1)).
 EXP_GUARD_BITS = 8
-# max_last: one level of all-pairs comparisons up to MAX_GROUP entries per row, else groups of GROUP;
-# padding entries hold MAX_PAD (raw ring value), below every input it must handle (abs(x) < 2^61).
-MAX_GROUP = 64
-GROUP = 16
+# max_last: levels of all-pairs comparisons in groups of at most MAX_GROUP entries (a row of up to
+# MAX_GROUP entries takes one level); padding entries hold MAX_PAD (raw ring value), below every input
+# it must handle (abs(x) < 2^61).
+MAX_GROUP = 16
 MAX_PAD = -(1 << 61)
 GELU_C1 = 2.0 * math.sqrt(2.0 / math.pi)  # tanh(z) = 2 sigmoid(2z) - 1
 GELU_C3 = GELU_C1 * 0.044715
@@ -257,18 +257,17 @@ def relu(s: Session, x: torch.Tensor) -> torch.Tensor:
 def max_last(s: Session, x: torch.Tensor) -> torch.Tensor:
     """Maximum over the last axis: a tournament whose levels compare every pair of a group at once.
 
-    A level splits a row of n entries into g = ceil(n / B) groups of b = ceil(n / g) (B = n up to
-    MAX_GROUP, else GROUP; the last group is padded with the public PAD, which never wins) and keeps
-    each group's maximum:
+    A level splits a row of n entries into g = ceil(n / MAX_GROUP) groups of b = ceil(n / g) (the last
+    group padded with the public MAX_PAD, which never wins) and keeps each group's maximum:
     1. The signs c_ij = [x_i < x_j] of every pair i < j of a group, in one A2B (4 rounds).
     2. Entry i wins iff x_i > x_j for j < i and x_i >= x_j for j > i (ties go to the first entry, so
        exactly one wins): its b - 1 bits c_ji and ~c_ij, packed into one XOR-shared word with ones
        above them, are ANDed into bit 0 by a radix-4 reduction, z &= (z >> k)(z >> 2k)(z >> 3k) for
-       k = 1, 4, 16 while 4^level < b - 1 (ceil(log4(b - 1)) rounds of `and_many`).
+       k = 1, 4 while 4^level < b - 1 (ceil(log4(b - 1)) rounds of `and_many`).
     3. B2A of the winning bits (1 round) and sum_i w_i x_i (one Beaver round, no truncation).
-    A level costs 6 + ceil(log4(b - 1)) rounds: a row of up to 64 entries takes one level (at most 9
-    rounds, against 6 ceil(log2 n) for a binary tournament) at n (n - 1) / 2 comparisons; longer rows
-    take levels of groups of 16 (8 rounds each, 7.5 comparisons per entry). Exact for abs(x) < 2^61.
+    A level costs 6 + ceil(log4(b - 1)) rounds (at most 8) and (b - 1) / 2 comparisons per entry (at
+    most 7.5): a row of up to 16 entries takes one level, up to 256 two, against 6 ceil(log2 n) rounds
+    for a binary tournament. Exact for abs(x) < 2^61.
     """
     if x.shape[-1] == 0:
         raise ShapeError("max over an empty dimension")
@@ -280,7 +279,7 @@ def max_last(s: Session, x: torch.Tensor) -> torch.Tensor:
 def _max_level(s: Session, x: torch.Tensor) -> torch.Tensor:
     """One level of `max_last`: (P, ..., n) -> (P, ..., g), the maximum of each group."""
     n = x.shape[-1]
-    g = -(-n // (n if n <= MAX_GROUP else GROUP))
+    g = -(-n // MAX_GROUP)
     b = -(-n // g)
     if g * b > n:
         x = torch.cat([x, (s.party0(x.dim() - 1) * MAX_PAD).expand(*x.shape[:-1], g * b - n)], dim=-1)

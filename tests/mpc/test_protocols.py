@@ -161,8 +161,8 @@ def test_encode_is_what_shares_hold():
 @given(st.integers(1, 80), st.integers(1, 3), st.integers(2, 4), st.integers(0, 10**6), st.booleans())
 @settings(max_examples=40, deadline=None)
 def test_max_is_exact_with_ties_at_every_row_length(n, rows, parties, seed, ties):
-    """max_last equals the max of the held integers for rows of 1..80 entries (one level up to 64, groups
-    of 16 above), with repeated values and the extremes it supports (abs(x) < 2^61)."""
+    """max_last equals the max of the held integers for rows of 1..80 entries (one level up to 16, then
+    levels of groups of 16), with repeated values and the extremes it supports (abs(x) < 2^61)."""
     s = _session(parties, seed)
     g = torch.Generator().manual_seed(seed)
     lim = 2**61 - 1
@@ -173,11 +173,11 @@ def test_max_is_exact_with_ties_at_every_row_length(n, rows, parties, seed, ties
     assert torch.equal(out, x.max(-1).values)
 
 
-def test_max_rounds_one_level_up_to_64_then_groups():
-    """Rounds of max over a row: 6 + ceil(log4(n - 1)) for 2 <= n <= 64 (at most 9), and levels of groups
-    of 16 above (a 50257-entry row: 4 levels, 32 rounds, where a binary tournament takes 16 x 6 = 96)."""
-    from mpc_core.protocols.nonlinear import GROUP, MAX_GROUP
-    assert (MAX_GROUP, GROUP) == (64, 16)
-    for n, want in ((2, 6), (5, 7), (17, 8), (40, 9), (64, 9), (65, 8 + 7), (1000, 8 + 9)):
+def test_max_rounds_one_level_per_group_of_16():
+    """Rounds of max over a row: 6 + ceil(log4(b - 1)) per level of groups of b <= 16 (one level up to 16
+    entries, two up to 256; a 50257-entry row: 4 levels, 32 rounds, where a binary tournament takes 96)."""
+    from mpc_core.protocols.nonlinear import MAX_GROUP
+    assert MAX_GROUP == 16
+    for n, want in ((2, 6), (5, 7), (16, 8), (17, 8 + 6), (40, 8 + 7), (64, 8 + 7), (65, 8 + 7), (1000, 8 + 8 + 7)):
         _, stats = simulate(lambda a: a.max(-1), torch.randn(1, n, dtype=torch.float64), parties=3)
         assert stats.rounds == want, (n, stats.rounds)
