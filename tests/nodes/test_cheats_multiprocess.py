@@ -6,9 +6,9 @@ jobs run until the challenge opens node 1's share index (equivocation is proven 
 opening), and the audit must name node 1 and nobody else, with an evidence bundle that
 verifies offline. Honest jobs on the same deployment must audit clean.
 
-`make test` runs one cheat kind of each family on SQLite (SQLITE_QUICK: a wrong product, a wrong opening,
-silence, equivocation; tests/verifier/test_audit.py catches every kind in-process), one on PostgreSQL
-(PG_QUICK), every scenario on SQLite and a short honest run on SQLite (at least HONEST_JOBS_QUICK jobs,
+`make test` runs two cheat kinds on SQLite (SQLITE_QUICK: a wrong product and equivocation, which needs
+no opening; tests/verifier/test_audit.py catches every kind in-process, a silent node's default against
+processes is test_a_node_that_withholds_its_served_opening_defaults), one on PostgreSQL (PG_QUICK), every scenario on SQLite and a short honest run on SQLite (at least HONEST_JOBS_QUICK jobs,
 continued until the challenge has closed every share index once); `make soak` adds the full cheat matrix
 on both backends, the scenarios and the honest run on PostgreSQL, and fifty honest jobs per backend.
 """
@@ -41,7 +41,7 @@ CHEATS = {"matmul-random": "matmul-random@3", "matmul-2^63": "matmul-2^63@20", "
 HONEST_JOBS = 50  # make soak
 HONEST_JOBS_QUICK = 3  # make test: at least this many ...
 HONEST_JOBS_CAP = 30  # ... and on until every share index was closed once (P[> 30 needed] = 3 (2/3)^30 ~ 2e-5)
-SQLITE_QUICK = ("matmul-random", "bad-opening", "refuse", "equivocate")  # product, opening, silence, network
+SQLITE_QUICK = ("matmul-random", "equivocate")  # a product and a network-only kind (the rest: make soak)
 PG_QUICK = ("matmul-random",)  # one matmul kind (equivocate and the rest on PostgreSQL: make soak)
 DEFAULTS = ("withhold",)  # not a deviation but a default: test_a_node_that_withholds_its_served_opening_defaults
 

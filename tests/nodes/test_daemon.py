@@ -87,6 +87,7 @@ def _logs(d: dict) -> str:
                      for i in range(N) if (d["tmp"] / f"node{i}.log").exists())
 
 
+@pytest.mark.soak  # make test covers the same path: tests/cli/test_readme_walkthrough.py, test_cheats_multiprocess.py
 def test_daemons_run_jobs_answer_challenges_and_name_a_cheater(deployment):
     d = deployment
     ref = d["model"].generate(torch.tensor([PROMPT]), STEPS, temperature=0)[0, len(PROMPT):].tolist()

@@ -29,11 +29,11 @@ def generator(shipped):
     return PrivateGenerator(shipped[0], parties=3, seed=0)
 
 
-@pytest.mark.parametrize("n_prompts,need", [pytest.param(4, 4, id="first-4-all"),
+@pytest.mark.parametrize("n_prompts,need", [pytest.param(2, 2, id="first-2-all"),
                                              pytest.param(20, 19, marks=pytest.mark.soak, id="19-of-20")])
 def test_greedy_continuations_identical_to_plaintext(shipped, generator, n_prompts, need):
     """32-token greedy continuations of the shipped prompts: at least 19 of 20 identical (make soak); make
-    test runs the first 4, which are all identical (the run is deterministic: any drift shows)."""
+    test runs the first 2, which are identical (the run is deterministic: any drift shows)."""
     model, tok = shipped
     prompts = [p for p in (TINY_MODEL_DIR / "prompts.txt").read_text().splitlines() if p.strip()]
     assert len(prompts) == 20
