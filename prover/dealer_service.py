@@ -583,7 +583,6 @@ class DealerDaemon:
         stop = stop or threading.Event()
         log.info("dealer %s serving", self.keys.node_id)
         if self.serve_releases is not None and self._blob_server is None:
-
             host, _, port = self.serve_releases.rpartition(":")
             self._blob_server = BlobServer(self._served_blob, host.strip("[]") or "127.0.0.1", int(port or 0))
             log.info("dealer %s serves its releases at %s", self.keys.node_id, self._blob_server.url)
