@@ -68,7 +68,7 @@ def main() -> None:
             net.stop()
             net.ledger.close()
     job = "bench-job"
-    runs = re.findall(rf"job {job}: joined the group in ([\d.]+) s, received the dealer's material in ([\d.]+) s, "
+    runs = re.findall(rf"job {job}: joined the mesh in ([\d.]+) s, received the dealer's material in ([\d.]+) s, "
                       rf"ran \d+ steps in ([\d.]+) s \((\d+) rounds, (\d+) online dealer requests\)", logs)
     if not runs:
         raise SystemExit("no node reported its run:\n" + logs[-3000:])

@@ -71,7 +71,7 @@ def _load(model_name: str):
 
 def _parse_logs(text: str, job: str) -> dict:
     """The nodes' and the dealer's log lines of one job (None where a line is missing)."""
-    runs = re.findall(rf"job {re.escape(job)}: joined the group in ([\d.]+) s, received the dealer's material in "
+    runs = re.findall(rf"job {re.escape(job)}: joined the mesh in ([\d.]+) s, received the dealer's material in "
                       rf"([\d.]+) s, ran \d+ steps in ([\d.]+) s \((\d+) rounds, (\d+) online dealer requests\)", text)
     off = re.search(rf"job {re.escape(job)}: offline phase: (\d+) requests planned in ([\d.]+) s, (\d+) bytes of "
                     rf"corrections computed in ([\d.]+) s", text)

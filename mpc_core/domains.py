@@ -11,6 +11,7 @@ SEED_COMMIT = b"shardproof/dealer/seed-commit/v1"  # public commitment to a part
 TRANSCRIPT_TENSOR = b"shardproof/transcript/tensor/v1"  # digest of a share/message tensor
 TRANSCRIPT_STEP = b"shardproof/transcript/step/v1"  # digest of one transcript record
 SHARE_SPLIT = b"shardproof/share/split/v1"  # PRG purpose used when splitting plaintext into shares
+MESH_HELLO = b"shardproof/transport/mesh-hello/v1"  # first frame of every mesh connection (mpc_core.mesh)
 
 # --- commitments (nodes, model owner) -------------------------------------
 COMMITMENT = b"shardproof/commit/salted/v1"  # H(tag || nonce || canonical bytes)

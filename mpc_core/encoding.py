@@ -7,13 +7,15 @@ Tensors are hashed through `tensor_bytes`, a fixed little-endian layout.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cbor2
 import numpy as np
-import torch
 
 from mpc_core.errors import EncodingError
+
+if TYPE_CHECKING:  # torch is imported where tensors are encoded: the ledger's CBOR code does not need it
+    import torch
 
 _ALLOWED_SCALARS = (int, bytes, str, bool, type(None))
 
@@ -95,6 +97,7 @@ def decode_cbor(data: bytes) -> Any:
 
 def tensor_bytes(t: torch.Tensor) -> bytes:
     """Canonical bytes of an integer tensor: int64 little-endian, C order (shape is hashed separately)."""
+    import torch
     if t.dtype != torch.int64:
         raise EncodingError(f"tensor_bytes needs int64, got {t.dtype}")
     arr = t.detach().cpu().contiguous().numpy()
@@ -103,6 +106,7 @@ def tensor_bytes(t: torch.Tensor) -> bytes:
 
 def tensor_from_bytes(data: bytes, shape: tuple[int, ...]) -> torch.Tensor:
     """Inverse of `tensor_bytes` for a known shape."""
+    import torch
     n = int(np.prod(shape)) if shape else 1
     if len(data) != 8 * n:
         raise EncodingError(f"tensor bytes length {len(data)} does not match shape {tuple(shape)}")

@@ -2,7 +2,7 @@
 
 A node polls the ledger for `job.assign` entries naming its id. For each job it
 reads `job.open` (params: `prompt_len`, `steps`, `rendezvous` HOST:PORT), waits
-for the dealer's `dealer.commit`, joins the job's gloo group (prover.wire: the
+for the dealer's `dealer.commit`, joins the job's mesh (prover.wire: the
 parties, the dealer, the client), receives its dealer seed sealed on a private
 channel (checked against the dealer's seed commitment), runs its party of the
 private generation with sealed one-hot input shares in and sealed logit shares
@@ -37,7 +37,7 @@ from prover.ledger_view import next_wake
 from mpc_core import prg
 from mpc_core.dealer import SeededDealerClient
 from mpc_core.broadcast import BroadcastLog, receipt_message
-from mpc_core.distributed import TorchDistributedCommunicator
+from mpc_core.mesh import Mesh, MeshCommunicator
 from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_from_bytes
 from mpc_core.session import Session
 from mpc_core.transcript import Transcript
@@ -57,7 +57,7 @@ from models.publish import MANIFEST_FILE, commit_tensor, load_party_share, manif
 from protocol.opening import OpeningBlobs, dec_tensor, decode_records, enc_tensor, encode_records, node_opening
 from protocol.program import party_program
 from protocol.weight_refresh import job_salts, read_keys, refreshed
-from prover.wire import client_rank, dealer_rank, exchange_bytes, join_group, leave_group, recv_bytes, send_bytes
+from prover.wire import client_rank, dealer_rank, exchange_bytes, join_job, recv_bytes, send_bytes
 
 log = logging.getLogger("shardproof.daemon")
 
@@ -323,28 +323,28 @@ class NodeDaemon:
         token_shares: list[torch.Tensor] = []
         torch.set_num_threads(1)
         t0 = time.perf_counter()
-        group = join_group(info.rendezvous, p, n, self.timeout_s)
+        mesh = join_job(info.rendezvous, p, n, info.job_id, self.timeout_s)
         t_join = time.perf_counter()
-        log.info("job %s: joined the group as party %d", info.job_id, p)
+        log.info("job %s: joined the mesh as party %d", info.job_id, p)
         dealer, client = dealer_rank(n), client_rank(n)
         bcast = BroadcastLog(p, n)
         try:
-            seed_msg = decode_cbor(open_(self.keys, recv_bytes(dealer), dealer_peer.x25519, sender=info.dealer,
+            seed_msg = decode_cbor(open_(self.keys, recv_bytes(mesh, dealer), dealer_peer.x25519, sender=info.dealer,
                                          job=info.job_id, purpose=PURPOSE_DEALER, replay=guard).payload)
             seed = bytes(seed_msg["seed"])
             if prg.seed_commitment(seed, job, p) != info.seed_commitment:
                 raise DaemonError("the dealer's seed does not match its commitment on the ledger")
             link = corrections = None
             if p == n - 1:  # the last party: the dealer's bulk corrections for its plan, the link for the rest
-                link = SealedDealerLink(n, info.job_id, bytes(seed_msg["corrections_key"]))
+                link = SealedDealerLink(mesh, n, info.job_id, bytes(seed_msg["corrections_key"]))
                 header = seed_msg.get("prefetch") or {"requests_bytes": 0, "bytes": 0, "messages": 0}
                 t_pre = time.perf_counter()
-                corrections = receive_prefetch(self.keys, header, dealer, dealer_peer.x25519, info.dealer,
+                corrections = receive_prefetch(self.keys, mesh, header, dealer, dealer_peer.x25519, info.dealer,
                                                info.job_id, guard, link.fetch)
                 log.info("job %s: received %d prefetched corrections (%d bytes) in %.2f s", info.job_id,
                          len(corrections.requests), len(corrections.payload), time.perf_counter() - t_pre)
             dealer_client = SeededDealerClient(p, n, job, seed, corrections)
-            comm = self.make_communicator(p, n, group, bcast)
+            comm = self.make_communicator(mesh, n, bcast)
             session = self.make_session(comm, dealer_client, job, jdir, manifest["frac_bits"])
             V = manifest_config(manifest).vocab_size
 
@@ -352,7 +352,7 @@ class NodeDaemon:
                 """The client's sealed one-hot input shares (1, T, V), one per step, as the program asks."""
                 for i in range(info.steps):
                     T = info.prompt_len if i == 0 else 1
-                    opened = open_(self.keys, recv_bytes(client), client_peer.x25519, sender=info.client,
+                    opened = open_(self.keys, recv_bytes(mesh, client), client_peer.x25519, sender=info.client,
                                    job=info.job_id, purpose=PURPOSE_INPUT, replay=guard)
                     if opened.counter != i:
                         raise DaemonError(f"input share #{opened.counter} where #{i} was due")
@@ -366,17 +366,17 @@ class NodeDaemon:
                 weights = {name: t.unsqueeze(0) for name, t in share.items()}
                 for i, logits in enumerate(party_program(session, manifest, weights, inputs())):
                     out = tensor_bytes(logits.data[0].contiguous())
-                    send_bytes(seal(self.keys, client_peer.x25519, info.client, info.job_id, PURPOSE_OUTPUT, out, i),
+                    send_bytes(mesh, seal(self.keys, client_peer.x25519, info.client, info.job_id, PURPOSE_OUTPUT, out, i),
                                client)
             finally:
                 if link is not None:
                     link.close(corrections.used)
             t_run = time.perf_counter()
-            heard, disputes = self._exchange_receipts(info, bcast, peers)
+            heard, disputes = self._exchange_receipts(info, mesh, bcast, peers)
         finally:
-            leave_group()
+            mesh.close()
         online = corrections.online_requests if corrections is not None else 0
-        log.info("job %s: joined the group in %.2f s, received the dealer's material in %.2f s, ran %d steps in "
+        log.info("job %s: joined the mesh in %.2f s, received the dealer's material in %.2f s, ran %d steps in "
                  "%.2f s (%d rounds, %d online dealer requests)", info.job_id, t_join - t0, t_ready - t_join,
                  info.steps, t_run - t_ready, bcast.count, online)
         transcript = session.transcripts[p]
@@ -396,11 +396,11 @@ class NodeDaemon:
             commitment.opened_root, beacon, tuple(B.Receipt(*r) for r in heard), tuple(disputes),
             corrections.head if corrections is not None else None).to_body()))
 
-    def make_communicator(self, party: int, n_parties: int, group, bcast: BroadcastLog) -> TorchDistributedCommunicator:
-        """The transport of this node's party in a job: point-to-point rounds chained into `bcast`."""
-        return TorchDistributedCommunicator(party, n_parties, group, broadcast_log=bcast)
+    def make_communicator(self, mesh: Mesh, n_parties: int, bcast: BroadcastLog) -> MeshCommunicator:
+        """The transport of this node's party in a job: rounds over the job's mesh, chained into `bcast`."""
+        return MeshCommunicator(mesh, n_parties, broadcast_log=bcast)
 
-    def make_session(self, comm: TorchDistributedCommunicator, dealer: SeededDealerClient, job: bytes, jdir: Path,
+    def make_session(self, comm: MeshCommunicator, dealer: SeededDealerClient, job: bytes, jdir: Path,
                      frac_bits: int) -> Session:
         """The MPC session of this node's party in a job, spilling its transcript under `jdir`."""
         return Session(comm, dealer, job=job, transcript_dir=str(jdir), frac_bits=frac_bits)
@@ -419,7 +419,8 @@ class NodeDaemon:
             out[q] = peer.ed25519
         return out
 
-    def _exchange_receipts(self, info: JobInfo, bcast: BroadcastLog, peers: dict[int, bytes]) -> tuple[list, list]:
+    def _exchange_receipts(self, info: JobInfo, mesh: Mesh, bcast: BroadcastLog, peers: dict[int, bytes]
+                           ) -> tuple[list, list]:
         """Sign, for each peer, the chain of what this party sent it; check the peers' receipts for us.
 
         Returns (valid receipts heard [sender, count, head, signature], parties whose receipt did not
@@ -428,7 +429,7 @@ class NodeDaemon:
         for j in bcast.peers:
             msg = receipt_message(info.job_id, info.party, j, bcast.count, bcast.sent[j])
             mine[j] = canonical_cbor([bcast.count, bcast.sent[j], self.keys.sign(msg)])
-        got = exchange_bytes(mine, bcast.peers)
+        got = exchange_bytes(mesh, mine, bcast.peers)
         heard, disputes = [], []
         for j in bcast.peers:
             try:

@@ -48,8 +48,8 @@ from prover.local_files import safe_id, write_secret
 from prover.errors import ProverError
 from prover.keys import NodeKeys, lookup_peer
 from protocol.opening import correction_items, corrections_leaf, enc_tensor, encode_release
-from prover.wire import (dealer_rank, join_group, leave_group, recv_bytes, recv_exact, recv_fixed, send_bytes,
-                         send_exact, send_fixed)
+from mpc_core.mesh import Mesh
+from prover.wire import dealer_rank, join_job, recv_bytes, recv_exact, recv_fixed, send_bytes, send_fixed
 
 log = logging.getLogger("shardproof.dealer")
 
@@ -65,7 +65,8 @@ class DealerServiceError(ProverError):
 class SealedDealerLink:
     """The last party's online side: ask for request #k's corrections, receive them encrypted."""
 
-    def __init__(self, n_parties: int, job_id: str, key: bytes):
+    def __init__(self, mesh: Mesh, n_parties: int, job_id: str, key: bytes):
+        self.mesh = mesh
         self.rank = dealer_rank(n_parties)
         self.job_id = job_id
         self.key = key
@@ -76,8 +77,8 @@ class SealedDealerLink:
         comps = kind_spec(req).derived
         sizes = [8 * _numel(c.shape) for c in comps]
         # One fixed-size request frame and one reply of known size: a round trip is two messages.
-        send_fixed(canonical_cbor([op_index] + desc), self.rank, REQUEST_FRAME)
-        sealed = recv_exact(self.rank, sum(sizes) + TAG_BYTES)
+        send_fixed(self.mesh, canonical_cbor([op_index] + desc), self.rank, REQUEST_FRAME)
+        sealed = recv_exact(self.mesh, self.rank, sum(sizes) + TAG_BYTES)
         payload = open_correction(self.key, self.job_id, op_index, desc, sealed)
         out, pos = {}, 0
         for comp, size in zip(comps, sizes):
@@ -89,7 +90,7 @@ class SealedDealerLink:
         """Tell the dealer the program is done: a frame `canonical_cbor([used])` with the number of
         requests the program made (or, without it, an empty frame)."""
         try:
-            send_fixed(canonical_cbor([int(used)]) if used is not None else b"", self.rank, REQUEST_FRAME)
+            send_fixed(self.mesh, canonical_cbor([int(used)]) if used is not None else b"", self.rank, REQUEST_FRAME)
         except Exception:  # the dealer may be gone already; closing is best effort
             pass
 
@@ -215,12 +216,12 @@ def request_from(desc: list) -> Request:
     return Request(kind, tuple(tup(p) for p in params))
 
 
-def serve_corrections(dealer: _LoggingDealer, n_parties: int, job_id: str, key: bytes) -> int:
+def serve_corrections(dealer: _LoggingDealer, mesh: Mesh, n_parties: int, job_id: str, key: bytes) -> int:
     """Answer the last party's online requests until it closes the link; returns the number of requests
     it used (the close frame `[used]` trims the log to them; an empty frame keeps the log as is)."""
     last = n_parties - 1
     while True:
-        msg = recv_fixed(last, REQUEST_FRAME)
+        msg = recv_fixed(mesh, last, REQUEST_FRAME)
         if not msg:
             return len(dealer.log)
         try:
@@ -236,7 +237,7 @@ def serve_corrections(dealer: _LoggingDealer, n_parties: int, job_id: str, key: 
             raise
         except (MPCError, ValueError, TypeError, KeyError) as exc:
             raise DealerServiceError(f"bad correction request from party {last}: {type(exc).__name__}: {exc}") from exc
-        send_exact(seal_correction(key, job_id, op_index, req.describe(), payload), last)
+        mesh.send(last, seal_correction(key, job_id, op_index, req.describe(), payload))
 
 
 # --- the offline phase: the plan's corrections, delivered in bulk -------------------------------
@@ -283,14 +284,15 @@ def offline_corrections(dealer: TrustedDealer, plan: Plan) -> Offline:
     return Offline(requests, head + b"".join(parts), len(head), corrections_seconds=time.perf_counter() - t0)
 
 
-def send_prefetch(keys: NodeKeys, peer_x25519: bytes, node_id: str, job_id: str, offline: Offline, party: int) -> None:
+def send_prefetch(keys: NodeKeys, mesh: Mesh, peer_x25519: bytes, node_id: str, job_id: str, offline: Offline,
+                  party: int) -> None:
     """Send the bulk stream to the last party: sealed `dealer.material` messages with counters 1, 2, ...
     (counter 0 is the seed message that announces it)."""
     for i, chunk in enumerate(offline.chunks(), start=1):
-        send_bytes(seal(keys, peer_x25519, node_id, job_id, PURPOSE_DEALER, chunk, i), party)
+        send_bytes(mesh, seal(keys, peer_x25519, node_id, job_id, PURPOSE_DEALER, chunk, i), party)
 
 
-def receive_prefetch(keys: StaticKeys, header: dict, rank: int, dealer_x25519: bytes, dealer_id: str, job_id: str,
+def receive_prefetch(keys: StaticKeys, mesh: Mesh, header: dict, rank: int, dealer_x25519: bytes, dealer_id: str, job_id: str,
                      guard: ReplayGuard, online=None) -> PrefetchedCorrections:
     """The last party's side of `send_prefetch`: receive and open the announced messages from `rank`, check them
     against the announcement, and return the correction source (with `online` for requests past the plan).
@@ -303,7 +305,7 @@ def receive_prefetch(keys: StaticKeys, header: dict, rank: int, dealer_x25519: b
         raise DealerServiceError(f"impossible prefetch announcement {header!r}")
     parts = []
     for i in range(1, messages + 1):
-        opened = open_(keys, recv_bytes(rank, MAX_SEALED), dealer_x25519,
+        opened = open_(keys, recv_bytes(mesh, rank, MAX_SEALED), dealer_x25519,
                        sender=dealer_id, job=job_id, purpose=PURPOSE_DEALER, replay=guard)
         if opened.counter != i:
             raise DealerServiceError(f"prefetch message #{opened.counter} where #{i} was due")
@@ -372,7 +374,7 @@ def run_dealer_job(led: Ledger, keys: NodeKeys, job_id: str, state_dir: str | os
     log.info("job %s: offline phase: %d requests planned in %.2f s, %d bytes of corrections computed in %.2f s",
              job_id, len(plan), plan_s, offline.corrections_bytes, offline.corrections_seconds)
     dealer = _LoggingDealer(trusted, offline.requests)
-    join_group(rendezvous, dealer_rank(n), n, timeout_s)
+    mesh = join_job(rendezvous, dealer_rank(n), n, job_id, timeout_s)
     try:
         key = os.urandom(CORRECTION_KEY_BYTES)
         for p in range(n):
@@ -380,14 +382,14 @@ def run_dealer_job(led: Ledger, keys: NodeKeys, job_id: str, state_dir: str | os
             if p == n - 1:
                 msg["corrections_key"] = key
                 msg["prefetch"] = offline.header()
-            send_bytes(seal(keys, peers[p].x25519, nodes[p], job_id, PURPOSE_DEALER, canonical_cbor(msg), 0), p)
+            send_bytes(mesh, seal(keys, peers[p].x25519, nodes[p], job_id, PURPOSE_DEALER, canonical_cbor(msg), 0), p)
         t0 = time.perf_counter()
-        send_prefetch(keys, peers[n - 1].x25519, nodes[n - 1], job_id, offline, n - 1)
+        send_prefetch(keys, mesh, peers[n - 1].x25519, nodes[n - 1], job_id, offline, n - 1)
         log.info("job %s: sent party %d the plan and its corrections, %d bytes in %d sealed messages, in %.2f s",
                  job_id, n - 1, len(offline.stream), offline.header()["messages"], time.perf_counter() - t0)
-        used = serve_corrections(dealer, n, job_id, key)
+        used = serve_corrections(dealer, mesh, n, job_id, key)
     finally:
-        leave_group()
+        mesh.close()
     state.update(requests=dealer.log, status="done")
     write_secret(path, canonical_cbor(state))
     log.info("job %s: the last party used %d correction requests (%d planned, %d answered online)", job_id, used,

@@ -1,4 +1,4 @@
-"""Private generation with one process per party over torch.distributed (gloo on loopback).
+"""Private generation with one process per party over the TCP mesh on loopback (mpc_core.mesh).
 
 Ranks 0..N-1 are the parties; rank N is the dealer with the client co-located
 (the deployment where "the dealer runs inside the client"). Each party loads
@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from mpc_core import prg
 from mpc_core.dealer import TrustedDealer
 from mpc_core.distributed import run_parties, serve_dealer
+from mpc_core.mesh import Mesh
 from mpc_core.ring import decode
 from mpc_core.shares import additive_split
 from mpc_core.session import Session
@@ -52,6 +52,7 @@ def party_main(session: Session, model_dir: str, steps: int, prompt_len: int) ->
     weights = {name: torch.stack([shares[p][name] for p in session.local_parties]) for name in manifest["tensors"]}
     n, V = session.n_parties, manifest_config(manifest).vocab_size
     client = n
+    mesh = session.comm.mesh
     started, times = [], []  # when each step's forward pass began; how long it took
 
     def inputs():
@@ -60,8 +61,7 @@ def party_main(session: Session, model_dir: str, steps: int, prompt_len: int) ->
             session.dealer_channel.marker(READY_FOR_PROMPT)
         for i in range(steps):
             T = prompt_len if i == 0 else 1
-            onehot = torch.empty(T, V, dtype=torch.int64)
-            dist.recv(onehot, src=client)
+            onehot = mesh.recv_tensor(client, (T, V))
             started.append(time.perf_counter())
             yield onehot.unsqueeze(0)
 
@@ -69,12 +69,12 @@ def party_main(session: Session, model_dir: str, steps: int, prompt_len: int) ->
         times.append(time.perf_counter() - started[-1])
         if session.dealer_channel is not None:
             session.dealer_channel.marker(LOGITS_READY)
-        dist.send(logits.data[0].contiguous(), dst=client)
+        mesh.send_tensor(client, logits.data[0])
     c = session.counters
     return {"seconds": times, "rounds": c.rounds, "bytes_per_party": c.bytes_per_party, "dealer_seconds": c.dealer_seconds}
 
 
-def client_dealer_main(dealer: TrustedDealer, n_parties: int, prompt_ids: list[int], steps: int, vocab: int,
+def client_dealer_main(dealer: TrustedDealer, mesh: Mesh, n_parties: int, prompt_ids: list[int], steps: int, vocab: int,
                        temperature: float, top_k: int | None, seed: int, frac_bits: int) -> dict:
     """Rank N: serve the dealer's corrections and, at each marker, act as the client.
 
@@ -87,7 +87,7 @@ def client_dealer_main(dealer: TrustedDealer, n_parties: int, prompt_ids: list[i
 
     def send_tokens(ids: list[int]) -> None:
         for p, sh in enumerate(_client_shares(_onehot(ids, vocab), n_parties, client_seed, len(sent))):
-            dist.send(sh.contiguous(), dst=p)
+            mesh.send_tensor(p, sh)
         sent.append(list(ids))
 
     def step(feed: list[int], i: int) -> torch.Tensor:
@@ -106,9 +106,7 @@ def client_dealer_main(dealer: TrustedDealer, n_parties: int, prompt_ids: list[i
             raise ModelError(f"unexpected marker {code}")
         total = torch.zeros(1, vocab, dtype=torch.int64)
         for p in range(n_parties):
-            part = torch.empty(1, vocab, dtype=torch.int64)
-            dist.recv(part, src=p)
-            total += part
+            total += mesh.recv_tensor(p, (1, vocab))
         received.append(decode(total, frac_bits))
         nxt = next(loop, None)
         if nxt is None:
@@ -117,7 +115,7 @@ def client_dealer_main(dealer: TrustedDealer, n_parties: int, prompt_ids: list[i
         if len(tokens) < steps:
             send_tokens([tokens[-1]])
 
-    served = serve_dealer(dealer, n_parties - 1, on_marker=on_marker)
+    served = serve_dealer(dealer, mesh, n_parties - 1, on_marker=on_marker)
     return {"tokens": tokens, "dealer_requests": served}
 
 

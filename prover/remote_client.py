@@ -1,7 +1,7 @@
 """The client of a ledger job run by `prover serve` nodes (specs/audit.md, specs/node-daemon.md).
 
-`run_remote_job` posts `job.open` (params: prompt length, steps, the gloo
-rendezvous) and `job.assign`, joins the job's group as the client rank
+`run_remote_job` posts `job.open` (params: prompt length, steps, the mesh's
+rendezvous, which it listens on) and `job.assign`, joins the job's mesh as the client rank
 (prover.wire) and plays the client: sealed one-hot input shares out, sealed
 logit shares in, sampling locally through the one client loop
 (protocol.program.client_loop). The dealer is a separate role: a
@@ -21,7 +21,6 @@ import torch
 
 from ledger import Ledger
 from ledger import entries as E
-from mpc_core.distributed import free_port
 from mpc_core.encoding import tensor_bytes, tensor_from_bytes
 from mpc_core.ring import decode
 from mpc_core.shares import additive_split
@@ -36,7 +35,7 @@ from protocol import bodies as B
 from protocol.job_view import job_failed, last_heartbeat, operator_problem, published_manifest
 from models.publish import manifest_config
 from protocol.program import client_loop
-from prover.wire import client_rank, join_group, leave_group, recv_bytes, send_bytes
+from prover.wire import client_rank, join_job, open_rendezvous, recv_bytes, send_bytes
 
 
 class RemoteJobError(ProverError):
@@ -203,14 +202,14 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
     me = client_keys.node_id
     if dealer is not None and lookup_peer(led, dealer) is None:
         raise RemoteJobError(f"dealer {dealer!r} is not registered")
-    port = port or free_port()
+    listener, rendezvous = open_rendezvous() if not port else (None, f"127.0.0.1:{port}")
     job = job_id.encode()
     t_open = time.perf_counter()
     led.append_many([
         E.make_entry(client_keys.identity, E.JOB_OPEN, {
             "job_id": job_id, "model_id": model_id, "n_parties": n, "replicas": 1, "stages": 1,
             "dealer": dealer or me, "client": me,
-            "params": {"prompt_len": len(prompt_ids), "steps": steps, "rendezvous": f"127.0.0.1:{port}"}}),
+            "params": {"prompt_len": len(prompt_ids), "steps": steps, "rendezvous": rendezvous}}),
         E.make_entry(client_keys.identity, E.JOB_ASSIGN, {"job_id": job_id, "assignments": [
             {"node": nid, "party": p, "replica": 0, "stage": 0} for p, nid in enumerate(node_ids)]}),
     ])
@@ -233,11 +232,11 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
         """Send step i's sealed one-hot shares of `feed` to the nodes; their sealed logit shares, added up."""
         shares = additive_split(_onehot(feed, vocab), n, client_seed, job, f"tokens:{i}")
         for p, sh in enumerate(shares):
-            send_bytes(seal(client_keys, peers[p].x25519, node_ids[p], job_id, PURPOSE_INPUT,
+            send_bytes(mesh, seal(client_keys, peers[p].x25519, node_ids[p], job_id, PURPOSE_INPUT,
                             tensor_bytes(sh.contiguous()), i), p)
         total = torch.zeros(1, vocab, dtype=torch.int64)
         for p in range(n):
-            opened = open_(client_keys, recv_bytes(p), peers[p].x25519, sender=node_ids[p], job=job_id,
+            opened = open_(client_keys, recv_bytes(mesh, p), peers[p].x25519, sender=node_ids[p], job=job_id,
                            purpose=PURPOSE_OUTPUT, replay=guard)
             if opened.counter != i:
                 raise RemoteJobError(f"logit share #{opened.counter} from party {p}, #{i} was due")
@@ -249,9 +248,9 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
     t0 = time.perf_counter()
     try:
         try:
-            join_group(f"127.0.0.1:{port}", client_rank(n), n, timeout_s)
+            mesh = join_job(rendezvous, client_rank(n), n, job_id, timeout_s, listener=listener)
         except Exception as exc:  # a party or the dealer never joined, or died while the group formed
-            raise RemoteJobError(f"job {job_id}: the job's group did not form: {type(exc).__name__}: {exc}") from exc
+            raise RemoteJobError(f"job {job_id}: the job's mesh did not form: {type(exc).__name__}: {exc}") from exc
         t_group = time.perf_counter()
         try:
             for nxt in client_loop(prompt_ids, steps, step, temperature=temperature, top_k=top_k, seed=seed):
@@ -262,8 +261,10 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
         except Exception as exc:
             raise RemoteJobError(f"job {job_id}: {type(exc).__name__}: {exc}") from exc
         finally:
-            leave_group()
+            mesh.close()
     finally:
+        if listener is not None:
+            listener.close()  # join_job closed it already unless the job failed before
         if inside is not None:
             inside.join(timeout=timeout_s)
             if inside.is_alive():

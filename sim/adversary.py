@@ -30,7 +30,7 @@ import torch
 
 from mpc_core import prg
 from mpc_core.broadcast import BroadcastLog
-from mpc_core.distributed import TorchDistributedCommunicator
+from mpc_core.mesh import Mesh, MeshCommunicator
 from mpc_core.encoding import canonical_cbor
 from mpc_core.session import Session
 from prover.daemon import NodeDaemon
@@ -82,17 +82,16 @@ def install(session: Session, party: int, cheat: Cheat) -> dict:
     return fired
 
 
-class EquivocatingCommunicator(TorchDistributedCommunicator):
+class EquivocatingCommunicator(MeshCommunicator):
     """For `equivocate`: a networked party that sends the highest-numbered peer an altered message in the
-    first point-to-point round at or after `cheat.step`, and every other message honestly."""
+    first round at or after `cheat.step`, and every other message honestly."""
 
-    def __init__(self, rank: int, n_parties: int, group: Any, broadcast_log: BroadcastLog | None, cheat: Cheat,
-                 device: torch.device | None = None):
+    def __init__(self, mesh: Mesh, n_parties: int, broadcast_log: BroadcastLog | None, cheat: Cheat):
         if broadcast_log is None:
-            raise CheatSpecError("per-peer messages need the point-to-point mode (a broadcast log)")
-        super().__init__(rank, n_parties, group, device=device, broadcast_log=broadcast_log)
+            raise CheatSpecError("per-peer messages need a broadcast log (the rounds are chained per peer)")
+        super().__init__(mesh, n_parties, broadcast_log=broadcast_log)
         self.cheat = cheat
-        self.victim = max(j for j in range(n_parties) if j != rank)
+        self.victim = max(j for j in range(n_parties) if j != self.rank)
         self.fired: dict = {}
 
     def _message_for(self, round_index: int, peer: int, mine: torch.Tensor) -> torch.Tensor:
@@ -153,12 +152,12 @@ class CheatingNodeDaemon(NodeDaemon):
         super().__init__(ledger_url, keys, data_dir, poll_s=poll_s, timeout_s=timeout_s)
         self.cheat = cheat
 
-    def make_communicator(self, party: int, n_parties: int, group, bcast: BroadcastLog) -> TorchDistributedCommunicator:
+    def make_communicator(self, mesh: Mesh, n_parties: int, bcast: BroadcastLog) -> MeshCommunicator:
         if self.cheat.kind == "equivocate":
-            return EquivocatingCommunicator(party, n_parties, group, bcast, self.cheat)
-        return super().make_communicator(party, n_parties, group, bcast)
+            return EquivocatingCommunicator(mesh, n_parties, bcast, self.cheat)
+        return super().make_communicator(mesh, n_parties, bcast)
 
-    def make_session(self, comm: TorchDistributedCommunicator, dealer, job: bytes, jdir: Path,
+    def make_session(self, comm: MeshCommunicator, dealer, job: bytes, jdir: Path,
                      frac_bits: int) -> Session:
         session = super().make_session(comm, dealer, job, jdir, frac_bits)
         install(session, comm.rank, self.cheat)

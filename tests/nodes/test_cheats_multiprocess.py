@@ -226,7 +226,7 @@ def test_a_node_killed_mid_job_fails_that_job_only(network, request):
 
     t = threading.Thread(target=client)
     t.start()
-    joined = f"job {job_id}: joined the group as party {victim}"
+    joined = f"job {job_id}: joined the mesh as party {victim}"
     log = net.log_file(net.nodes[victim].node_id)
     net.wait_until(lambda: joined in log.read_text(errors="replace"), 120)  # progress-based: a busy machine is slow
     assert joined in log.read_text(errors="replace"), net.logs()

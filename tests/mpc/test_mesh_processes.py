@@ -1,4 +1,4 @@
-"""torch.distributed (gloo) transport: bit-identical to in-process; dead or stalled peers fail fast."""
+"""The TCP mesh with one process per party: bit-identical to in-process; dead or stalled peers fail fast."""
 import time
 
 import torch
@@ -10,7 +10,7 @@ from mpc_core.prg import master_from_int
 from . import dist_programs
 
 
-def test_three_process_gloo_run_is_bit_identical_to_in_process():
+def test_three_process_mesh_run_is_bit_identical_to_in_process():
     master = master_from_int(99)
     outcomes = run_parties(dist_programs.block, 3, master, timeout_s=60)
     assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]
