@@ -9,6 +9,7 @@ little-endian bytes (specs/transcript.md).
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +27,33 @@ def tensor_digest(name: str, t: torch.Tensor) -> bytes:
     """BLAKE3(TRANSCRIPT_TENSOR || cbor([name, shape]) || int64-le bytes)."""
     if t.dtype != torch.int64:
         raise TranscriptError(f"transcript tensors are int64, {name} is {t.dtype}")
-    h = blake3.blake3(TRANSCRIPT_TENSOR)
-    h.update(canonical_cbor([name, list(t.shape)]))
-    arr = np.ascontiguousarray(t.detach().cpu().numpy()).astype("<i8", copy=False)
-    h.update(memoryview(arr).cast("B"))
+    return _digest_of(name, _le_array(t))
+
+
+@functools.lru_cache(maxsize=8192)
+def _digest_prefix(name: str, shape: tuple[int, ...]) -> bytes:
+    """TRANSCRIPT_TENSOR || canonical_cbor([name, shape]): a job has a few hundred (name, shape) pairs."""
+    return TRANSCRIPT_TENSOR + canonical_cbor([name, list(shape)])
+
+
+def _le_array(t: torch.Tensor) -> np.ndarray:
+    """The tensor's values as a C-contiguous little-endian int64 array (no copy when it already is one)."""
+    if t.device.type == "cpu" and not t.requires_grad:
+        arr = t.numpy() if t.is_contiguous() else t.contiguous().numpy()
+    else:
+        arr = np.ascontiguousarray(t.detach().cpu().numpy())
+    return arr.astype("<i8", copy=False)
+
+
+def _digest_of(name: str, arr: np.ndarray) -> bytes:
+    h = blake3.blake3(_digest_prefix(name, tuple(arr.shape)))
+    h.update(_raw(arr))
     return h.digest()
+
+
+def _raw(arr: np.ndarray) -> memoryview | bytes:
+    """The array's bytes without a copy where the buffer protocol allows (not for 0-d or empty arrays)."""
+    return memoryview(arr).cast("B") if arr.ndim and arr.size else arr.tobytes()
 
 
 @dataclass
@@ -97,14 +120,17 @@ class Transcript:
         and `refs` as in StepRecord."""
         if self.records and index <= self.records[-1].index:
             raise TranscriptError(f"party {self.party}: step index {index} after {self.records[-1].index}")
-        shapes = {n: list(t.shape) for n, t in tensors.items()}
-        digests = {n: tensor_digest(n, t) for n, t in tensors.items()}
+        for n, t in tensors.items():
+            if t.dtype != torch.int64:
+                raise TranscriptError(f"transcript tensors are int64, {n} is {t.dtype}")
+        arrays = {n: _le_array(t) for n, t in tensors.items()}
+        shapes = {n: list(a.shape) for n, a in arrays.items()}
+        digests = {n: _digest_of(n, a) for n, a in arrays.items()}
         rec = StepRecord(index, kind, scope, shapes, digests, ops=list(ops or []), refs=list(refs or []))
         if self._file is not None:
-            for n in sorted(tensors):
+            for n in sorted(arrays):
                 rec.offsets[n] = self._file.seek(0, os.SEEK_END)
-                arr = np.ascontiguousarray(tensors[n].detach().cpu().numpy()).astype("<i8", copy=False)
-                self._file.write(memoryview(arr).cast("B"))
+                self._file.write(_raw(arrays[n]))
         if self._indexed == (id(self.records), len(self.records)):
             self._index.setdefault(index, len(self.records))
             self._indexed = (id(self.records), len(self.records) + 1)
