@@ -96,7 +96,7 @@ def run_mpc_inference(request: InferenceRequest, model_dir: Path, processes: boo
     shares, and the client reconstructs and samples locally with
     `models.sample_next_token` (same temperature / top_k / seeded generator as
     the plaintext path). In-process by default; with `processes`, the model is
-    published to share files and each party runs in its own process over gloo.
+    published to share files and each party runs in its own process over the TCP mesh.
     """
     from models import load_checkpoint
 
@@ -248,7 +248,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--parties", type=_positive_int, default=2, metavar="N", help="MPC share holders (default 2; ignored with --plaintext)")
     p.add_argument("--plaintext", action="store_true", help="run the plaintext reference model locally (no MPC)")
     p.add_argument("--processes", action="store_true",
-                   help="one process per party over torch.distributed (gloo on loopback) instead of in-process")
+                   help="one process per party over the TCP mesh on loopback instead of in-process")
     net = p.add_argument_group("on a ledger, with `prover serve` nodes")
     net.add_argument("--ledger", default=None, metavar="URL",
                      help="open the job on this ledger (sqlite:///path, postgresql://...) and run it on --nodes "
@@ -280,7 +280,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
                    "tokens, the time, and what the run cost (rounds_per_token, bytes_per_party_per_token, "
                    "offline_seconds, online_seconds_per_token: see above)")
     p.add_argument("--verbose", action="store_true",
-                   help="on failure, the full cause (tracebacks, gloo messages; the in-client dealer logs to the terminal)")
+                   help="on failure, the full cause (tracebacks, transport messages; the in-client dealer logs to the terminal)")
     p.set_defaults(func=run)
 
 
@@ -292,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
     """Run `shardproof infer`; returns the exit code."""
     import os
 
-    if not args.verbose:  # before torch loads: no C++ messages or stack traces from c10d/gloo on the terminal
+    if not args.verbose:  # before torch loads: no C++ messages or stack traces from native code on the terminal
         os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
     from ledger import LedgerError
     from mpc_core import MPCError

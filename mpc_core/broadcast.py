@@ -22,7 +22,7 @@ import blake3
 import torch
 
 from mpc_core import domains
-from mpc_core.encoding import canonical_cbor, tensor_bytes
+from mpc_core.encoding import canonical_cbor
 from mpc_core.errors import MPCError
 
 ZERO_HEAD = bytes(32)
@@ -33,7 +33,10 @@ def chain_step(head: bytes, k: int, t: torch.Tensor) -> bytes:
     h = blake3.blake3(domains.BROADCAST_CHAIN)
     h.update(head)
     h.update(canonical_cbor([k, str(t.dtype).removeprefix("torch."), list(t.shape)]))
-    h.update(tensor_bytes(t.contiguous()))
+    if t.dtype != torch.int64:
+        raise MPCError(f"broadcast messages are int64, got {t.dtype}")
+    arr = t.contiguous().numpy()
+    h.update(memoryview(arr).cast("B") if arr.ndim and arr.size else arr.tobytes())
     return h.digest()
 
 

@@ -2,7 +2,7 @@
 
 Shares travel with a leading *party axis*: a tensor of shape (P, *shape)
 holds the shares of the P parties that live in this process (all N of them
-in-process, one per process over torch.distributed). Protocol code is written
+in-process, one per process over the TCP mesh). Protocol code is written
 once against that layout, so both transports run the same code and produce
 bit-identical shares and transcripts.
 """

@@ -7,7 +7,7 @@ For each `job.open` that names it as dealer, the dealer
 2. runs the job's offline phase: the job's dealer plan (protocol.plan: every material request of
    the program, from the published manifest, the prompt length and the steps) and the last
    party's correction shares for all of it;
-3. joins the job's group as rank N (prover.wire) and sends party i its seed sealed on
+3. joins the job's mesh as rank N (prover.wire) and sends party i its seed sealed on
    a private channel (Noise K); the last party's message also carries a fresh
    correction key and announces the prefetched corrections, which follow sealed in bulk;
 4. answers, online, only the last party's requests beyond the plan (none when the plan holds),
@@ -425,7 +425,7 @@ def dealer_process(ledger_url: str, key_bytes: bytes, job_id: str, state_dir: st
                    master_seed: bytes | None, log_path: str | None = None) -> None:
     """Entry point of the dealer process a client starts when the dealer runs inside the client.
 
-    With `log_path`, everything this process writes to stderr (its log, a traceback, gloo's own
+    With `log_path`, everything this process writes to stderr (its log, a traceback, native libraries'
     messages) goes to that file instead of the client's terminal."""
     if log_path is not None:
         import logging as _logging

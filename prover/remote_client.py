@@ -99,7 +99,7 @@ def preflight(ledger: str | Ledger, node_ids: list[str], model_id: str, dealer: 
 
 
 def one_line(exc: BaseException, limit: int = 400) -> str:
-    """The first line of an exception's message (gloo and c10d append C++ stack traces), shortened."""
+    """The first line of an exception's message (some append C++ stack traces), shortened."""
     text = str(exc).strip().splitlines()
     first = text[0].strip() if text else type(exc).__name__
     return first if len(first) <= limit else first[:limit - 3] + "..."

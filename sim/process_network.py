@@ -2,7 +2,7 @@
 
 The nodes are `prover serve` processes and the dealer a `shardproof dealer serve`
 process, each with its own key file and data directory; they see each other only
-through the ledger and the job's gloo group. The calling process plays the
+through the ledger and the job's mesh. The calling process plays the
 remaining roles: model owner (publishes the shares, each sealed for its node, and
 posts every job's refresh commitments from a thread),
 client (`run_remote_job`), log operator (signs checkpoints) and auditor. Used by

@@ -55,7 +55,7 @@ def _soak_only_on_postgres(net, request) -> None:
 WEIGHT = "transformer.h.0.mlp.c_fc.weight"
 _jobs = itertools.count()
 _dbs = itertools.count()  # a module fixture can be set up twice in one worker (params reordered)
-# The daemons' and the client's --timeout (gloo joins and every send/recv wait that long) and the harness's
+# The daemons' and the client's --timeout (mesh joins and every send/recv wait that long) and the harness's
 # idle window. Only a failure ever waits it out; a loaded machine (load 10 on 2 cores) slows a job tenfold
 # and had a starved dealer miss a 90 s send deadline.
 TIMEOUT_S = 300
@@ -238,7 +238,7 @@ def test_a_node_killed_mid_job_fails_that_job_only(network, request):
     assert "error" in outcome, outcome
     for i in (0, 1):
         st = net.data_dir(net.nodes[i].node_id) / "jobs" / job_id / "status"
-        # A peer may only notice at its gloo timeout (net.timeout_s); progress extends the wait.
+        # A peer may only notice at its mesh timeout (net.timeout_s); progress extends the wait.
         assert net.wait_until(lambda: st.read_text() == "failed", net.timeout_s + 30), (st.read_text(), net.logs())
     net.start_node(victim)
     assert net.wait_serving(net.nodes[victim].node_id, 120), net.logs()

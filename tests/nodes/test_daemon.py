@@ -1,5 +1,5 @@
 """`prover serve` end to end: three node daemons (subprocesses) on a SQLite ledger, the client and dealer in
-the test process, gloo on loopback. An honest job generates the plaintext model's greedy tokens and audits
+the test process, the TCP mesh on loopback. An honest job generates the plaintext model's greedy tokens and audits
 clean; a node restarted with a cheat still answers the earlier job's challenge from disk and is named in a
 later job's audit."""
 from __future__ import annotations
