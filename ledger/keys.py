@@ -1,10 +1,10 @@
 """Key handling: Ed25519 (per-entry signatures) and BLS12-381 (checkpoints, cosignatures, job roots).
 
 BLS uses the proof-of-possession ciphersuite of draft-irtf-cfrg-bls-signature
-(BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_) through py_ecc, the reference.
-py_ecc is slow (~0.1 s to sign, ~0.3 s to verify), so BLS is used only on
-rare paths (registration, checkpoints, cosigning); verification results of
-these pure functions are memoised.
+(BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_), written in ledger/bls.py over
+arkworks' group operations (milliseconds per operation) and checked there against
+py_ecc, the reference, which still derives the keys (KeyGen). Verification
+results of these pure functions are memoised.
 """
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from blake3 import blake3
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from py_ecc.bls import G2ProofOfPossession as _BLS
+from py_ecc.bls import G2ProofOfPossession as _BLS  # KeyGen only (HKDF); the rest is ledger.bls
 
+from ledger import bls
 from ledger.errors import KeyFormatError
 from mpc_core import domains
 
@@ -70,17 +71,23 @@ def bls_keygen(ikm: bytes) -> int:
 
 def bls_public(sk: int) -> bytes:
     """48-byte compressed G1 public key."""
-    return bytes(_BLS.SkToPk(sk))
+    try:
+        return bls.sk_to_pk(sk)
+    except bls.BLSError as exc:
+        raise KeyFormatError(str(exc)) from exc
 
 
 def bls_sign(sk: int, msg: bytes) -> bytes:
     """96-byte compressed G2 signature."""
-    return bytes(_BLS.Sign(sk, msg))
+    try:
+        return bls.sign(sk, bytes(msg))
+    except bls.BLSError as exc:
+        raise KeyFormatError(str(exc)) from exc
 
 
 @functools.lru_cache(maxsize=1024)
 def _bls_verify(pk: bytes, msg: bytes, sig: bytes) -> bool:
-    return bool(_BLS.Verify(pk, msg, sig))
+    return bls.verify(pk, msg, sig)
 
 
 def bls_verify(pk: bytes, msg: bytes, sig: bytes) -> bool:
@@ -96,14 +103,14 @@ def bls_verify(pk: bytes, msg: bytes, sig: bytes) -> bool:
 def bls_aggregate(sigs: Sequence[bytes]) -> bytes:
     """Aggregate signatures into one (raises KeyFormatError on malformed input)."""
     try:
-        return bytes(_BLS.Aggregate([bytes(s) for s in sigs]))
+        return bls.aggregate([bytes(s) for s in sigs])
     except Exception as exc:  # noqa: BLE001
         raise KeyFormatError(f"cannot aggregate BLS signatures: {exc}") from exc
 
 
 @functools.lru_cache(maxsize=1024)
 def _bls_fav(pks: tuple[bytes, ...], msg: bytes, sig: bytes) -> bool:
-    return bool(_BLS.FastAggregateVerify(list(pks), msg, sig))
+    return bls.fast_aggregate_verify(list(pks), msg, sig)
 
 
 def bls_fast_aggregate_verify(pks: Sequence[bytes], msg: bytes, sig: bytes) -> bool:
@@ -123,19 +130,22 @@ def bls_aggregate_verify(pks: Sequence[bytes], msgs: Sequence[bytes], sig: bytes
     try:
         if not pks or len(pks) != len(msgs) or len(sig) != BLS_SIG:
             return False
-        return bool(_BLS.AggregateVerify([bytes(p) for p in pks], [bytes(m) for m in msgs], bytes(sig)))
+        return bls.aggregate_verify([bytes(p) for p in pks], [bytes(m) for m in msgs], bytes(sig))
     except Exception:  # noqa: BLE001
         return False
 
 
 def bls_pop_prove(sk: int) -> bytes:
     """Proof of possession of `sk` (96 bytes)."""
-    return bytes(_BLS.PopProve(sk))
+    try:
+        return bls.pop_prove(sk)
+    except bls.BLSError as exc:
+        raise KeyFormatError(str(exc)) from exc
 
 
 @functools.lru_cache(maxsize=1024)
 def _bls_pop_verify(pk: bytes, pop: bytes) -> bool:
-    return bool(_BLS.PopVerify(pk, pop))
+    return bls.pop_verify(pk, pop)
 
 
 def bls_pop_verify(pk: bytes, pop: bytes) -> bool:

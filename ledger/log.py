@@ -523,7 +523,7 @@ class Ledger:
 
         With `log_entry`, the signed checkpoint is also appended to the log as a
         `checkpoint` entry (at index == its size), in the same transaction.
-        Slow with py_ecc (~0.1 s): make checkpoints on demand or every K entries.
+        A BLS signature costs milliseconds (ledger/bls.py); the log operator still signs at most every interval.
         """
         if self.identity is None or self.log_key is None:
             raise NoLogKey("opening the ledger with log_identity= is needed to sign checkpoints")

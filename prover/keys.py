@@ -108,7 +108,7 @@ class NodeKeys:
 
     @property
     def bls_pop(self) -> bytes:
-        """BLS proof of possession (slow with py_ecc the first time, then cached)."""
+        """BLS proof of possession (computed once, then cached)."""
         return self.identity.bls_pop
 
     def sign(self, msg: bytes) -> bytes:
