@@ -6,9 +6,10 @@ tree does) does not import torch: key, ledger and report commands start in a fra
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mpc_core.lazy import lazy_attributes
 
 # The small model trained by tools/train_tiny_gpt.py and shipped in the package.
 TINY_MODEL_DIR: Path = Path(__file__).resolve().parent / "data" / "tiny"
@@ -39,13 +40,7 @@ if TYPE_CHECKING:
     from models.tokenizer import ByteBPETokenizer
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes('models', _LAZY, globals())
 
 
 __all__ = ["TINY_MODEL_DIR", *_LAZY]

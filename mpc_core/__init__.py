@@ -10,8 +10,9 @@ The names load their modules on first use (PEP 562): importing a torch-free modu
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mpc_core.lazy import lazy_attributes
 
 _LAZY = {
     "Communicator": "mpc_core.communicator", "InProcessCommunicator": "mpc_core.communicator",
@@ -37,13 +38,7 @@ if TYPE_CHECKING:
     from mpc_core.tensor import MaskedCache, MaskedWeight, SharedTensor
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mpc_core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes('mpc_core', _LAZY, globals())
 
 
 __all__ = list(_LAZY)
