@@ -25,7 +25,6 @@ from mpc_core.mesh import Mesh, MeshCommunicator, free_port, join_mesh
 from mpc_core.session import Session, input_owner_seed
 
 DEFAULT_TIMEOUT_S = 60.0
-_MARKER = 1 << 62  # a request length at or above this is a program marker (DealerChannel.marker)
 
 
 class DealerChannel:

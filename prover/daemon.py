@@ -42,7 +42,7 @@ from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_
 from mpc_core.session import Session
 from mpc_core.transcript import Transcript
 from prover.blob_server import BlobServer, answer_blob_requests, keep_blob
-from prover.channels import PURPOSE_DEALER, PURPOSE_INPUT, PURPOSE_OUTPUT, ReplayGuard, open_, seal
+from prover.channels import MAX_SEALED, PURPOSE_DEALER, PURPOSE_INPUT, PURPOSE_OUTPUT, ReplayGuard, open_, seal
 from prover.dealer_service import SealedDealerLink, receive_prefetch
 from protocol.commitments import commit
 from prover.errors import ProverError
@@ -57,7 +57,7 @@ from models.publish import MANIFEST_FILE, commit_tensor, load_party_share, manif
 from protocol.opening import OpeningBlobs, dec_tensor, decode_records, enc_tensor, encode_records, node_opening
 from protocol.program import party_program
 from protocol.weight_refresh import job_salts, read_keys, refreshed
-from prover.wire import client_rank, dealer_rank, exchange_bytes, join_job, recv_bytes, send_bytes
+from prover.wire import MAX_RECEIPT, client_rank, dealer_rank, join_job
 
 log = logging.getLogger("shardproof.daemon")
 
@@ -329,7 +329,7 @@ class NodeDaemon:
         dealer, client = dealer_rank(n), client_rank(n)
         bcast = BroadcastLog(p, n)
         try:
-            seed_msg = decode_cbor(open_(self.keys, recv_bytes(mesh, dealer), dealer_peer.x25519, sender=info.dealer,
+            seed_msg = decode_cbor(open_(self.keys, mesh.recv(dealer, MAX_SEALED), dealer_peer.x25519, sender=info.dealer,
                                          job=info.job_id, purpose=PURPOSE_DEALER, replay=guard).payload)
             seed = bytes(seed_msg["seed"])
             if prg.seed_commitment(seed, job, p) != info.seed_commitment:
@@ -352,7 +352,7 @@ class NodeDaemon:
                 """The client's sealed one-hot input shares (1, T, V), one per step, as the program asks."""
                 for i in range(info.steps):
                     T = info.prompt_len if i == 0 else 1
-                    opened = open_(self.keys, recv_bytes(mesh, client), client_peer.x25519, sender=info.client,
+                    opened = open_(self.keys, mesh.recv(client, MAX_SEALED), client_peer.x25519, sender=info.client,
                                    job=info.job_id, purpose=PURPOSE_INPUT, replay=guard)
                     if opened.counter != i:
                         raise DaemonError(f"input share #{opened.counter} where #{i} was due")
@@ -366,8 +366,8 @@ class NodeDaemon:
                 weights = {name: t.unsqueeze(0) for name, t in share.items()}
                 for i, logits in enumerate(party_program(session, manifest, weights, inputs())):
                     out = tensor_bytes(logits.data[0].contiguous())
-                    send_bytes(mesh, seal(self.keys, client_peer.x25519, info.client, info.job_id, PURPOSE_OUTPUT, out, i),
-                               client)
+                    mesh.send(client, seal(self.keys, client_peer.x25519, info.client, info.job_id, PURPOSE_OUTPUT,
+                                           out, i))
             finally:
                 if link is not None:
                     link.close(corrections.used)
@@ -429,7 +429,7 @@ class NodeDaemon:
         for j in bcast.peers:
             msg = receipt_message(info.job_id, info.party, j, bcast.count, bcast.sent[j])
             mine[j] = canonical_cbor([bcast.count, bcast.sent[j], self.keys.sign(msg)])
-        got = exchange_bytes(mesh, mine, bcast.peers)
+        got = mesh.exchange(mine, MAX_RECEIPT)
         heard, disputes = [], []
         for j in bcast.peers:
             try:

@@ -49,7 +49,7 @@ from prover.errors import ProverError
 from prover.keys import NodeKeys, lookup_peer
 from protocol.opening import correction_items, corrections_leaf, enc_tensor, encode_release
 from mpc_core.mesh import Mesh
-from prover.wire import dealer_rank, join_job, recv_bytes, recv_exact, recv_fixed, send_bytes, send_fixed
+from prover.wire import dealer_rank, join_job, recv_exact, recv_fixed, send_fixed
 
 log = logging.getLogger("shardproof.dealer")
 
@@ -289,7 +289,7 @@ def send_prefetch(keys: NodeKeys, mesh: Mesh, peer_x25519: bytes, node_id: str, 
     """Send the bulk stream to the last party: sealed `dealer.material` messages with counters 1, 2, ...
     (counter 0 is the seed message that announces it)."""
     for i, chunk in enumerate(offline.chunks(), start=1):
-        send_bytes(mesh, seal(keys, peer_x25519, node_id, job_id, PURPOSE_DEALER, chunk, i), party)
+        mesh.send(party, seal(keys, peer_x25519, node_id, job_id, PURPOSE_DEALER, chunk, i))
 
 
 def receive_prefetch(keys: StaticKeys, mesh: Mesh, header: dict, rank: int, dealer_x25519: bytes, dealer_id: str, job_id: str,
@@ -305,7 +305,7 @@ def receive_prefetch(keys: StaticKeys, mesh: Mesh, header: dict, rank: int, deal
         raise DealerServiceError(f"impossible prefetch announcement {header!r}")
     parts = []
     for i in range(1, messages + 1):
-        opened = open_(keys, recv_bytes(mesh, rank, MAX_SEALED), dealer_x25519,
+        opened = open_(keys, mesh.recv(rank, MAX_SEALED), dealer_x25519,
                        sender=dealer_id, job=job_id, purpose=PURPOSE_DEALER, replay=guard)
         if opened.counter != i:
             raise DealerServiceError(f"prefetch message #{opened.counter} where #{i} was due")
@@ -382,7 +382,7 @@ def run_dealer_job(led: Ledger, keys: NodeKeys, job_id: str, state_dir: str | os
             if p == n - 1:
                 msg["corrections_key"] = key
                 msg["prefetch"] = offline.header()
-            send_bytes(mesh, seal(keys, peers[p].x25519, nodes[p], job_id, PURPOSE_DEALER, canonical_cbor(msg), 0), p)
+            mesh.send(p, seal(keys, peers[p].x25519, nodes[p], job_id, PURPOSE_DEALER, canonical_cbor(msg), 0))
         t0 = time.perf_counter()
         send_prefetch(keys, mesh, peers[n - 1].x25519, nodes[n - 1], job_id, offline, n - 1)
         log.info("job %s: sent party %d the plan and its corrections, %d bytes in %d sealed messages, in %.2f s",

@@ -24,7 +24,7 @@ from ledger import entries as E
 from mpc_core.encoding import tensor_bytes, tensor_from_bytes
 from mpc_core.ring import decode
 from mpc_core.shares import additive_split
-from prover.channels import PURPOSE_INPUT, PURPOSE_OUTPUT, ReplayGuard, open_, seal
+from prover.channels import MAX_SEALED, PURPOSE_INPUT, PURPOSE_OUTPUT, ReplayGuard, open_, seal
 from prover.dealer_service import dealer_process
 from prover.errors import ProverError
 from prover.keys import NodeKeys, lookup_peer
@@ -35,7 +35,7 @@ from protocol import bodies as B
 from protocol.job_view import job_failed, last_heartbeat, operator_problem, published_manifest
 from models.publish import manifest_config
 from protocol.program import client_loop
-from prover.wire import client_rank, join_job, open_rendezvous, recv_bytes, send_bytes
+from prover.wire import client_rank, join_job, open_rendezvous
 
 
 class RemoteJobError(ProverError):
@@ -232,11 +232,11 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
         """Send step i's sealed one-hot shares of `feed` to the nodes; their sealed logit shares, added up."""
         shares = additive_split(_onehot(feed, vocab), n, client_seed, job, f"tokens:{i}")
         for p, sh in enumerate(shares):
-            send_bytes(mesh, seal(client_keys, peers[p].x25519, node_ids[p], job_id, PURPOSE_INPUT,
-                            tensor_bytes(sh.contiguous()), i), p)
+            mesh.send(p, seal(client_keys, peers[p].x25519, node_ids[p], job_id, PURPOSE_INPUT,
+                              tensor_bytes(sh.contiguous()), i))
         total = torch.zeros(1, vocab, dtype=torch.int64)
         for p in range(n):
-            opened = open_(client_keys, recv_bytes(mesh, p), peers[p].x25519, sender=node_ids[p], job=job_id,
+            opened = open_(client_keys, mesh.recv(p, MAX_SEALED), peers[p].x25519, sender=node_ids[p], job=job_id,
                            purpose=PURPOSE_OUTPUT, replay=guard)
             if opened.counter != i:
                 raise RemoteJobError(f"logit share #{opened.counter} from party {p}, #{i} was due")

@@ -16,7 +16,7 @@ import socket
 from mpc_core.mesh import Mesh, join_mesh, listen_rendezvous
 from prover.errors import ProverError
 
-MAX_WIRE_BYTES = 1 << 30
+MAX_RECEIPT = 4096  # a broadcast receipt: canonical_cbor([count, head, Ed25519 signature])
 
 
 class WireError(ProverError):
@@ -35,18 +35,8 @@ def world_size(n_parties: int) -> int:
     return n_parties + 2
 
 
-def send_bytes(mesh: Mesh, data: bytes, dst: int) -> None:
-    """Send a byte string to rank `dst` (one frame)."""
-    mesh.send(dst, data)
-
-
-def recv_bytes(mesh: Mesh, src: int, max_len: int = MAX_WIRE_BYTES) -> bytes:
-    """Receive a byte string sent with `send_bytes` from rank `src` (at most `max_len` bytes)."""
-    return mesh.recv(src, max_len)
-
-
 def recv_exact(mesh: Mesh, src: int, size: int) -> bytes:
-    """Receive one message of exactly `size` bytes."""
+    """Receive one message of exactly `size` bytes (other messages: `Mesh.send`, `Mesh.recv`)."""
     data = mesh.recv(src, size)
     if len(data) != size:
         raise WireError(f"rank {src} sent {len(data)} bytes where {size} were due")
@@ -68,11 +58,6 @@ def recv_fixed(mesh: Mesh, src: int, size: int) -> bytes:
     if n + 4 > size:
         raise WireError(f"rank {src} sent a frame claiming {n} bytes in {size}")
     return raw[4:4 + n]
-
-
-def exchange_bytes(mesh: Mesh, data: dict[int, bytes], peers: list[int]) -> dict[int, bytes]:
-    """Send `data[j]` to every peer j and receive one byte string from each (no ordering deadlock)."""
-    return mesh.exchange({j: data[j] for j in peers}, MAX_WIRE_BYTES)
 
 
 def open_rendezvous(host: str = "127.0.0.1") -> tuple[socket.socket, str]:

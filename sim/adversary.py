@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import weakref
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
