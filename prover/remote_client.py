@@ -218,6 +218,8 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
     if dealer is None:
         sdir = Path(state_dir) if state_dir is not None else Path.cwd()
         state_file = sdir / f"dealer-{job_id}.cbor"
+        if dealer_log:  # created here, so that a failure before the child starts still names a log that exists
+            (sdir / f"dealer-{job_id}.log").touch(mode=0o600, exist_ok=True)
         inside = multiprocessing.get_context("spawn").Process(
             target=dealer_process, args=(ledger_url, client_keys.to_bytes(), job_id, str(sdir), timeout_s, master_seed,
                                          str(sdir / f"dealer-{job_id}.log") if dealer_log else None),
