@@ -47,35 +47,48 @@ def receipt_message(job: str, sender: int, recipient: int, count: int, head: byt
 
 @dataclass
 class BroadcastLog:
-    """One party's chains: towards each peer (sent) and from each peer (received)."""
+    """One party rank's chains: towards each peer rank (sent) and from each peer rank (received).
+
+    `peer_ranks` defaults to every other rank below `n_parties`; with replicas (mpc_core.replicas) it is
+    every replica of every other share index. A peer lost mid-job stops being chained: `counts[j]` is the
+    number of rounds chained with peer j (every round, for a peer that stayed)."""
 
     party: int
     n_parties: int
+    peer_ranks: tuple[int, ...] | None = None
     sent: dict[int, bytes] = field(default_factory=dict)
     received: dict[int, bytes] = field(default_factory=dict)
+    counts: dict[int, int] = field(default_factory=dict)
     count: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.party < self.n_parties:
             raise MPCError(f"party {self.party} outside 0..{self.n_parties - 1}")
+        if self.peer_ranks is None:
+            self.peer_ranks = tuple(j for j in range(self.n_parties) if j != self.party)
+        if self.party in self.peer_ranks or any(not 0 <= j < self.n_parties for j in self.peer_ranks):
+            raise MPCError(f"bad peer ranks {self.peer_ranks} for rank {self.party}")
         for j in self.peers:
             self.sent.setdefault(j, ZERO_HEAD)
             self.received.setdefault(j, ZERO_HEAD)
+            self.counts.setdefault(j, 0)
 
     @property
     def peers(self) -> list[int]:
-        return [j for j in range(self.n_parties) if j != self.party]
+        return list(self.peer_ranks or ())
 
     def record_round(self, outgoing: dict[int, torch.Tensor], incoming: dict[int, torch.Tensor]) -> None:
-        """Add one round: the tensor sent to each peer and the tensor received from each peer."""
-        if set(outgoing) != set(self.peers) or set(incoming) != set(self.peers):
-            raise MPCError("a broadcast round must name every peer once")
+        """Add one round: the tensor sent to each peer and the tensor received from each peer (the peers
+        still live: a lost peer is left out, from the round it was lost on)."""
+        if set(outgoing) != set(incoming) or not set(outgoing) <= set(self.peers):
+            raise MPCError("a broadcast round must name the same peers, once, for both directions")
         k = self.count
         memo: dict[tuple[bytes, int], bytes] = {}  # an honest round sends one tensor to every peer: hash it once
-        for j in self.peers:
+        for j in outgoing:
             key = (self.sent[j], id(outgoing[j]))
             if key not in memo:
                 memo[key] = chain_step(self.sent[j], k, outgoing[j])
             self.sent[j] = memo[key]
             self.received[j] = chain_step(self.received[j], k, incoming[j])
+            self.counts[j] += 1
         self.count += 1

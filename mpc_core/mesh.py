@@ -40,6 +40,7 @@ from mpc_core.broadcast import BroadcastLog
 from mpc_core.communicator import Communicator
 from mpc_core.encoding import canonical_cbor, decode_cbor
 from mpc_core.errors import EncodingError, PeerDisconnected, PeerTimeout, ShapeError, TransportError
+from mpc_core.replicas import Layout, pick
 
 FRAME = struct.Struct("<Q")
 MAX_FRAME = 1 << 30  # a message larger than this is refused (a job's largest opening is a few MB)
@@ -166,15 +167,59 @@ class Mesh:
         costs one trip however large the messages (no two ranks wait on each other's full buffers)."""
         return {j: bytes(b) for j, b in self._exchange(outgoing, max_len).items()}
 
-    def _exchange(self, outgoing: Mapping[int, bytes | bytearray | memoryview], max_len: int) -> dict[int, bytearray]:
-        socks = {j: self._link(j) for j in outgoing}
+    def exchange_live(self, outgoing: Mapping[int, bytes | bytearray | memoryview], max_len: int = MAX_FRAME
+                      ) -> tuple[dict[int, bytes], dict[int, TransportError]]:
+        """`exchange` that survives lost peers: returns (messages received, rank -> why it was lost) for the
+        ranks named. A peer that closed its stream, failed, or made no progress for `timeout_s` is lost:
+        its link is closed and dropped from the mesh, and the exchange goes on with the others. A peer
+        that breaks the format (MeshError) still fails the whole exchange."""
+        lost: dict[int, TransportError] = {}
+        got = self._exchange(outgoing, max_len, lost)
+        return {j: bytes(b) for j, b in got.items()}, lost
+
+    def drop(self, peer: int) -> None:
+        """Close and forget the link to `peer` (a lost replica: nothing more is sent to or read from it)."""
+        s = self.links.pop(peer, None)
+        if s is not None:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def _exchange(self, outgoing: Mapping[int, bytes | bytearray | memoryview], max_len: int,
+                  lost: dict[int, TransportError] | None = None) -> dict[int, bytearray]:
+        """The exchange; with `lost`, a peer's transport failure is recorded there (and its link dropped)
+        instead of raised."""
+        socks = {}
+        for j in outgoing:
+            if lost is not None and j not in self.links:
+                lost[j] = PeerDisconnected(f"rank {j} was dropped from the mesh before")
+                continue
+            socks[j] = self._link(j)
         if not socks:
             return {}
-        if all(len(b) <= SMALL_ROUND for b in outgoing.values()):
-            for j, b in outgoing.items():
-                _send_frame(socks[j], b, f"rank {j}")
-            return {j: _recv_frame(socks[j], f"rank {j}", max_len) for j in socks}
-        send_buf = {j: memoryview(FRAME.pack(len(b)) + bytes(b)) for j, b in outgoing.items()}
+
+        def fail(j: int, exc: TransportError) -> None:
+            if lost is None:
+                raise exc
+            lost[j] = exc
+            self.drop(j)
+
+        if all(len(outgoing[j]) <= SMALL_ROUND for j in socks):
+            for j in list(socks):
+                try:
+                    _send_frame(socks[j], outgoing[j], f"rank {j}")
+                except (PeerDisconnected, PeerTimeout) as exc:
+                    fail(j, exc)
+                    del socks[j]
+            out: dict[int, bytearray] = {}
+            for j, s in socks.items():
+                try:
+                    out[j] = _recv_frame(s, f"rank {j}", max_len)
+                except (PeerDisconnected, PeerTimeout) as exc:
+                    fail(j, exc)
+            return out
+        send_buf = {j: memoryview(FRAME.pack(len(outgoing[j])) + bytes(outgoing[j])) for j in socks}
         sent = dict.fromkeys(socks, 0)
         head = {j: bytearray(FRAME.size) for j in socks}
         body: dict[int, bytearray | None] = dict.fromkeys(socks)
@@ -184,14 +229,26 @@ class Mesh:
         poller = select.poll()
         for j, s in socks.items():
             poller.register(s, select.POLLIN | select.POLLOUT)
+        active = set(socks)
         quiet_since = time.monotonic()
-        while len(done_in) < len(socks) or any(sent[j] < len(send_buf[j]) for j in socks):
+
+        def pending(j: int) -> bool:
+            return j not in done_in or sent[j] < len(send_buf[j])
+
+        while any(pending(j) for j in active):
             left = self.timeout_s - (time.monotonic() - quiet_since)
             if left <= 0:
-                waiting = sorted(j for j in socks if j not in done_in or sent[j] < len(send_buf[j]))
-                raise PeerTimeout(f"rank {self.rank}: ranks {waiting} made no progress for {self.timeout_s:.0f} s")
+                waiting = sorted(j for j in active if pending(j))
+                exc = PeerTimeout(f"rank {self.rank}: ranks {waiting} made no progress for {self.timeout_s:.0f} s")
+                for j in waiting:
+                    poller.unregister(socks[j])
+                    active.discard(j)
+                    fail(j, exc)
+                continue
             for fd, ev in poller.poll(left * 1000):
                 j = by_fd[fd]
+                if j not in active:
+                    continue
                 s = socks[j]
                 try:
                     if ev & select.POLLOUT and sent[j] < len(send_buf[j]):
@@ -214,16 +271,21 @@ class Mesh:
                             done_in.add(j)
                 except (BlockingIOError, InterruptedError, socket.timeout):
                     continue
-                except (PeerDisconnected, MeshError):
+                except MeshError:
                     raise
-                except OSError as exc:
-                    raise PeerDisconnected(f"connection to rank {j} failed: {exc}") from exc
+                except (PeerDisconnected, OSError) as exc:
+                    err = exc if isinstance(exc, PeerDisconnected) else PeerDisconnected(
+                        f"connection to rank {j} failed: {exc}")
+                    poller.unregister(s)
+                    active.discard(j)
+                    fail(j, err)
+                    continue
                 mask = (select.POLLIN if j not in done_in else 0) | (select.POLLOUT if sent[j] < len(send_buf[j]) else 0)
                 if mask:
                     poller.modify(s, mask)
                 else:
                     poller.unregister(s)
-        return {j: body[j] for j in socks}
+        return {j: body[j] for j in active}
 
     def close(self) -> None:
         """Close every link (idempotent)."""
@@ -354,17 +416,27 @@ def join_mesh(rendezvous: str, rank: int, world: int, job: bytes, timeout_s: flo
 class MeshCommunicator(Communicator):
     """One party per process: an opening is one exchange with every other party over the mesh.
 
-    With `broadcast_log` every message sent and received is chained into the log (mpc_core.broadcast)."""
+    With `replicas` > 1 the party ranks follow mpc_core.replicas: a round goes to every live replica of
+    every other share index, takes each index's share from its lowest live replica and compares the
+    other copies; a replica lost mid-job is dropped (`lost`), and the round fails only when an index has
+    no live replica left. Copies that differ from the one used are counted in `divergent` (rank ->
+    rounds); the broadcast chains hold what each replica sent. With `broadcast_log` every message sent
+    and received is chained into the log (mpc_core.broadcast)."""
 
-    def __init__(self, mesh: Mesh, n_parties: int, broadcast_log: BroadcastLog | None = None):
-        if not 0 <= mesh.rank < n_parties <= mesh.world:
-            raise MeshError(f"rank {mesh.rank} is not a party of {n_parties}")
+    def __init__(self, mesh: Mesh, n_parties: int, broadcast_log: BroadcastLog | None = None, replicas: int = 1):
+        self.layout = Layout(n_parties, replicas)
+        if not 0 <= mesh.rank < self.layout.party_ranks <= mesh.world:
+            raise MeshError(f"rank {mesh.rank} is not a party rank of {n_parties} x {replicas}")
         self.mesh = mesh
         self.rank = mesh.rank
+        self.party = self.layout.party_of(mesh.rank)
         self.n_parties = n_parties
-        self.local_parties = (mesh.rank,)
+        self.local_parties = (self.party,)
         self.broadcast_log = broadcast_log
-        self.peers = [j for j in range(n_parties) if j != mesh.rank]
+        self.peers = self.layout.peer_ranks(mesh.rank)
+        self.live = list(self.peers)  # peer ranks not lost yet
+        self.lost: dict[int, str] = {}  # rank -> why it was dropped
+        self.divergent: dict[int, int] = {}  # rank -> rounds in which its copy differed from the one used
 
     def all_gather(self, local: torch.Tensor) -> torch.Tensor:
         if local.shape[0] != 1:
@@ -372,21 +444,41 @@ class MeshCommunicator(Communicator):
         mine = local[0].contiguous()
         log = self.broadcast_log
         round_index = log.count if log is not None else 0
-        sends = {j: self._message_for(round_index, j, mine) for j in self.peers}
+        sends = {j: self._message_for(round_index, j, mine) for j in self.live}
         own = mine.numpy().tobytes()
-        got = self.mesh._exchange({j: own if t is mine else t.contiguous().numpy().tobytes() for j, t in sends.items()},
-                                  MAX_FRAME)
+        payloads = {j: own if t is mine else t.contiguous().numpy().tobytes() for j, t in sends.items()}
+        if self.layout.replicas == 1:  # no replica to fall back on: a lost peer fails the round
+            got = self.mesh._exchange(payloads, MAX_FRAME)
+        else:
+            lost: dict[int, TransportError] = {}
+            got = self.mesh._exchange(payloads, MAX_FRAME, lost)
+            for j, exc in lost.items():  # gone for the rest of the job
+                self.live.remove(j)
+                self.lost[j] = f"{type(exc).__name__}: {exc}"
         # Assemble (N, *shape) in numpy: a round is a few small messages, and torch's per-call cost would dominate it.
         out = torch.empty((self.n_parties, *mine.shape), dtype=mine.dtype)
         rows = out.numpy()
-        rows[self.rank] = mine.numpy()
-        want = rows[self.rank].nbytes
-        for j in self.peers:
+        rows[self.party] = mine.numpy()
+        want = rows[self.party].nbytes
+        for j in got:
             if len(got[j]) != want:
                 raise MeshError(f"rank {j} sent {len(got[j])} bytes where {want} were due")
-            rows[j] = np.frombuffer(got[j], dtype=rows.dtype).reshape(rows.shape[1:])
+        for q in range(self.n_parties):
+            if q == self.party:
+                continue
+            copies = {j: got[j] for j in self.layout.ranks_of(q) if j in got}
+            if not copies:
+                raise PeerDisconnected(f"every replica of party {q} is lost: "
+                                       + "; ".join(f"rank {j}: {self.lost.get(j, 'no message')}"
+                                                   for j in self.layout.ranks_of(q)))
+            used, differ = pick(copies)
+            for j in differ:
+                self.divergent[j] = self.divergent.get(j, 0) + 1
+            rows[q] = np.frombuffer(copies[used], dtype=rows.dtype).reshape(rows.shape[1:])
         if log is not None:
-            log.record_round(sends, {j: out[j] for j in self.peers})
+            log.record_round({j: sends[j] for j in got},
+                             {j: torch.frombuffer(bytearray(got[j]), dtype=mine.dtype).reshape(mine.shape)
+                              if self.layout.replicas > 1 else out[j] for j in got})
         return out
 
     def _message_for(self, round_index: int, peer: int, mine: torch.Tensor) -> torch.Tensor:

@@ -189,3 +189,103 @@ def test_bad_arguments_are_refused():
         join_mesh("127.0.0.1:1", 3, 3, b"job", 1.0)
     with pytest.raises(MeshError, match="HOST:PORT"):
         listen_rendezvous("no-port")
+
+
+# --- replicas (mpc_core.replicas): R ranks per share index ------------------------------------------
+def _replica_job(n: int, replicas: int, crash: dict[int, int] | None = None, corrupt: int | None = None):
+    """Run the same protocol on n x replicas mesh ranks (threads) and in-process; returns (per-rank output or
+    exception, per-rank communicator, in-process output). `crash` = {rank: round}: that rank's process
+    "dies" (closes its links) when it reaches that round; `corrupt`: that rank sends +1 on every word."""
+    from mpc_core.dealer import SeededDealerClient, TrustedDealer
+    from mpc_core.protocols.binary import ltz
+    from mpc_core.protocols.nonlinear import mul_fx
+    from mpc_core.replicas import Layout
+    from mpc_core.session import Session
+    from mpc_core.shares import additive_split
+
+    master, job = bytes(range(32)), b"replica-job"
+    lay = Layout(n, replicas)
+    x = torch.arange(-6, 6, dtype=torch.int64) * 40_000
+    y = torch.arange(12, dtype=torch.int64) * 30_000 - 150_000
+    xs, ys = additive_split(x, n, master, job, "x"), additive_split(y, n, master, job, "y")
+
+    def program(s: Session) -> torch.Tensor:
+        z = mul_fx(s, s_in(s, xs), s_in(s, ys))
+        for _ in range(3):
+            z = mul_fx(s, z, s_in(s, xs))
+        return ltz(s, z) * 7 + z
+
+    def s_in(s: Session, shares) -> torch.Tensor:
+        return torch.stack([shares[p] for p in s.local_parties])
+
+    ref = program(Session.in_process(n, master, job=job, record=False))
+    dealer = TrustedDealer(master, job, n)
+    meshes = form(lay.party_ranks)
+    comms: list = [None] * lay.party_ranks
+
+    class Crashing(MeshCommunicator):
+        def all_gather(self, local):
+            if crash and self.rank in crash and (getattr(self, "_k", 0) >= crash[self.rank]):
+                self.mesh.close()
+                raise PeerDisconnected("this replica crashed (test)")
+            self._k = getattr(self, "_k", 0) + 1
+            return super().all_gather(local)
+
+        def _message_for(self, round_index, peer, mine):
+            return mine + 1 if self.rank == corrupt else mine
+
+    def run(rank: int):
+        p = lay.party_of(rank)
+        client = SeededDealerClient(p, n, job, dealer.party_seed(p), dealer.correction if p == n - 1 else None)
+        comms[rank] = Crashing(meshes[rank], n, BroadcastLog(rank, lay.party_ranks, tuple(lay.peer_ranks(rank))),
+                               replicas=replicas)
+        try:
+            return program(Session(comms[rank], client, job=job, record=False))[0]
+        except PeerDisconnected as exc:
+            return exc
+
+    try:
+        outs = run_all([lambda r=r: run(r) for r in range(lay.party_ranks)])
+    finally:
+        for m in meshes:
+            m.close()
+    return outs, comms, ref
+
+
+def test_replicas_compute_what_one_party_per_index_computes():
+    outs, comms, ref = _replica_job(3, 2)
+    for rank, out in enumerate(outs):
+        assert torch.equal(out, ref[rank % 3]), rank
+    assert all(not c.lost and not c.divergent for c in comms)
+    # every replica of an index sent every peer the same chain: receipts would agree
+    for rank, c in enumerate(comms):
+        for j in c.peers:
+            assert comms[j].broadcast_log.received[rank] == c.broadcast_log.sent[j]
+            assert c.broadcast_log.counts[j] == c.broadcast_log.count
+
+
+@pytest.mark.parametrize("crash_round", [0, 3, 9])
+def test_a_replica_that_dies_mid_protocol_is_dropped_and_the_others_finish(crash_round):
+    outs, comms, ref = _replica_job(3, 2, crash={4: crash_round})  # rank 4 = party 1, replica 1
+    assert isinstance(outs[4], PeerDisconnected)
+    for rank, out in enumerate(outs):
+        if rank != 4:
+            assert torch.equal(out, ref[rank % 3]), rank
+            if rank % 3 != 1:
+                assert 4 in comms[rank].lost and 4 not in comms[rank].live
+                assert comms[rank].broadcast_log.counts[4] == crash_round
+
+
+def test_an_index_with_no_live_replica_fails_the_round():
+    outs, _, _ = _replica_job(3, 2, crash={1: 2, 4: 2})  # both replicas of party 1
+    for rank in (0, 2, 3, 5):
+        assert isinstance(outs[rank], PeerDisconnected) and "every replica of party 1" in str(outs[rank])
+
+
+def test_a_replica_whose_copy_differs_is_counted_divergent():
+    outs, comms, ref = _replica_job(3, 2, corrupt=5)  # party 2, replica 1: its twin (rank 2) is the copy used
+    for rank, out in enumerate(outs):
+        assert torch.equal(out, ref[rank % 3]), rank
+    for rank in (0, 1, 3, 4):
+        assert comms[rank].divergent.get(5) == comms[rank].broadcast_log.count
+        assert comms[rank].broadcast_log.received[5] != comms[rank].broadcast_log.received[2]
