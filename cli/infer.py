@@ -3,9 +3,11 @@
     shardproof infer --prompt "And the LORD said unto Moses," --max-new-tokens 40 --plaintext
     shardproof infer --model DIR --prompt TEXT --max-new-tokens N --parties 3 --json
     shardproof infer --ledger URL --nodes node-0,node-1,node-2 --key client.key --model-id M --prompt TEXT
+    shardproof infer --ledger URL --nodes a0,b0,c0,a1,b1,c1 --replicas 2 ...   (two replicas per share index)
 
 `--json` prints exactly {"text", "tokens", "seconds", "seconds_per_token", "parties", "job_id",
-"rounds_per_token", "bytes_per_party_per_token", "offline_seconds", "online_seconds_per_token"}:
+"rounds_per_token", "bytes_per_party_per_token", "offline_seconds", "online_seconds_per_token",
+"replicas", "dropped"}:
 text is the generated continuation, tokens its token ids, seconds the generation
 wall time (model loading excluded), parties 0 for plaintext, job_id null for plaintext.
 What the run cost, "per token" meaning divided by the number of generated tokens:
@@ -23,6 +25,9 @@ What the run cost, "per token" meaning divided by the number of generated tokens
                              material they fetch or expand included), per token; on a ledger, from
                              the group forming to the last token (so also the last party receiving
                              the dealer's prepared material and the nodes masking their shares)
+  replicas                   nodes per share index (--replicas; 1 off the ledger)
+  dropped                    {node: why} for the replicas lost during the job (a replica that
+                             dies or is cut off leaves the job to its twins; empty without replicas)
 Plaintext: 0 rounds, 0 bytes, 0 offline seconds, online_seconds_per_token = seconds_per_token.
 An MPC run prints its job id on stderr first (`job: ID`; --job-id chooses it, default
 job-<12 hex>): the id `verify audit JOB` and `shardproof ledger get --job JOB` take.
@@ -44,7 +49,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -60,6 +65,8 @@ class RunCounts:
     bytes_per_party: int = 0
     offline_seconds: float = 0.0
     online_seconds: float = 0.0
+    replicas: int = 1
+    dropped: dict = field(default_factory=dict)  # node -> why it was lost (replicas)
     complete: Callable[["RunCounts"], None] | None = None
 
 
@@ -149,11 +156,12 @@ def run_ledger_inference(request: InferenceRequest, args: argparse.Namespace,
     out = run_remote_job(args.ledger, keys, [n for n in args.nodes.split(",") if n], args.model_id,
                          request.prompt_ids, request.max_new_tokens, job_id, dealer=args.dealer,
                          state_dir=args.dealer_state or Path.cwd(), timeout_s=args.timeout,
-                         dealer_log=not args.verbose,
+                         dealer_log=not args.verbose, replicas=args.replicas,
                          temperature=request.temperature, top_k=request.top_k, seed=request.seed)
     yield from out["tokens"]
     if counts is not None:
         counts.offline_seconds, counts.online_seconds = out["offline_seconds"], out["online_seconds"]
+        counts.replicas, counts.dropped = out["replicas"], out["dropped"]
 
         def complete(c: RunCounts) -> None:
             """The bytes (and, without receipts on the ledger, the rounds) from the job's shapes."""
@@ -187,6 +195,17 @@ def _job_id(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9._:@-]{1,128}", text) or text in (".", ".."):
         raise argparse.ArgumentTypeError(f"{text!r} is not a job id (1-128 of: letters, digits, . _ : @ -)")
     return text
+
+
+def _replicas(text: str) -> int:
+    """An argparse type: replicas per share index, 1..8 (mpc_core.replicas.MAX_REPLICAS)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 8:
+        raise argparse.ArgumentTypeError(f"must be 1..8, got {value}")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -253,7 +272,13 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     net.add_argument("--ledger", default=None, metavar="URL",
                      help="open the job on this ledger (sqlite:///path, postgresql://...) and run it on --nodes "
                      "(default with --nodes: $SHARDPROOF_LEDGER, else `ledger` in ~/.config/shardproof/config.toml)")
-    net.add_argument("--nodes", default=None, metavar="ID,ID,...", help="registered node ids; party i is the i-th")
+    net.add_argument("--nodes", default=None, metavar="ID,ID,...",
+                     help="registered node ids; party i is the i-th (with --replicas R: N R ids, the i-th is "
+                     "replica i div N of share index i mod N, e.g. a0,b0,c0,a1,b1,c1 for N = 3, R = 2)")
+    net.add_argument("--replicas", type=_replicas, default=1, metavar="R",
+                     help="nodes per share index, 1-8 (default 1). Each replica holds its index's share and runs "
+                     "the same program; the job finishes while every index keeps one live replica, and a replica "
+                     "whose job root differs from its twins' shows on the ledger (divergence)")
     net.add_argument("--key", type=Path, default=None, metavar="FILE",
                      help="the client's key file (also the dealer's without --dealer; default: $SHARDPROOF_KEY, "
                      "else `key` in the config file)")
@@ -321,7 +346,11 @@ def run(args: argparse.Namespace) -> int:
         if missing or args.plaintext or args.processes:
             _err(f"--ledger needs {', '.join(missing) or 'no --plaintext/--processes'}")
             return EXIT_INCOMPLETE
-        args.parties = len([n for n in args.nodes.split(",") if n])
+        n_nodes = len([n for n in args.nodes.split(",") if n])
+        if n_nodes % args.replicas:
+            _err(f"--replicas {args.replicas} needs a multiple of {args.replicas} nodes, got {n_nodes}")
+            return EXIT_INCOMPLETE
+        args.parties = n_nodes // args.replicas
         from prover.keys import NodeKeys
 
         try:
@@ -338,7 +367,7 @@ def run(args: argparse.Namespace) -> int:
             while True:
                 try:
                     preflight(args.ledger, [n for n in args.nodes.split(",") if n], args.model_id, args.dealer,
-                              args.max_heartbeat_age)
+                              args.max_heartbeat_age, n_parties=args.parties)
                     break
                 except AssignmentRefused:
                     raise  # waiting does not change who runs the nodes
@@ -474,6 +503,8 @@ def _emit(request: InferenceRequest, tokenizer, stream: Iterator[int], as_json: 
             "bytes_per_party_per_token": round(c.bytes_per_party * per_token, 1),
             "offline_seconds": round(c.offline_seconds, 6),
             "online_seconds_per_token": round(c.online_seconds * per_token, 6),
+            "replicas": c.replicas,
+            "dropped": c.dropped,
         }))
     elif in_live:
         print(request.prompt + text)

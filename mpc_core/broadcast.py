@@ -9,10 +9,11 @@ different values to different peers (equivocation). Spec: specs/broadcast.md.
 
     h_0     = 32 zero bytes
     h_{k+1} = BLAKE3(BROADCAST_CHAIN || h_k || canonical_cbor([k, dtype, shape]) || tensor bytes)
-    receipt = BROADCAST_RECEIPT || canonical_cbor([job, sender_party, recipient_party, count, head])
+    receipt = BROADCAST_RECEIPT || canonical_cbor([job, sender_rank, recipient_rank, count, head])
 
-The recipient party is bound in the statement only as information; equivocation is
-decided on (job, sender) alone.
+Ranks are party indices without replicas and `replica N + party` with them (mpc_core.replicas).
+The recipient is bound in the statement only as information; equivocation is decided on
+(job, sender) alone.
 """
 from __future__ import annotations
 

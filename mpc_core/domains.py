@@ -36,6 +36,7 @@ NODE_KEY_FILE = "shardproof/node-key"  # "format" field of a node key file (CBOR
 STEP_COMMIT_LEAF = b"shardproof/audit/step-leaf/v1"  # salted leaf over one step record of one party
 OPENED_LEAF = b"shardproof/audit/opened-leaf/v1"  # unsalted leaf over the public openings of one step
 STEP_SALT = b"shardproof/audit/step-salt/v1"  # PRG purpose of a step's salt (node-secret seed)
+COMMIT_SECRET = b"shardproof/audit/commit-secret/v1"  # a share index's node secret: dealer seed + share salts
 CHALLENGE = b"shardproof/audit/challenge/v2"  # challenge seed: sealing checkpoint, job roots, beacon reveals
 CHALLENGE_BEACON = b"shardproof/audit/challenge-beacon/v1"  # a participant's commitment to its beacon value
 JOB_ROOT = b"shardproof/audit/job-root/v1"  # BLAKE3(tag || views_root || opened_root): the root a node signs

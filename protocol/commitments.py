@@ -7,7 +7,8 @@ For each step k of party i:
   opened leaf = canonical_cbor([OPENED_LEAF, k, [[name, digest] for the public openings]])
                 unsalted: the openings are public, and honest parties' opened roots are equal
 salt_k = stream(node_secret, job, "step:<k>", party, STEP_SALT) (32 bytes), so a node needs to keep
-only one secret to re-open any step. The two RFC 9162 Merkle roots (ledger.merkle) go on the
+only one secret to re-open any step. The node secret is `replica_secret`: every replica of a share
+index derives the same one, so honest replicas (bit-identical transcripts) post equal roots. The two RFC 9162 Merkle roots (ledger.merkle) go on the
 ledger in the node's job-root entry.
 """
 from __future__ import annotations
@@ -18,9 +19,19 @@ import blake3
 
 from ledger import merkle
 from mpc_core import prg
-from mpc_core.domains import JOB_ROOT, OPENED_LEAF, STEP_COMMIT_LEAF, STEP_SALT
+from mpc_core.domains import COMMIT_SECRET, JOB_ROOT, OPENED_LEAF, STEP_COMMIT_LEAF, STEP_SALT
 from mpc_core.encoding import canonical_cbor
 from mpc_core.transcript import StepRecord
+
+
+def replica_secret(party_seed: bytes, share_salts: bytes, job_id: str, party: int) -> bytes:
+    """The node secret of share index `party` in a job: BLAKE3 keyed by the index's dealer seed over
+    [COMMIT_SECRET, job, party, BLAKE3(share_salts)], where `share_salts` are the bytes of the index's
+    weight-share salt file. Only a holder of both the seed (sealed to the index's replicas by the
+    dealer) and the share (the owner's sealed delivery) can derive it; the dealer alone, or the
+    owner alone, cannot."""
+    return blake3.blake3(canonical_cbor([COMMIT_SECRET, job_id, int(party), blake3.blake3(share_salts).digest()]),
+                         key=bytes(party_seed)).digest()
 
 
 def step_salt(node_secret: bytes, job: bytes, party: int, index: int) -> bytes:

@@ -4,16 +4,20 @@ which entries count (specs/ledger.md, "Who may write what").
 | kind               | counts only if written by                         | and only if it references            |
 |--------------------|---------------------------------------------------|--------------------------------------|
 | job.open           | anyone (the ledger refuses a second one per id)   | -                                    |
-| job.assign         | the job's opener; the first valid one             | every index 0..N-1 once, distinct     |
-|                    |                                                   | nodes, none of them the dealer, no   |
+| job.assign         | the job's opener; the first valid one             | every (index 0..N-1, replica         |
+|                    |                                                   | 0..R-1) once (R = job.open replicas),|
+|                    |                                                   | distinct nodes, none the dealer, no  |
 |                    |                                                   | operator given two indices (any      |
 |                    |                                                   | replica or stage; `operator_problem`)|
 | dealer.commit      | the job's dealer (job.open); the first            | a seed commitment for every index    |
-| node.job_root      | the node assigned to `party` (author = body.node) | replica 0; the first per party        |
-| challenge.reveal   | the participant of the slot (party's node/dealer) | a value opening its beacon; posted   |
+| node.job_root      | the node assigned to (`party`, `replica`)         | the first per (party, replica); the   |
+|                    | (author = body.node)                              | first per party is the index's root  |
+| challenge.reveal   | the participant of the slot (the author of the    | a value opening its beacon; posted   |
+|                    | index's root, or the dealer)                      |                                      |
 |                    |                                                   | after the seal; the first valid one   |
 | challenge          | anyone                                            | equal to the derivation (the first)  |
-| opening            | the node assigned to `party` (author = body.node) | the counted challenge; the first     |
+| opening            | a node assigned to `party`, any replica           | the counted challenge; the first     |
+|                    | (author = body.node)                              |                                      |
 | dealer.release     | the job's dealer                                  | the counted challenge; the first     |
 | blob.request       | anyone; the first per digest                      | a blob a counted opening or release  |
 |                    |                                                   | serves (data_hash...), after it      |
@@ -91,7 +95,8 @@ class JobView:
     assign: Counted[B.JobAssign] | None = None
     dealer_commit: Counted[B.DealerCommit] | None = None
     refresh: Counted[B.ModelRefresh] | None = None
-    roots: dict[int, Counted[B.JobRoot]] = field(default_factory=dict)
+    roots: dict[int, Counted[B.JobRoot]] = field(default_factory=dict)  # per index: the first root of any replica
+    replica_roots: dict[tuple[int, int], Counted[B.JobRoot]] = field(default_factory=dict)  # (party, replica)
     reveals: dict[int | str, Counted[B.Reveal]] = field(default_factory=dict)
     challenges: list[Counted[B.Challenge]] = field(default_factory=list)  # every well-formed one, in log order
     openings: dict[int, Counted[B.Opening]] = field(default_factory=dict)
@@ -124,7 +129,34 @@ class JobView:
         return self.assign.body.nodes_by_party() if self.assign is not None else {}
 
     def node_party(self, node: str) -> int | None:
-        return next((p for p, n in self.nodes.items() if n == node), None)
+        """The share index `node` is assigned to (any replica), or None."""
+        return next((p for (p, _), n in self.replica_nodes.items() if n == node), None)
+
+    @property
+    def replicas(self) -> int:
+        return self.open.body.replicas
+
+    @property
+    def replica_nodes(self) -> dict[tuple[int, int], str]:
+        """(party, replica) -> assigned node, stage 0 (empty before a valid assignment)."""
+        if self.assign is None:
+            return {}
+        return {(a.party, a.replica): a.node for a in self.assign.body.assignments if a.stage == 0}
+
+    def nodes_of(self, party: int) -> list[str]:
+        """Every replica's node of share index `party`, replica 0 first."""
+        rn = self.replica_nodes
+        return [rn[(party, r)] for r in range(self.replicas) if (party, r) in rn]
+
+    @property
+    def divergent(self) -> dict[int, list[Counted[B.JobRoot]]]:
+        """Share indices whose replicas posted different job roots (honest replicas of an index commit to
+        bit-identical transcripts with the same salts, so their roots are equal): index -> those roots."""
+        by_party: dict[int, list[Counted[B.JobRoot]]] = {}
+        for (p, _), r in sorted(self.replica_roots.items()):
+            by_party.setdefault(p, []).append(r)
+        return {p: rs for p, rs in by_party.items()
+                if len({(r.body.root, r.body.n_steps) for r in rs}) > 1}
 
     def beacon(self, slot: int | str) -> bytes | None:
         """The beacon commitment of a slot (party index, or "dealer"), if its committing entry counts."""
@@ -300,7 +332,7 @@ def read_job(job_id: str, entries: Iterable[_Logged], models: Iterable[_Logged] 
             elif view.assign is not None:
                 noise(le, "a later job.assign")
             else:
-                why = _assignment_problem(a, n, view.dealer, _operators(registration, le.index))
+                why = _assignment_problem(a, n, view.dealer, _operators(registration, le.index), view.replicas)
                 if why:
                     noise(le, why)
                 else:
@@ -321,18 +353,21 @@ def read_job(job_id: str, entries: Iterable[_Logged], models: Iterable[_Logged] 
             r = _typed(B.JobRoot, le, view)
             if r is None:
                 continue
-            if view.assign is None or view.nodes.get(r.party) != e.author or r.node != e.author or r.replica != 0:
-                noise(le, f"node.job_root for party {r.party} by {e.author}, who is not assigned to it")
-            elif r.party in view.roots:
-                noise(le, "a later job root for this party")
+            if view.assign is None or view.replica_nodes.get((r.party, r.replica)) != e.author or r.node != e.author:
+                noise(le, f"node.job_root for party {r.party} replica {r.replica} by {e.author}, who is not "
+                          f"assigned to it")
+            elif (r.party, r.replica) in view.replica_roots:
+                noise(le, "a later job root for this party and replica")
             else:
-                view.roots[r.party] = Counted(le.index, e, r)
+                view.replica_roots[(r.party, r.replica)] = Counted(le.index, e, r)
+                view.roots.setdefault(r.party, view.replica_roots[(r.party, r.replica)])
         elif kind == E.REVEAL:
             rv = _typed(B.Reveal, le, view)
             if rv is None:
                 continue
             slot: int | str = C.DEALER_SLOT if rv.party is None else rv.party
-            entitled = view.dealer if slot == C.DEALER_SLOT else view.nodes.get(rv.party)  # type: ignore[arg-type]
+            root = view.roots.get(rv.party) if slot != C.DEALER_SLOT else None  # type: ignore[arg-type]
+            entitled = view.dealer if slot == C.DEALER_SLOT else (root.author if root is not None else None)
             beacon = view.beacon(slot)
             if e.author != entitled:
                 noise(le, f"reveal for slot {slot} by {e.author}, who is not that participant")
@@ -352,7 +387,7 @@ def read_job(job_id: str, entries: Iterable[_Logged], models: Iterable[_Logged] 
             o = _typed(B.Opening, le, view)
             if o is None:
                 continue
-            if view.nodes.get(o.party) != e.author or o.node != e.author:
+            if e.author not in view.nodes_of(o.party) or o.node != e.author:
                 noise(le, f"opening of party {o.party} by {e.author}, who is not assigned to it")
             else:
                 view._pending.append((le, o))
@@ -397,14 +432,16 @@ def read_job(job_id: str, entries: Iterable[_Logged], models: Iterable[_Logged] 
     return view
 
 
-def _assignment_problem(a: B.JobAssign, n: int, dealer: str, operator_of: Callable[[str], str]) -> str:
+def _assignment_problem(a: B.JobAssign, n: int, dealer: str, operator_of: Callable[[str], str],
+                        replicas: int = 1) -> str:
     """Why an assignment cannot count ("" if it can); `operator_of` maps a node id to its operator."""
-    primary = [x for x in a.assignments if x.replica == 0 and x.stage == 0]
-    if sorted(x.party for x in primary) != list(range(n)):
-        return f"job.assign does not name exactly one node per share index 0..{n - 1}"
-    nodes = [x.node for x in primary]
+    rows = [x for x in a.assignments if x.stage == 0]
+    if sorted((x.party, x.replica) for x in rows) != [(p, r) for p in range(n) for r in range(replicas)]:
+        return (f"job.assign does not name exactly one node per share index 0..{n - 1}"
+                + (f" and replica 0..{replicas - 1}" if replicas > 1 else ""))
+    nodes = [x.node for x in rows]
     if len(set(nodes)) != len(nodes):
-        return "job.assign gives one node two share indices"
+        return "job.assign gives one node two share indices" + (" or replicas" if replicas > 1 else "")
     if dealer in nodes:
         return "job.assign names the job's dealer as a node"
     why = operator_problem(a.assignments, operator_of)

@@ -38,13 +38,14 @@ from mpc_core import prg
 from mpc_core.dealer import SeededDealerClient
 from mpc_core.broadcast import BroadcastLog, receipt_message
 from mpc_core.mesh import Mesh, MeshCommunicator
+from mpc_core.replicas import Layout
 from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_from_bytes
 from mpc_core.session import Session
 from mpc_core.transcript import Transcript
 from prover.blob_server import BlobServer, answer_blob_requests, keep_blob
 from prover.channels import MAX_SEALED, PURPOSE_DEALER, PURPOSE_INPUT, PURPOSE_OUTPUT, ReplayGuard, open_, seal
 from prover.dealer_service import SealedDealerLink, receive_prefetch
-from protocol.commitments import commit
+from protocol.commitments import commit, replica_secret
 from prover.errors import ProverError
 from prover.keys import NodeKeys, lookup_peer
 from protocol import bodies as B
@@ -53,7 +54,7 @@ from protocol.errors import JobError
 from protocol.job_view import challenge_state, read_job_from_ledger
 from prover.local_files import safe_id, write_secret
 from prover.model_delivery import REFRESH_SCHEME, fetch_share
-from models.publish import MANIFEST_FILE, commit_tensor, load_party_share, manifest_config, read_manifest
+from models.publish import MANIFEST_FILE, SALTS_FILE, commit_tensor, load_party_share, manifest_config, read_manifest
 from protocol.opening import OpeningBlobs, dec_tensor, decode_records, enc_tensor, encode_records, node_opening
 from protocol.program import party_program
 from protocol.weight_refresh import job_salts, read_keys, refreshed
@@ -86,6 +87,16 @@ class JobInfo:
     rendezvous: str
     seed_commitment: bytes
     refresh: bool = False  # use the job's refreshed weight shares (protocol.weight_refresh)
+    replica: int = 0
+    replicas: int = 1
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.n_parties, self.replicas)
+
+    @property
+    def rank(self) -> int:
+        return self.layout.rank(self.party, self.replica)
 
 
 class NodeDaemon:
@@ -113,7 +124,7 @@ class NodeDaemon:
         self.timeout_s = timeout_s
         self.led = Ledger.open(ledger_url, create=False)
         self._cursor = 0  # next ledger index to scan for assignments
-        self._pending: dict[str, tuple[int, str, float]] = {}  # job -> (party, assigned by, first seen)
+        self._pending: dict[str, tuple[tuple[int, int], str, float]] = {}  # job -> ((party, replica), by, seen)
         self.jobs_run = 0
         self.handled: set[str] = set()  # jobs whose challenge was seen (answered, refused or not listed)
 
@@ -236,7 +247,8 @@ class NodeDaemon:
         ran = False
         for le in self._feed().drain():
             self._cursor = le.index + 1
-            parties = [a["party"] for a in le.entry.body["assignments"] if a["node"] == self.node_id]
+            parties = [(a["party"], a["replica"]) for a in le.entry.body["assignments"]
+                       if a["node"] == self.node_id and a.get("stage", 0) == 0]
             if parties:
                 self._pending.setdefault(le.entry.body["job_id"], (parties[0], le.entry.author, time.monotonic()))
         for job_id, (party, author, seen) in list(self._pending.items()):
@@ -277,7 +289,7 @@ class NodeDaemon:
                     log.error("job %s: cannot answer the challenge: %s: %s", job_id, type(exc).__name__, exc)
         return ran
 
-    def _job_info(self, job_id: str, party: int, assigned_by: str) -> JobInfo:
+    def _job_info(self, job_id: str, slot: tuple[int, int], assigned_by: str) -> JobInfo:
         """The job as this node may serve it, read through the authorship rules (protocol.job_view)."""
         safe_id(job_id, "job id")
         try:
@@ -288,8 +300,9 @@ class NodeDaemon:
             raise DaemonError(f"the job's opener closed it: {view.fail.body.reason}")
         if view.assign is None:
             raise DaemonError(f"no valid job.assign by the job's opener {view.opener} (seen one by {assigned_by})")
-        if view.nodes.get(party) != self.node_id:
-            raise DaemonError(f"the counted assignment does not give party {party} to this node")
+        party, replica = slot
+        if view.replica_nodes.get((party, replica)) != self.node_id:
+            raise DaemonError(f"the counted assignment does not give party {party} replica {replica} to this node")
         if view.dealer_commit is None:
             raise _NotYet(f"no dealer.commit by {view.dealer} yet")
         jo = view.open.body
@@ -300,7 +313,7 @@ class NodeDaemon:
         params = jo.params
         return JobInfo(job_id, model_id, jo.n_parties, party, jo.client or jo.dealer, jo.dealer,
                        int(params["prompt_len"]), int(params["steps"]), str(params["rendezvous"]),
-                       view.dealer_commit.body.seeds[party], refresh)
+                       view.dealer_commit.body.seeds[party], refresh, replica, view.replicas)
 
     # --- one job -------------------------------------------------------------------------
     def run_job(self, info: JobInfo) -> None:
@@ -316,6 +329,7 @@ class NodeDaemon:
         if dealer_peer is None or client_peer is None or dealer_peer.x25519 is None or client_peer.x25519 is None:
             raise DaemonError("dealer or client has no registered X25519 key")
         n, p, job = info.n_parties, info.party, info.job_id.encode()
+        layout, rank, R = info.layout, info.rank, info.replicas
         peers = self._party_keys(info)
         jdir = self.job_dir(info.job_id)
         jdir.mkdir(parents=True, exist_ok=True)
@@ -323,11 +337,11 @@ class NodeDaemon:
         token_shares: list[torch.Tensor] = []
         torch.set_num_threads(1)
         t0 = time.perf_counter()
-        mesh = join_job(info.rendezvous, p, n, info.job_id, self.timeout_s)
+        mesh = join_job(info.rendezvous, rank, n, info.job_id, self.timeout_s, replicas=R)
         t_join = time.perf_counter()
-        log.info("job %s: joined the mesh as party %d", info.job_id, p)
-        dealer, client = dealer_rank(n), client_rank(n)
-        bcast = BroadcastLog(p, n)
+        log.info("job %s: joined the mesh as party %d replica %d (rank %d)", info.job_id, p, info.replica, rank)
+        dealer, client = dealer_rank(n, R), client_rank(n, R)
+        bcast = BroadcastLog(rank, layout.party_ranks, tuple(layout.peer_ranks(rank)))
         try:
             seed_msg = decode_cbor(open_(self.keys, mesh.recv(dealer, MAX_SEALED), dealer_peer.x25519, sender=info.dealer,
                                          job=info.job_id, purpose=PURPOSE_DEALER, replay=guard).payload)
@@ -336,7 +350,7 @@ class NodeDaemon:
                 raise DaemonError("the dealer's seed does not match its commitment on the ledger")
             link = corrections = None
             if p == n - 1:  # the last party: the dealer's bulk corrections for its plan, the link for the rest
-                link = SealedDealerLink(mesh, n, info.job_id, bytes(seed_msg["corrections_key"]))
+                link = SealedDealerLink(mesh, n, info.job_id, bytes(seed_msg["corrections_key"]), R)
                 header = seed_msg.get("prefetch") or {"requests_bytes": 0, "bytes": 0, "messages": 0}
                 t_pre = time.perf_counter()
                 corrections = receive_prefetch(self.keys, mesh, header, dealer, dealer_peer.x25519, info.dealer,
@@ -344,7 +358,7 @@ class NodeDaemon:
                 log.info("job %s: received %d prefetched corrections (%d bytes) in %.2f s", info.job_id,
                          len(corrections.requests), len(corrections.payload), time.perf_counter() - t_pre)
             dealer_client = SeededDealerClient(p, n, job, seed, corrections)
-            comm = self.make_communicator(mesh, n, bcast)
+            comm = self.make_communicator(mesh, n, bcast, R)
             session = self.make_session(comm, dealer_client, job, jdir, manifest["frac_bits"])
             V = manifest_config(manifest).vocab_size
 
@@ -372,33 +386,43 @@ class NodeDaemon:
                 if link is not None:
                     link.close(corrections.used)
             t_run = time.perf_counter()
-            heard, disputes = self._exchange_receipts(info, mesh, bcast, peers)
+            heard, disputes = self._exchange_receipts(info, mesh, bcast, peers, comm.live)
+            lost = dict(comm.lost)
         finally:
             mesh.close()
         online = corrections.online_requests if corrections is not None else 0
         log.info("job %s: joined the mesh in %.2f s, received the dealer's material in %.2f s, ran %d steps in "
                  "%.2f s (%d rounds, %d online dealer requests)", info.job_id, t_join - t0, t_ready - t_join,
                  info.steps, t_run - t_ready, bcast.count, online)
+        if lost:
+            log.warning("job %s: lost replica rank(s) %s", info.job_id, ", ".join(f"{r} ({w})" for r, w in lost.items()))
         transcript = session.transcripts[p]
-        secret = os.urandom(32)
+        # Every replica of this index commits with the same salts (so honest replicas post equal roots): the
+        # secret comes from the index's dealer seed and its weight-share salts, which only its holders know
+        # both of. The beacon value is this node's own (specs/audit.md section 2).
+        secret = replica_secret(seed, (model_dir / f"party{p}" / SALTS_FILE).read_bytes(), info.job_id, p)
+        beacon_secret = os.urandom(32)
         commitment, _ = commit(transcript.records, secret, job, p)
         transcript.close()
         write_secret(jdir / "secret.bin", secret)
+        write_secret(jdir / "beacon.bin", beacon_secret)
         write_secret(jdir / "state.cbor", canonical_cbor({
-            "job_id": info.job_id, "party": p, "n_parties": n, "model_id": info.model_id, "refresh": info.refresh,
+            "job_id": info.job_id, "party": p, "replica": info.replica, "n_parties": n, "model_id": info.model_id,
+            "refresh": info.refresh,
             "records": encode_records(transcript.records, with_offsets=True),
             "tokens": [enc_tensor(t) for t in token_shares]}))
         root = commitment.root
-        beacon = beacon_commitment(info.job_id, p, beacon_value(secret, info.job_id, p))
-        sig = self.keys.bls_sign(E.job_root_message(info.job_id, self.node_id, p, 0, root, commitment.steps))
+        beacon = beacon_commitment(info.job_id, p, beacon_value(beacon_secret, info.job_id, p))
+        sig = self.keys.bls_sign(E.job_root_message(info.job_id, self.node_id, p, info.replica, root, commitment.steps))
         self.led.append(E.make_entry(self.keys.identity, E.JOB_ROOT, B.JobRoot(
-            info.job_id, self.node_id, p, 0, root, commitment.steps, sig, commitment.views_root,
+            info.job_id, self.node_id, p, info.replica, root, commitment.steps, sig, commitment.views_root,
             commitment.opened_root, beacon, tuple(B.Receipt(*r) for r in heard), tuple(disputes),
             corrections.head if corrections is not None else None).to_body()))
 
-    def make_communicator(self, mesh: Mesh, n_parties: int, bcast: BroadcastLog) -> MeshCommunicator:
+    def make_communicator(self, mesh: Mesh, n_parties: int, bcast: BroadcastLog, replicas: int = 1
+                          ) -> MeshCommunicator:
         """The transport of this node's party in a job: rounds over the job's mesh, chained into `bcast`."""
-        return MeshCommunicator(mesh, n_parties, broadcast_log=bcast)
+        return MeshCommunicator(mesh, n_parties, broadcast_log=bcast, replicas=replicas)
 
     def make_session(self, comm: MeshCommunicator, dealer: SeededDealerClient, job: bytes, jdir: Path,
                      frac_bits: int) -> Session:
@@ -406,36 +430,43 @@ class NodeDaemon:
         return Session(comm, dealer, job=job, transcript_dir=str(jdir), frac_bits=frac_bits)
 
     def _party_keys(self, info: JobInfo) -> dict[int, bytes]:
-        """The registered Ed25519 key of every other party's node (to check their broadcast receipts)."""
-        assigns = [e for e in self.led.by_job(info.job_id, kind=E.JOB_ASSIGN)]
-        nodes = {a["party"]: a["node"] for a in assigns[0].entry.body["assignments"]}
+        """The registered Ed25519 key of every peer rank's node (to check their broadcast receipts)."""
+        view = read_job_from_ledger(self.led, info.job_id)
+        layout = info.layout
         out = {}
-        for q in range(info.n_parties):
-            if q == info.party:
-                continue
-            peer = lookup_peer(self.led, nodes.get(q, ""))
+        for rank in layout.peer_ranks(info.rank):
+            node = view.replica_nodes.get((layout.party_of(rank), layout.replica_of(rank)), "")
+            peer = lookup_peer(self.led, node)
             if peer is None:
-                raise DaemonError(f"party {q}'s node is not registered")
-            out[q] = peer.ed25519
+                raise DaemonError(f"rank {rank}'s node {node!r} is not registered")
+            out[rank] = peer.ed25519
         return out
 
-    def _exchange_receipts(self, info: JobInfo, mesh: Mesh, bcast: BroadcastLog, peers: dict[int, bytes]
-                           ) -> tuple[list, list]:
-        """Sign, for each peer, the chain of what this party sent it; check the peers' receipts for us.
+    def _exchange_receipts(self, info: JobInfo, mesh: Mesh, bcast: BroadcastLog, peers: dict[int, bytes],
+                           live: list[int]) -> tuple[list, list]:
+        """Sign, for each live peer rank, the chain of what this rank sent it; check the peers' receipts for us.
 
-        Returns (valid receipts heard [sender, count, head, signature], parties whose receipt did not
-        match what this party received)."""
+        Returns (valid receipts heard [sender rank, count, head, signature], ranks whose receipt did not
+        match what this rank received). With replicas, a peer lost now is left out (it posts no root)."""
+        me = info.rank
         mine = {}
-        for j in bcast.peers:
-            msg = receipt_message(info.job_id, info.party, j, bcast.count, bcast.sent[j])
-            mine[j] = canonical_cbor([bcast.count, bcast.sent[j], self.keys.sign(msg)])
-        got = mesh.exchange(mine, MAX_RECEIPT)
+        for j in live:
+            msg = receipt_message(info.job_id, me, j, bcast.counts[j], bcast.sent[j])
+            mine[j] = canonical_cbor([bcast.counts[j], bcast.sent[j], self.keys.sign(msg)])
+        if info.replicas == 1:
+            got = mesh.exchange(mine, MAX_RECEIPT)
+        else:
+            got, lost = mesh.exchange_live(mine, MAX_RECEIPT)
+            for j, exc in lost.items():
+                log.warning("job %s: rank %d left before its broadcast receipt: %s", info.job_id, j, exc)
         heard, disputes = [], []
-        for j in bcast.peers:
+        for j in live:
+            if j not in got:
+                continue
             try:
                 count, head, sig = decode_cbor(got[j])
-                msg = receipt_message(info.job_id, j, info.party, count, bytes(head))
-                ok = (count == bcast.count and bytes(head) == bcast.received[j]
+                msg = receipt_message(info.job_id, j, me, count, bytes(head))
+                ok = (count == bcast.counts[j] and bytes(head) == bcast.received[j]
                       and ed25519_verify(peers[j], msg, bytes(sig)))
             except Exception:
                 ok = False
@@ -443,7 +474,7 @@ class NodeDaemon:
                 heard.append([j, count, bytes(head), bytes(sig)])
             else:
                 disputes.append(j)
-                log.warning("job %s: party %d's broadcast receipt does not match what it sent here", info.job_id, j)
+                log.warning("job %s: rank %d's broadcast receipt does not match what it sent here", info.job_id, j)
         return heard, disputes
 
     def weight_share(self, model_dir: Path, manifest: dict, party: int,
@@ -477,12 +508,15 @@ class NodeDaemon:
         p = state["party"]
         st = challenge_state(self.led, job_id)
         view = st.view
-        if view.nodes.get(p) != self.node_id or p not in view.roots:
-            return  # this node's job root does not count (yet): nothing to reveal or open
+        if self.node_id not in view.nodes_of(p) or p not in view.roots:
+            return  # no job root of this node's index counts (yet): nothing to reveal or open
         if st.seal is None:
             return
         if p not in view.reveals:
-            secret = (jdir / "secret.bin").read_bytes()
+            if view.roots[p].author != self.node_id:
+                return  # the beacon of this index is its twin's (the author of the index's root)
+            beacon_file = jdir / "beacon.bin"
+            secret = (beacon_file if beacon_file.exists() else jdir / "secret.bin").read_bytes()
             self.led.append(E.make_entry(self.keys.identity, E.REVEAL, B.Reveal(
                 job_id, p, beacon_value(secret, job_id, p)).to_body()))
             log.info("job %s: revealed the challenge beacon of party %d", job_id, p)

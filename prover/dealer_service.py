@@ -20,6 +20,7 @@ A job is served at most once, also across restarts.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -35,7 +36,8 @@ from ledger import merkle
 from ledger.subscribe import Subscription
 from mpc_core.dealer import Request, TrustedDealer, kind_spec
 from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_from_bytes
-from mpc_core.errors import MPCError
+from mpc_core.errors import MPCError, TransportError
+from mpc_core.replicas import Layout
 from prover.blob_server import BlobServer, answer_blob_requests, keep_blob
 from prover.channels import (CORRECTION_KEY_BYTES, MAX_PAYLOAD, MAX_SEALED, PURPOSE_DEALER, TAG_BYTES, ReplayGuard,
                              StaticKeys, open_, open_correction, seal, seal_correction)
@@ -65,9 +67,9 @@ class DealerServiceError(ProverError):
 class SealedDealerLink:
     """The last party's online side: ask for request #k's corrections, receive them encrypted."""
 
-    def __init__(self, mesh: Mesh, n_parties: int, job_id: str, key: bytes):
+    def __init__(self, mesh: Mesh, n_parties: int, job_id: str, key: bytes, replicas: int = 1):
         self.mesh = mesh
-        self.rank = dealer_rank(n_parties)
+        self.rank = dealer_rank(n_parties, replicas)
         self.job_id = job_id
         self.key = key
 
@@ -189,17 +191,29 @@ class _LoggingDealer:
     def __init__(self, dealer: TrustedDealer, planned: list | None = None):
         self.dealer = dealer
         self.log: list[list] = [list(d) for d in planned or []]
+        self.planned = len(self.log)  # requests delivered in bulk (never answered again online)
         self.online = 0  # requests answered online
 
     def correction(self, req: Request, op_index: int):
         """Answer request #`op_index` online: only the next op past everything delivered (never an op
-        whose correction the last party already holds: a second correction on its randomness leaks it)."""
+        whose correction the last party already holds: a second correction on its randomness leaks it).
+        A replica may repeat a request its twin made: the same request at the same op gets the same
+        answer (a deterministic function of the two), which tells the replica nothing new."""
+        if op_index < len(self.log) and op_index >= self.planned and self.log[op_index] == req.describe():
+            return self.dealer.correction(req, op_index)
         if op_index != len(self.log):
             raise DealerServiceError(f"request #{op_index} out of order (expected #{len(self.log)})")
         corr = self.dealer.correction(req, op_index)
         self.log.append(req.describe())
         self.online += 1
         return corr
+
+    def check_used(self, used: int) -> int:
+        """A replica's close frame: check that `used` is a count of delivered requests (the log is not
+        trimmed: its twins may have used more); returns it."""
+        if not isinstance(used, int) or isinstance(used, bool) or not 0 <= used <= len(self.log):
+            raise DealerServiceError(f"the last party reports {used!r} requests used, {len(self.log)} were delivered")
+        return used
 
     def close(self, used: int) -> None:
         """The last party used the first `used` requests: the log keeps those (what a release reveals)."""
@@ -216,10 +230,56 @@ def request_from(desc: list) -> Request:
     return Request(kind, tuple(tup(p) for p in params))
 
 
-def serve_corrections(dealer: _LoggingDealer, mesh: Mesh, n_parties: int, job_id: str, key: bytes) -> int:
-    """Answer the last party's online requests until it closes the link; returns the number of requests
-    it used (the close frame `[used]` trims the log to them; an empty frame keeps the log as is)."""
-    last = n_parties - 1
+def _to_replica(mesh: Mesh, rank: int, replicas: int, lost: dict[int, str], send) -> None:
+    """Run `send()` towards one party rank; with replicas, a rank that is gone is recorded in `lost`
+    (and dropped from the mesh) instead of failing the job (its twins carry on)."""
+    if rank in lost:
+        return
+    try:
+        send()
+    except TransportError as exc:
+        if replicas == 1:
+            raise
+        lost[rank] = f"{type(exc).__name__}: {exc}"
+        mesh.drop(rank)
+
+
+def serve_replicas(dealer: _LoggingDealer, mesh: Mesh, ranks: list[int], job_id: str, key: bytes,
+                   lost: dict[int, str]) -> int:
+    """`serve_corrections` for every live replica of the last share index at once (one thread each; they
+    ask for the same requests in the same order, and an answer is a deterministic function of the
+    request). A replica that goes away is recorded in `lost`; returns the largest count of requests a
+    replica reported used. Fails if no replica of the last index finished."""
+    if len(ranks) == 1 and not lost:
+        return serve_corrections(dealer, mesh, ranks[0], job_id, key)
+    used: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def one(r: int) -> None:
+        try:
+            used[r] = serve_corrections(dealer, mesh, r, job_id, key, lock)
+        except TransportError as exc:
+            lost[r] = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - reported below, after every thread is done
+            lost[r] = f"{type(exc).__name__}: {exc}"
+
+    threads = [threading.Thread(target=one, args=(r,), daemon=True) for r in ranks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if not used:
+        raise DealerServiceError("no replica of the last share index finished: "
+                                 + "; ".join(f"rank {r}: {lost.get(r, '?')}" for r in ranks))
+    return max(used.values())
+
+
+def serve_corrections(dealer: _LoggingDealer, mesh: Mesh, last: int, job_id: str, key: bytes,
+                      lock: threading.Lock | None = None) -> int:
+    """Answer the online requests of the last party's rank `last` until it closes the link; returns the
+    number of requests it used (the close frame `[used]` trims the log to them; an empty frame keeps the
+    log as is). With replicas each rank has a thread and `lock` guards the shared log."""
+    guard = lock or contextlib.nullcontext()
     while True:
         msg = recv_fixed(mesh, last, REQUEST_FRAME)
         if not msg:
@@ -227,11 +287,15 @@ def serve_corrections(dealer: _LoggingDealer, mesh: Mesh, n_parties: int, job_id
         try:
             obj = decode_cbor(msg)
             if isinstance(obj, list) and len(obj) == 1:
-                dealer.close(obj[0])
-                return len(dealer.log)
+                with guard:
+                    if lock is None:
+                        dealer.close(obj[0])
+                        return len(dealer.log)
+                    return dealer.check_used(obj[0])
             op_index, kind, params = obj
             req = request_from([kind, params])
-            corr = dealer.correction(req, op_index)
+            with guard:
+                corr = dealer.correction(req, op_index)
             payload = b"".join(tensor_bytes(corr[c.name].contiguous()) for c in kind_spec(req).derived)
         except DealerServiceError:
             raise
@@ -345,12 +409,18 @@ def run_dealer_job(led: Ledger, keys: NodeKeys, job_id: str, state_dir: str | os
     assigns = [e for e in led.by_job(job_id, kind=E.JOB_ASSIGN) if e.entry.author == opens[0].entry.author]
     if not assigns:
         raise DealerServiceError(f"no job.assign by the job's author for {job_id!r}")
-    n = int(b["n_parties"])
-    nodes = {a["party"]: a["node"] for a in assigns[0].entry.body["assignments"]}
-    if sorted(nodes) != list(range(n)):
-        raise DealerServiceError(f"job {job_id}: the assignment does not cover parties 0..{n - 1}")
-    peers = [lookup_peer(led, nodes[p]) for p in range(n)]
-    if any(pk is None or pk.x25519 is None for pk in peers):
+    n, replicas = int(b["n_parties"]), int(b.get("replicas", 1))
+    try:
+        layout = Layout(n, replicas)
+    except MPCError as exc:
+        raise DealerServiceError(f"job {job_id}: {exc}") from None
+    by_rank = {layout.rank(a["party"], a["replica"]): a["node"] for a in assigns[0].entry.body["assignments"]
+               if a.get("stage", 0) == 0 and 0 <= a["party"] < n and 0 <= a["replica"] < replicas}
+    if sorted(by_rank) != list(range(layout.party_ranks)):
+        raise DealerServiceError(f"job {job_id}: the assignment does not cover parties 0..{n - 1}"
+                                 + (f" x replicas 0..{replicas - 1}" if replicas > 1 else ""))
+    peers = {r: lookup_peer(led, node) for r, node in by_rank.items()}
+    if any(pk is None or pk.x25519 is None for pk in peers.values()):
         raise DealerServiceError(f"job {job_id}: a node has no registered X25519 key")
     rendezvous = str((b.get("params") or {})["rendezvous"])
     path = _state_path(Path(state_dir), job_id)
@@ -374,22 +444,30 @@ def run_dealer_job(led: Ledger, keys: NodeKeys, job_id: str, state_dir: str | os
     log.info("job %s: offline phase: %d requests planned in %.2f s, %d bytes of corrections computed in %.2f s",
              job_id, len(plan), plan_s, offline.corrections_bytes, offline.corrections_seconds)
     dealer = _LoggingDealer(trusted, offline.requests)
-    mesh = join_job(rendezvous, dealer_rank(n), n, job_id, timeout_s)
+    mesh = join_job(rendezvous, dealer_rank(n, replicas), n, job_id, timeout_s, replicas=replicas)
+    lost: dict[int, str] = {}  # replica ranks that went away (the job goes on while each index has one)
     try:
         key = os.urandom(CORRECTION_KEY_BYTES)
-        for p in range(n):
+        for r in range(layout.party_ranks):
+            p = layout.party_of(r)
             msg = {"seed": trusted.party_seed(p)}
             if p == n - 1:
                 msg["corrections_key"] = key
                 msg["prefetch"] = offline.header()
-            mesh.send(p, seal(keys, peers[p].x25519, nodes[p], job_id, PURPOSE_DEALER, canonical_cbor(msg), 0))
+            _to_replica(mesh, r, replicas, lost, lambda r=r, msg=msg: mesh.send(r, seal(
+                keys, peers[r].x25519, by_rank[r], job_id, PURPOSE_DEALER, canonical_cbor(msg), 0)))
         t0 = time.perf_counter()
-        send_prefetch(keys, mesh, peers[n - 1].x25519, nodes[n - 1], job_id, offline, n - 1)
+        lasts = [r for r in layout.ranks_of(n - 1) if r not in lost]
+        for r in lasts:
+            _to_replica(mesh, r, replicas, lost, lambda r=r: send_prefetch(
+                keys, mesh, peers[r].x25519, by_rank[r], job_id, offline, r))
         log.info("job %s: sent party %d the plan and its corrections, %d bytes in %d sealed messages, in %.2f s",
                  job_id, n - 1, len(offline.stream), offline.header()["messages"], time.perf_counter() - t0)
-        used = serve_corrections(dealer, mesh, n, job_id, key)
+        used = serve_replicas(dealer, mesh, [r for r in lasts if r not in lost], job_id, key, lost)
     finally:
         mesh.close()
+    if lost:
+        log.warning("job %s: lost replica rank(s) %s", job_id, ", ".join(f"{r} ({why})" for r, why in lost.items()))
     state.update(requests=dealer.log, status="done")
     write_secret(path, canonical_cbor(state))
     log.info("job %s: the last party used %d correction requests (%d planned, %d answered online)", job_id, used,

@@ -38,28 +38,32 @@ class DeliveryError(ProverError):
 
 def publish_and_deliver(led: Ledger, owner: NodeKeys, published_dir: str | os.PathLike, node_ids: list[str],
                         progress: Callable[[int, int], None] | None = None) -> str:
-    """Post the manifest and a `model.publish` entry whose deliveries give party i's files to node_ids[i] sealed;
-    `progress(done, total)` is called after each node's delivery is stored.
+    """Post the manifest and a `model.publish` entry whose deliveries give party i's files to node_ids[i] sealed
+    (with more nodes than parties, a multiple of N: party i mod N's files to node i, so that replicas of
+    an index, mpc_core.replicas, hold its share); `progress(done, total)` is called after each node's
+    delivery is stored.
 
     Returns the model id."""
     src = Path(published_dir)
     manifest = read_manifest(src)
     model_id = manifest["model_id"]
-    if len(node_ids) != manifest["n_parties"]:
-        raise DeliveryError(f"{len(node_ids)} nodes for a {manifest['n_parties']}-party publication")
+    n = manifest["n_parties"]
+    if not node_ids or len(node_ids) % n or len(set(node_ids)) != len(node_ids):
+        raise DeliveryError(f"{len(node_ids)} nodes for a {n}-party publication (a multiple of {n}, each once)")
     peers = [lookup_peer(led, nid) for nid in node_ids]
     for nid, peer in zip(node_ids, peers):
         if peer is None or peer.x25519 is None:
             raise DeliveryError(f"node {nid!r} is not registered with an X25519 key")
     deliveries = []
-    for p, (nid, peer) in enumerate(zip(node_ids, peers)):
+    for i, (nid, peer) in enumerate(zip(node_ids, peers)):
+        p = i % n
         files = {f.name: f.read_bytes() for f in sorted((src / f"party{p}").iterdir()) if f.is_file()}
         data = canonical_cbor({"format": PACK_FORMAT, "model_id": model_id, "party": p, "files": files})
         chunks = [led.put_blob(seal(owner, peer.x25519, nid, model_id, PURPOSE_WEIGHTS, data[i:i + CHUNK_BYTES], k))
                   for k, i in enumerate(range(0, len(data), CHUNK_BYTES))]
         deliveries.append({"party": p, "node": nid, "bytes": len(data), "chunks": chunks})
         if progress is not None:
-            progress(p + 1, len(node_ids))
+            progress(i + 1, len(node_ids))
     digest = led.put_blob((src / MANIFEST_FILE).read_bytes())
     led.append(E.make_entry(owner.identity, E.MODEL, {
         "model_id": model_id, "manifest": digest, "n_shares": manifest["n_parties"],

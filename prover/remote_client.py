@@ -22,6 +22,8 @@ import torch
 from ledger import Ledger
 from ledger import entries as E
 from mpc_core.encoding import tensor_bytes, tensor_from_bytes
+from mpc_core.errors import TransportError
+from mpc_core.replicas import MAX_REPLICAS, Layout, pick
 from mpc_core.ring import decode
 from mpc_core.shares import additive_split
 from prover.channels import MAX_SEALED, PURPOSE_INPUT, PURPOSE_OUTPUT, ReplayGuard, open_, seal
@@ -51,34 +53,47 @@ class AssignmentRefused(PreflightError):
     share indices): waiting does not help."""
 
 
+REPLICA_ROOT_WAIT_S = 15.0  # once every index has a root, how long the client waits for the other replicas' roots
 DEFAULT_MAX_HEARTBEAT_AGE_S = 180.0  # 3x the daemons' default --heartbeat interval (60 s)
 
 
-def assignment_problem(led: Ledger, node_ids: list[str]) -> str:
-    """Why giving share index i to `node_ids[i]` would make a job.assign that does not count ("" if it
-    would count, as far as the nodes go): a node named twice, or one operator given two indices, the
-    operators read from the nodes' registrations on `led` (an unregistered node is its own operator)."""
-    seen: dict[str, int] = {}
-    for p, nid in enumerate(node_ids):
-        if nid in seen:
-            return f"node {nid!r} is named twice (share indices {seen[nid]} and {p}); a node holds one share index"
-        seen[nid] = p
+def assignment_rows(node_ids: list[str], n_parties: int | None = None) -> list[B.Assignment]:
+    """The job.assign rows for `node_ids` in rank order (mpc_core.replicas): node i holds share index
+    i mod N as replica i div N (N = `n_parties`, default len(node_ids): one replica per index)."""
+    n = n_parties or len(node_ids)
+    return [B.Assignment(nid, i % n, i // n) for i, nid in enumerate(node_ids)]
+
+
+def assignment_problem(led: Ledger, node_ids: list[str], n_parties: int | None = None) -> str:
+    """Why the rows of `assignment_rows(node_ids, n_parties)` would make a job.assign that does not count
+    ("" if they would count, as far as the nodes go): a node named twice, or one operator given two
+    indices, the operators read from the nodes' registrations on `led` (an unregistered node is its own
+    operator)."""
+    rows = assignment_rows(node_ids, n_parties)
+    seen: dict[str, B.Assignment] = {}
+    for a in rows:
+        if a.node in seen:
+            b = seen[a.node]
+            what = (f"share indices {b.party} and {a.party}" if a.party != b.party
+                    else f"share index {a.party} as replicas {b.replica} and {a.replica}")
+            return f"node {a.node!r} is named twice ({what}); a node holds one share index of a job, once"
+        seen[a.node] = a
 
     def operator_of(nid: str) -> str:
         peer = lookup_peer(led, nid)
         return peer.operator if peer is not None else nid
 
-    return operator_problem([B.Assignment(nid, p) for p, nid in enumerate(node_ids)], operator_of)
+    return operator_problem(rows, operator_of)
 
 
 def preflight(ledger: str | Ledger, node_ids: list[str], model_id: str, dealer: str | None = None,
-              max_age_s: float = DEFAULT_MAX_HEARTBEAT_AGE_S) -> None:
+              max_age_s: float = DEFAULT_MAX_HEARTBEAT_AGE_S, n_parties: int | None = None) -> None:
     """Before opening a job: no node is named twice and no operator is given two share indices (else
     AssignmentRefused), every node (and the dealer daemon, if named) is registered, has posted a
     `node.heartbeat` of its own within `max_age_s` seconds, and each node's lists `model_id`.
     Raises PreflightError with a one-line reason."""
     led = Ledger.open(ledger, create=False) if isinstance(ledger, str) else ledger
-    why = assignment_problem(led, node_ids)
+    why = assignment_problem(led, node_ids, n_parties)
     if why:
         raise AssignmentRefused(why)
     now = E.now_ms()
@@ -167,8 +182,9 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
                     steps: int, job_id: str, *, dealer: str | None = None, master_seed: bytes | None = None,
                     port: int | None = None, timeout_s: float = 60.0, state_dir: str | os.PathLike | None = None,
                     temperature: float = 0.0, top_k: int | None = None, seed: int = 0, keep_logits: bool = False,
-                    dealer_log: bool = False) -> dict:
-    """Run one private-generation job on the registered nodes `node_ids` (party i = node_ids[i]).
+                    dealer_log: bool = False, replicas: int = 1) -> dict:
+    """Run one private-generation job on the registered nodes `node_ids` (party i = node_ids[i]; with
+    `replicas` R, node i is replica i div N of share index i mod N: `assignment_rows`).
 
     `dealer` names a registered dealer daemon; None runs the dealer inside the client (a child
     process with the client's keys, its state file under `state_dir`). Returns {tokens, job_id,
@@ -177,13 +193,19 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
     client ever sees). As the client sees them: `offline_seconds` from opening the job until its
     group formed (the dealer joins once its offline phase is done), `online_seconds` from then to
     the last token; `rounds` is the parties' round count from their broadcast receipts on the
-    ledger (None if no job root holds a receipt)."""
+    ledger (None if no job root holds a receipt). With replicas, each step's inputs go to every live
+    replica of an index and its output is taken from the lowest live one; `dropped` lists the nodes
+    lost on the way (with why) and `divergent` the nodes whose output differed from their index's."""
     safe_id(job_id, "job id")
     if steps < 1 or not prompt_ids:
         raise RemoteJobError("a job needs a prompt and at least one step")
     led = Ledger.open(ledger_url, create=False)
-    n = len(node_ids)
-    why = assignment_problem(led, node_ids)
+    if not isinstance(replicas, int) or not 1 <= replicas <= MAX_REPLICAS:
+        raise RemoteJobError(f"replicas must be 1..{MAX_REPLICAS}, got {replicas!r}")
+    if len(node_ids) % replicas:
+        raise RemoteJobError(f"{len(node_ids)} nodes do not make {replicas} replicas of every share index")
+    n = len(node_ids) // replicas
+    why = assignment_problem(led, node_ids, n)
     if why:  # before posting anything: the nodes would not serve such a job (protocol.job_view)
         raise AssignmentRefused(why)
     try:
@@ -191,7 +213,9 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
     except JobError:
         raise RemoteJobError(f"no model {model_id!r} published on the ledger") from None
     if manifest["n_parties"] != n:
-        raise RemoteJobError(f"model has {manifest['n_parties']} shares, {n} nodes given")
+        raise RemoteJobError(f"model has {manifest['n_parties']} shares, {n} nodes given"
+                             + (f" per replica ({len(node_ids)} for {replicas} replicas)" if replicas > 1 else ""))
+    layout = Layout(n, replicas)
     vocab = manifest_config(manifest).vocab_size
     peers = []
     for nid in node_ids:
@@ -207,11 +231,11 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
     t_open = time.perf_counter()
     led.append_many([
         E.make_entry(client_keys.identity, E.JOB_OPEN, {
-            "job_id": job_id, "model_id": model_id, "n_parties": n, "replicas": 1, "stages": 1,
+            "job_id": job_id, "model_id": model_id, "n_parties": n, "replicas": replicas, "stages": 1,
             "dealer": dealer or me, "client": me,
             "params": {"prompt_len": len(prompt_ids), "steps": steps, "rendezvous": rendezvous}}),
-        E.make_entry(client_keys.identity, E.JOB_ASSIGN, {"job_id": job_id, "assignments": [
-            {"node": nid, "party": p, "replica": 0, "stage": 0} for p, nid in enumerate(node_ids)]}),
+        E.make_entry(client_keys.identity, E.JOB_ASSIGN,
+                     B.JobAssign(job_id, tuple(assignment_rows(node_ids, n))).to_body()),
     ])
     inside = None
     state_file = None
@@ -229,20 +253,54 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
     guard = ReplayGuard()
     tokens: list[int] = []
     kept: list[torch.Tensor] = []
+    live = set(range(layout.party_ranks))  # party ranks not lost yet
+    dropped: dict[str, str] = {}  # node -> why the client lost it
+    divergent: set[str] = set()
+
+    def lose(rank: int, exc: Exception) -> None:
+        """A replica is gone: stop talking to it (fail the job if that leaves an index with none)."""
+        if replicas == 1:
+            raise exc
+        live.discard(rank)
+        mesh.drop(rank)
+        dropped.setdefault(node_ids[rank], f"{type(exc).__name__}: {one_line(exc)}")
+        p = layout.party_of(rank)
+        if not any(r in live for r in layout.ranks_of(p)):
+            raise RemoteJobError(f"job {job_id}: every replica of share index {p} is lost ("
+                                 + "; ".join(f"{node_ids[r]}: {dropped.get(node_ids[r], '?')}"
+                                             for r in layout.ranks_of(p)) + ")")
 
     def step(feed: list[int], i: int) -> torch.Tensor:
         """Send step i's sealed one-hot shares of `feed` to the nodes; their sealed logit shares, added up."""
         shares = additive_split(_onehot(feed, vocab), n, client_seed, job, f"tokens:{i}")
-        for p, sh in enumerate(shares):
-            mesh.send(p, seal(client_keys, peers[p].x25519, node_ids[p], job_id, PURPOSE_INPUT,
-                              tensor_bytes(sh.contiguous()), i))
+        for rank in sorted(live):
+            p = layout.party_of(rank)
+            try:
+                mesh.send(rank, seal(client_keys, peers[rank].x25519, node_ids[rank], job_id, PURPOSE_INPUT,
+                                     tensor_bytes(shares[p].contiguous()), i))
+            except TransportError as exc:
+                lose(rank, exc)
         total = torch.zeros(1, vocab, dtype=torch.int64)
         for p in range(n):
-            opened = open_(client_keys, mesh.recv(p, MAX_SEALED), peers[p].x25519, sender=node_ids[p], job=job_id,
-                           purpose=PURPOSE_OUTPUT, replay=guard)
-            if opened.counter != i:
-                raise RemoteJobError(f"logit share #{opened.counter} from party {p}, #{i} was due")
-            total += tensor_from_bytes(opened.payload, (1, vocab))
+            copies: dict[int, bytes] = {}
+            for rank in layout.ranks_of(p):
+                if rank not in live:
+                    continue
+                try:
+                    raw = mesh.recv(rank, MAX_SEALED)
+                except TransportError as exc:
+                    lose(rank, exc)
+                    continue
+                opened = open_(client_keys, raw, peers[rank].x25519, sender=node_ids[rank], job=job_id,
+                               purpose=PURPOSE_OUTPUT, replay=guard)
+                if opened.counter != i:
+                    raise RemoteJobError(f"logit share #{opened.counter} from party {p}, #{i} was due")
+                copies[rank] = opened.payload
+            if not copies:
+                raise RemoteJobError(f"job {job_id}: no replica of share index {p} answered step {i}")
+            used, differ = pick(copies)
+            divergent.update(node_ids[r] for r in differ)
+            total += tensor_from_bytes(copies[used], (1, vocab))
         if keep_logits:
             kept.append(total.clone())
         return decode(total, manifest["frac_bits"])
@@ -250,7 +308,8 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
     t0 = time.perf_counter()
     try:
         try:
-            mesh = join_job(rendezvous, client_rank(n), n, job_id, timeout_s, listener=listener)
+            mesh = join_job(rendezvous, client_rank(n, replicas), n, job_id, timeout_s, listener=listener,
+                            replicas=replicas)
         except Exception as exc:  # a party or the dealer never joined, or died while the group formed
             raise RemoteJobError(f"job {job_id}: the job's mesh did not form: {type(exc).__name__}: {exc}") from exc
         t_group = time.perf_counter()
@@ -277,9 +336,14 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
     # The job counts as done once every party's job root is on the ledger (a checkpoint can then seal them).
     if not wait_for(lambda: len({e.entry.body["party"] for e in led.by_job(job_id, kind=E.JOB_ROOT)}) == n, timeout_s):
         raise RemoteJobError(f"job {job_id}: not every node posted its job root within {timeout_s} s")
+    if replicas > 1:  # the replicas still live post theirs too (a short wait: the job is done without them)
+        want = {(layout.party_of(r), layout.replica_of(r)) for r in live}
+        wait_for(lambda: want <= {(e.entry.body["party"], e.entry.body["replica"])
+                                  for e in led.by_job(job_id, kind=E.JOB_ROOT)}, min(timeout_s, REPLICA_ROOT_WAIT_S))
     out = {"tokens": tokens, "job_id": job_id, "seconds": time.perf_counter() - t0,
            "state_file": str(state_file) if state_file is not None else None,
-           "offline_seconds": t_group - t_open, "online_seconds": t_last - t_group, "rounds": receipt_rounds(led, job_id)}
+           "offline_seconds": t_group - t_open, "online_seconds": t_last - t_group, "rounds": receipt_rounds(led, job_id),
+           "replicas": replicas, "dropped": dropped, "divergent": sorted(divergent)}
     if keep_logits:
         out["logits"] = kept
     return out

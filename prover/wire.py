@@ -1,10 +1,10 @@
 """A job's mesh and the byte messages that cross it (specs/node-daemon.md, specs/transport.md).
 
-Rank layout of a ledger job with N parties (world N+2):
+Rank layout of a ledger job with N parties and R replicas per share index (world N R + 2):
 
-    0 .. N-1   the parties (node daemons)
-    N          the dealer (seeds, and the last party's correction shares)
-    N+1        the client (input shares out, output shares in); it hosts the rendezvous
+    0 .. N R-1   the parties (node daemons): rank = replica N + party (mpc_core.replicas)
+    N R          the dealer (seeds, and the last party's correction shares)
+    N R + 1      the client (input shares out, output shares in); it hosts the rendezvous
 
 Everything a role sends another over the mesh except the parties' openings is a
 sealed channel message (prover.channels); openings are public by design and committed.
@@ -23,16 +23,16 @@ class WireError(ProverError):
     """A peer sent something the wire format does not allow (e.g. an oversized message)."""
 
 
-def dealer_rank(n_parties: int) -> int:
-    return n_parties
+def dealer_rank(n_parties: int, replicas: int = 1) -> int:
+    return n_parties * replicas
 
 
-def client_rank(n_parties: int) -> int:
-    return n_parties + 1
+def client_rank(n_parties: int, replicas: int = 1) -> int:
+    return n_parties * replicas + 1
 
 
-def world_size(n_parties: int) -> int:
-    return n_parties + 2
+def world_size(n_parties: int, replicas: int = 1) -> int:
+    return n_parties * replicas + 2
 
 
 def recv_exact(mesh: Mesh, src: int, size: int) -> bytes:
@@ -68,6 +68,6 @@ def open_rendezvous(host: str = "127.0.0.1") -> tuple[socket.socket, str]:
 
 
 def join_job(rendezvous: str, rank: int, n_parties: int, job_id: str, timeout_s: float,
-             listener: socket.socket | None = None) -> Mesh:
-    """Join a job's mesh (world N+2) as `rank`; the client passes the listener of `open_rendezvous`."""
-    return join_mesh(rendezvous, rank, world_size(n_parties), job_id.encode(), timeout_s, listener=listener)
+             listener: socket.socket | None = None, replicas: int = 1) -> Mesh:
+    """Join a job's mesh (world N R + 2) as `rank`; the client passes the listener of `open_rendezvous`."""
+    return join_mesh(rendezvous, rank, world_size(n_parties, replicas), job_id.encode(), timeout_s, listener=listener)

@@ -86,12 +86,13 @@ class EquivocatingCommunicator(MeshCommunicator):
     """For `equivocate`: a networked party that sends the highest-numbered peer an altered message in the
     first round at or after `cheat.step`, and every other message honestly."""
 
-    def __init__(self, mesh: Mesh, n_parties: int, broadcast_log: BroadcastLog | None, cheat: Cheat):
+    def __init__(self, mesh: Mesh, n_parties: int, broadcast_log: BroadcastLog | None, cheat: Cheat,
+                 replicas: int = 1):
         if broadcast_log is None:
             raise CheatSpecError("per-peer messages need a broadcast log (the rounds are chained per peer)")
-        super().__init__(mesh, n_parties, broadcast_log=broadcast_log)
+        super().__init__(mesh, n_parties, broadcast_log=broadcast_log, replicas=replicas)
         self.cheat = cheat
-        self.victim = max(j for j in range(n_parties) if j != self.rank)
+        self.victim = max(self.peers)
         self.fired: dict = {}
 
     def _message_for(self, round_index: int, peer: int, mine: torch.Tensor) -> torch.Tensor:
@@ -152,10 +153,11 @@ class CheatingNodeDaemon(NodeDaemon):
         super().__init__(ledger_url, keys, data_dir, poll_s=poll_s, timeout_s=timeout_s)
         self.cheat = cheat
 
-    def make_communicator(self, mesh: Mesh, n_parties: int, bcast: BroadcastLog) -> MeshCommunicator:
+    def make_communicator(self, mesh: Mesh, n_parties: int, bcast: BroadcastLog, replicas: int = 1
+                          ) -> MeshCommunicator:
         if self.cheat.kind == "equivocate":
-            return EquivocatingCommunicator(mesh, n_parties, bcast, self.cheat)
-        return super().make_communicator(mesh, n_parties, bcast)
+            return EquivocatingCommunicator(mesh, n_parties, bcast, self.cheat, replicas)
+        return super().make_communicator(mesh, n_parties, bcast, replicas)
 
     def make_session(self, comm: MeshCommunicator, dealer, job: bytes, jdir: Path,
                      frac_bits: int) -> Session:

@@ -57,11 +57,12 @@ class ProcessNetwork:
     """Owner, client, log operator and auditor in this process; dealer and N nodes as child processes."""
 
     def __init__(self, url: str, workdir: str | Path, n_nodes: int = 3, seed: int = 0, timeout_s: float = 60.0,
-                 poll_s: float = 0.1):
+                 poll_s: float = 0.1, replicas: int = 1):
         self.url = url
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.n = n_nodes
+        self.n = n_nodes  # share indices; with replicas, nodes[i] is replica i div n of index i mod n
+        self.replicas = replicas
         self.timeout_s = timeout_s  # the daemons' and the client's --timeout; the harness's idle window
         self.poll_s = poll_s
 
@@ -75,7 +76,7 @@ class ProcessNetwork:
         except LedgerExists:
             self.ledger = Ledger.open(url, origin=ORIGIN, log_identity=self.log_identity)
         self.owner, self.client, self.dealer, self.verifier = keys("owner"), keys("client"), keys("dealer"), keys("verifier")
-        self.nodes = [keys(f"node-{i}") for i in range(n_nodes)]
+        self.nodes = [keys(f"node-{i}") for i in range(n_nodes * replicas)]
         known = {r.node_id for r in self.ledger.registrations()}
         regs = [registration_entry(self.owner, ("owner",)), registration_entry(self.client, ("client",)),
                 registration_entry(self.dealer, ("dealer",), "127.0.0.1"),
@@ -224,7 +225,7 @@ class ProcessNetwork:
         self.start_log()
         self.start_owner()
         self.start_dealer()
-        for i in range(self.n):
+        for i in range(len(self.nodes)):
             self.start_node(i, (cheats or {}).get(i))
 
     def stop_process(self, name: str, timeout_s: float = 30.0) -> int | None:
@@ -299,6 +300,7 @@ class ProcessNetwork:
     # --- client, log operator, auditor ------------------------------------------------------
     def run_job(self, model_id: str, prompt_ids: list[int], steps: int, job_id: str, **kw) -> dict:
         """Run one job on the nodes with the dealer daemon; returns run_remote_job's result."""
+        kw.setdefault("replicas", self.replicas)
         return run_remote_job(self.url, self.client, [k.node_id for k in self.nodes], model_id, prompt_ids, steps,
                               job_id, dealer=self.dealer.node_id, timeout_s=self.timeout_s, **kw)
 

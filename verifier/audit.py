@@ -70,6 +70,7 @@ class Verdict:
     # does not open its commitments or differs from what the last party received)
     dealer_reason: str = ""
     noise: list[dict] = field(default_factory=list)  # entries that did not count (protocol.job_view)
+    replicas: list[dict] = field(default_factory=list)  # replicas lost or divergent (ledger_audit.replica_findings)
 
     @property
     def cheaters(self) -> list[int]:
@@ -100,8 +101,13 @@ class Verdict:
         return out
 
     @property
+    def divergent(self) -> list[str]:
+        """Nodes whose job root differs from the counted root of their share index (replicas)."""
+        return [r["node"] for r in self.replicas if r["status"] == "divergent"]
+
+    @property
     def clean(self) -> bool:
-        return (self.broadcast_consistent and self.dealer_status == "ok"
+        return (self.broadcast_consistent and self.dealer_status == "ok" and not self.divergent
                 and all(p.status in ("clean", "not opened") for p in self.parties))
 
     @property
@@ -119,7 +125,8 @@ class Verdict:
                 "cheaters": self.cheaters, "defaulted": self.defaulted, "unresponsive": self.unresponsive,
                 "errors": self.errors, "pending": self.pending, "accused": self.accused_nodes,
                 "dealer": {"node": self.dealer, "status": self.dealer_status, "reason": self.dealer_reason},
-                "parties": [p.as_dict() for p in self.parties], "noise": self.noise, "seconds": self.seconds}
+                "parties": [p.as_dict() for p in self.parties], "replicas": self.replicas, "noise": self.noise,
+                "seconds": self.seconds}
 
 
 closed_party = closed_index  # the one share index the audit leaves unopened (protocol.challenge)

@@ -18,8 +18,10 @@ from mpc_core.broadcast import receipt_message
 
 @dataclass
 class BroadcastFindings:
-    equivocators: dict[int, str] = field(default_factory=dict)  # sender party -> reason (proven)
-    disputes: dict[int, list[int]] = field(default_factory=dict)  # sender party -> parties reporting a bad receipt
+    """Per sender *rank* (= party index without replicas; replica N + party with them, mpc_core.replicas)."""
+
+    equivocators: dict[int, str] = field(default_factory=dict)  # sender rank -> reason (proven)
+    disputes: dict[int, list[int]] = field(default_factory=dict)  # sender rank -> ranks reporting a bad receipt
     receipts_checked: int = 0
 
     @property
@@ -28,16 +30,17 @@ class BroadcastFindings:
 
 
 def check_receipts(job_id: str, job_roots: Iterable[Mapping], assignment: Mapping[int, str],
-                   ed25519_keys: Mapping[str, bytes]) -> BroadcastFindings:
+                   ed25519_keys: Mapping[str, bytes], n_parties: int | None = None) -> BroadcastFindings:
     """Find equivocating senders and disputed receipts in the job roots' bodies; never raises.
 
-    Receipts that are malformed or do not verify are ignored: only the sender's valid
-    signatures can prove anything against it."""
+    `assignment` maps a rank to its node. With `n_parties` (a job with replicas) a root's rank is
+    replica N + party; without it, its party. Receipts that are malformed or do not verify are
+    ignored: only the sender's valid signatures can prove anything against it."""
     out = BroadcastFindings()
     said: dict[int, dict[tuple[int, bytes], int]] = {}  # sender -> {(count, head): first recipient}
     for body in job_roots:
         try:
-            recipient = int(body["party"])
+            recipient = int(body["party"]) + (int(body.get("replica", 0)) * n_parties if n_parties else 0)
             receipts, disputes = body.get("receipts") or [], body.get("disputes") or []
         except (KeyError, TypeError, ValueError, AttributeError):
             continue
@@ -56,9 +59,16 @@ def check_receipts(job_id: str, job_roots: Iterable[Mapping], assignment: Mappin
             if len(seen) > 1 and sender not in out.equivocators:
                 (c1, h1), r1 = next(iter(seen.items()))
                 out.equivocators[sender] = (
-                    f"equivocation: signed different broadcast chains for party {r1} ({c1} messages, head "
-                    f"{h1.hex()[:16]}) and party {recipient} ({count} messages, head {head.hex()[:16]})")
+                    f"equivocation: signed different broadcast chains for {_who(r1, n_parties)} ({c1} messages, "
+                    f"head {h1.hex()[:16]}) and {_who(recipient, n_parties)} ({count} messages, head "
+                    f"{head.hex()[:16]})")
         for s in disputes if isinstance(disputes, list) else []:
             if isinstance(s, int) and not isinstance(s, bool) and s != recipient:
                 out.disputes.setdefault(s, []).append(recipient)
     return out
+
+
+def _who(rank: int, n_parties: int | None) -> str:
+    if not n_parties:
+        return f"party {rank}"
+    return f"party {rank % n_parties} replica {rank // n_parties}"

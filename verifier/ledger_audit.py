@@ -227,7 +227,14 @@ def judge_job(view: JobView, challenge_index: int | None, seed: bytes, closed: i
     raises on what participants supplied."""
     n = view.n_parties
     commitments, _ = _commitments(view)
-    bcast = check_receipts(view.job_id, [view.roots[p].entry.body for p in sorted(view.roots)], view.nodes, reg_keys)
+    R = view.replicas
+    rank_nodes = {p + r * n: node for (p, r), node in view.replica_nodes.items()}
+    bcast = check_receipts(view.job_id, [view.replica_roots[k].entry.body for k in sorted(view.replica_roots)],
+                           rank_nodes, reg_keys, n if R > 1 else None)
+    equivocators = {rank % n: (rank_nodes.get(rank), why) for rank, why in sorted(bcast.equivocators.items())}
+    disputed = {}
+    for rank, by in sorted(bcast.disputes.items()):
+        disputed.setdefault(rank % n, (rank_nodes.get(rank), by))
     opened_roots = {c.opened_root for c in commitments.values()}
     v = Verdict(view.job_id, mode, lam, closed, len(opened_roots) == 1 and len(commitments) == n and bcast.consistent,
                 dealer=view.dealer, noise=[x.as_dict() for x in view.noise])
@@ -245,13 +252,13 @@ def judge_job(view: JobView, challenge_index: int | None, seed: bytes, closed: i
         dealer_fault, dealer_kind = release_problem, "cheated"
     slots: list = []
     for p in range(n):
-        node = view.nodes.get(p)
+        node = index_node(view, p)
         op = view.openings.get(p)
-        if p in bcast.equivocators:  # proven by the peers' receipts, opened or not
-            slots.append(PartyVerdict(p, "cheated", bcast.equivocators[p], node=node))
-        elif p in bcast.disputes:  # a peer says p's receipt was bad: unproven, so not an accusation
+        if p in equivocators:  # proven by the peers' receipts, opened or not
+            slots.append(PartyVerdict(p, "cheated", equivocators[p][1], node=equivocators[p][0]))
+        elif p in disputed:  # a peer says p's receipt was bad: unproven, so not an accusation
             slots.append(PartyVerdict(p, "unresponsive", f"{DISPUTED_RECEIPT} "
-                                      + ", ".join(str(r) for r in bcast.disputes[p]), node=node))
+                                      + ", ".join(str(r) for r in disputed[p][1]), node=disputed[p][0]))
         elif p == closed:
             slots.append(PartyVerdict(p, "not opened", "closed by the challenge", node=node))
         elif p not in commitments:
@@ -284,8 +291,10 @@ def judge_job(view: JobView, challenge_index: int | None, seed: bytes, closed: i
     try:
         manifest = _manifest(view, get_blob)
     except AuditIncomplete as exc:
-        slots = [PartyVerdict(s, "error", str(exc), node=view.nodes.get(s)) if isinstance(s, int) else s for s in slots]
+        slots = [PartyVerdict(s, "error", str(exc), node=index_node(view, s)) if isinstance(s, int) else s
+                 for s in slots]
         v.parties = slots
+        v.replicas = replica_findings(view)
         return v
     raws = {}
     served = getattr(get_blob, "served", None)
@@ -295,7 +304,7 @@ def judge_job(view: JobView, challenge_index: int | None, seed: bytes, closed: i
         body = view.openings[s].body
         why = _served_default(view, view.openings[s], deadline_after)
         if why:
-            slots[k] = PartyVerdict(s, "defaulted", why, node=view.nodes.get(s))
+            slots[k] = PartyVerdict(s, "defaulted", why, node=index_node(view, s))
             continue
         if body.served:
             get = (lambda d, url=body.url: served(d, url)) if served is not None else get_blob
@@ -305,18 +314,50 @@ def judge_job(view: JobView, challenge_index: int | None, seed: bytes, closed: i
                 req = next((view.requests[d] for d in body.blobs if d in view.requests), None)
                 slots[k] = PartyVerdict(s, "pending", f"its served opening is not available ({exc}); "
                                         + (f"requested on the ledger at #{req.index}" if req is not None
-                                           else "to be requested on the ledger"), node=view.nodes.get(s))
+                                           else "to be requested on the ledger"), node=index_node(view, s))
             continue
         try:  # the party's blob, and the public-values blob it references (stored once per job)
             raws[s] = OpeningBlobs(get_blob(body.data), None if body.public is None else get_blob(body.public))
         except Exception as exc:  # noqa: BLE001 - a blob the ledger cannot give (pruned): could not decide
-            slots[k] = PartyVerdict(s, "error", f"opening blob unavailable: {exc}", node=view.nodes.get(s))
+            slots[k] = PartyVerdict(s, "error", f"opening blob unavailable: {exc}", node=index_node(view, s))
     judge_parties(slots, n, view.job_id, commitments, raws, release or {"seeds": {}}, manifest, seed, lam, mode,
                   prompt_len=_prompt_len(view), progress=progress)
     for pv in slots:
-        pv.node = view.nodes.get(pv.party)
+        if pv.node is None or pv.status not in ("cheated", "unresponsive"):
+            pv.node = index_node(view, pv.party)
     v.parties = slots
+    v.replicas = replica_findings(view)
     return v
+
+
+def index_node(view: JobView, party: int) -> str | None:
+    """The node a verdict on share index `party` names: the author of the index's counted root (with
+    replicas, the first replica that posted one), else the index's replica-0 node."""
+    root = view.roots.get(party)
+    return root.author if root is not None else view.nodes.get(party)
+
+
+def replica_findings(view: JobView) -> list[dict]:
+    """With replicas, what the job roots say about each replica beyond its index's counted root: a
+    replica with no root while its index has one is `unresponsive` (lost mid-job: never an accusation);
+    a replica whose root differs from its index's is `divergent` (its twins and it disagree: an audit of
+    that index decides which deviated). Empty for a job without replicas."""
+    if view.replicas == 1:
+        return []
+    out = []
+    divergent = view.divergent
+    for (p, r), node in sorted(view.replica_nodes.items()):
+        root = view.replica_roots.get((p, r))
+        if root is None:
+            if p in view.roots:
+                out.append({"party": p, "replica": r, "node": node, "status": "unresponsive",
+                            "reason": NO_JOB_ROOT + " (its index finished without it)"})
+        elif p in divergent and (root.body.root, root.body.n_steps) != (view.roots[p].body.root,
+                                                                        view.roots[p].body.n_steps):
+            out.append({"party": p, "replica": r, "node": node, "status": "divergent",
+                        "reason": f"its job root differs from that of {view.roots[p].author} (entry "
+                                  f"#{view.roots[p].index}), replica of the same index"})
+    return out
 
 
 def _prompt_len(view: JobView) -> int | None:
@@ -365,9 +406,9 @@ def audit_on_ledger(led: Ledger, job_id: str, verifier: Identity | None, *, lam:
         for p in range(view.n_parties):
             if p in missing:
                 v.parties.append(PartyVerdict(p, "defaulted", f"withheld its challenge beacon past the deadline "
-                                              f"(checkpoint entry #{dl})", node=view.nodes.get(p)))
+                                              f"(checkpoint entry #{dl})", node=index_node(view, p)))
             else:
-                v.parties.append(PartyVerdict(p, "not opened", "no challenge could be derived", node=view.nodes.get(p)))
+                v.parties.append(PartyVerdict(p, "not opened", "no challenge could be derived", node=index_node(view, p)))
         if "dealer" in missing:
             v.dealer_status, v.dealer_reason = "defaulted", f"withheld its challenge beacon past the deadline (#{dl})"
         out.verdict = v
@@ -790,7 +831,7 @@ def _check_evidence(rep, out: EvidenceCheck, log_key: bytes) -> None:
             out.reasons.append("reveals are missing but the bundle does not show the deadline passing")
             return
         for slot in missing:
-            node = view.dealer if slot == "dealer" else view.nodes.get(slot)
+            node = view.dealer if slot == "dealer" else index_node(view, slot)
             out.accused.append(node)
             out.parties.append(PartyVerdict(-1 if slot == "dealer" else slot, "defaulted",
                                             f"withheld its challenge beacon past checkpoint entry #{dl}", node=node))
@@ -818,7 +859,7 @@ def _check_evidence(rep, out: EvidenceCheck, log_key: bytes) -> None:
         out.parties = [pv for pv in v.parties if pv.status in ("cheated", "defaulted")]
         for data in rep.proofs:  # one-step proofs stand in for the openings a bundle leaves out
             p = step_proof_party(data)
-            node = view.nodes.get(p) if p is not None else None
+            node = index_node(view, p) if p is not None else None
             if p not in derived.opened or node is None:
                 out.reasons.append(f"a one-step proof about party {p}, which this challenge did not open")
                 continue

@@ -148,8 +148,11 @@ def test_a_stopped_node_is_pending_not_accused_and_answers_from_disk_after_a_res
     victim = 2
     job_id = _job_id("silent")
     try:
+        # No seal while the victim still runs (else it may reveal before it stops): the log operator waits.
+        assert net.stop_process("log") == 0, net.logs()
         net.run_job(model_id, PROMPT, STEPS, job_id)
         assert net.stop_process(net.nodes[victim].node_id) == 0, net.logs()
+        net.start_log()
         rc = main(["audit", job_id, "--ledger", net.url, "--key", str(key), "--wait", "4", "--json",
                    "--evidence-dir", str(tmp_path)])
         out = json.loads(capsys.readouterr().out)

@@ -14,7 +14,8 @@ from protocol import bodies as B
 from protocol.job_view import first_registration, operator_problem, read_job, read_job_from_ledger
 
 OPENER, DEALER = Identity("client", b"C" * 32), Identity("dealer", b"D" * 32)
-NODES = {n: Identity(n, n.encode()[-1:] * 32) for n in ("node-a", "node-b", "node-c", "node-d")}
+NODES = {n: Identity(n, n.encode()[-1:] * 32) for n in ("node-a", "node-b", "node-c", "node-d", "node-e", "node-f",
+                                                         "node-g")}
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,9 @@ class Leaf:
     entry: E.Entry
 
 
-def _open(n: int = 3) -> E.Entry:
-    return E.make_entry(OPENER, E.JOB_OPEN, B.JobOpen("j1", "m", n, DEALER.node_id, OPENER.node_id).to_body(), time=1)
+def _open(n: int = 3, replicas: int = 1) -> E.Entry:
+    return E.make_entry(OPENER, E.JOB_OPEN, B.JobOpen("j1", "m", n, DEALER.node_id, OPENER.node_id,
+                                                      replicas).to_body(), time=1)
 
 
 def _assign(*rows: tuple[str, int] | tuple[str, int, int]) -> E.Entry:
@@ -39,7 +41,8 @@ def _regs(operators: dict[str, str | None], first_index: int = 0) -> dict[str, L
 
 
 def _view(regs: dict[str, Leaf] | None, *rows, at: int = 10):
-    entries = [Leaf(at, _open()), Leaf(at + 1, _assign(*rows))]
+    replicas = 1 + max((r[2] for r in rows if len(r) > 2), default=0)
+    entries = [Leaf(at, _open(replicas=replicas)), Leaf(at + 1, _assign(*rows))]
     return read_job("j1", entries, registration=None if regs is None else regs.get)
 
 
@@ -75,10 +78,13 @@ def test_a_node_that_declares_no_operator_is_its_own():
 
 
 def test_replicas_one_operator_may_hold_replicas_of_one_index_but_never_two_indices():
-    regs = _regs({"node-a": "acme", "node-b": "globex", "node-c": "initech", "node-d": "acme"})
-    same_index = _view(regs, *THREE, ("node-d", 0, 1))
+    regs = _regs({"node-a": "acme", "node-b": "globex", "node-c": "initech", "node-d": "acme", "node-e": "globex",
+                  "node-f": "initech"})
+    same_index = _view(regs, *THREE, ("node-d", 0, 1), ("node-e", 1, 1), ("node-f", 2, 1))
     assert same_index.assign is not None and same_index.noise == []
-    other_index = _view(regs, *THREE, ("node-d", 2, 1))  # acme: index 0 (node-a) and a replica of index 2
+    assert same_index.nodes_of(0) == ["node-a", "node-d"] and same_index.replicas == 2
+    # acme: index 0 (node-a) and a replica of index 2
+    other_index = _view(regs, *THREE, ("node-g", 0, 1), ("node-e", 1, 1), ("node-d", 2, 1))
     assert other_index.assign is None
     assert "operator 'acme'" in other_index.noise[0].reason and "2 (node 'node-d')" in other_index.noise[0].reason
 
@@ -150,3 +156,13 @@ def test_an_evidence_bundle_applies_the_operator_rule_from_its_registrations(tmp
         res = check_evidence(bundle, led.log_key)
         assert not res.ok and res.accused == []
         assert "the bundle holds no counted job.assign (job.assign: operator 'acme'" in " ".join(res.reasons)
+
+
+def test_a_replicated_job_needs_every_replica_of_every_index_once():
+    six = (*THREE, ("node-d", 0, 1), ("node-e", 1, 1), ("node-f", 2, 1))
+    assert _view(None, *six).assign is not None
+    for rows, why in [(six[:5], "exactly one node per share index 0..2 and replica 0..1"),
+                      ((*six[:5], ("node-f", 1, 1)), "exactly one node per share index 0..2 and replica 0..1"),
+                      ((*six[:5], ("node-a", 2, 1)), "gives one node two share indices or replicas")]:
+        view = read_job("j1", [Leaf(10, _open(replicas=2)), Leaf(11, _assign(*rows))])
+        assert view.assign is None and why in view.noise[0].reason, (rows, view.noise)
