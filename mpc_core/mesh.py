@@ -437,6 +437,7 @@ class MeshCommunicator(Communicator):
         self.live = list(self.peers)  # peer ranks not lost yet
         self.lost: dict[int, str] = {}  # rank -> why it was dropped
         self.divergent: dict[int, int] = {}  # rank -> rounds in which its copy differed from the one used
+        self.sent_bytes = 0  # payload bytes this rank sent to its peers (every live replica counts)
 
     def all_gather(self, local: torch.Tensor) -> torch.Tensor:
         if local.shape[0] != 1:
@@ -447,6 +448,7 @@ class MeshCommunicator(Communicator):
         sends = {j: self._message_for(round_index, j, mine) for j in self.live}
         own = mine.numpy().tobytes()
         payloads = {j: own if t is mine else t.contiguous().numpy().tobytes() for j, t in sends.items()}
+        self.sent_bytes += sum(len(b) for b in payloads.values())
         if self.layout.replicas == 1:  # no replica to fall back on: a lost peer fails the round
             got = self.mesh._exchange(payloads, MAX_FRAME)
         else:

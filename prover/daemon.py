@@ -394,6 +394,8 @@ class NodeDaemon:
         log.info("job %s: joined the mesh in %.2f s, received the dealer's material in %.2f s, ran %d steps in "
                  "%.2f s (%d rounds, %d online dealer requests)", info.job_id, t_join - t0, t_ready - t_join,
                  info.steps, t_run - t_ready, bcast.count, online)
+        log.info("job %s: rank %d sent %d bytes to %d peer ranks in %d rounds", info.job_id, rank, comm.sent_bytes,
+                 len(comm.peers), bcast.count)
         if lost:
             log.warning("job %s: lost replica rank(s) %s", info.job_id, ", ".join(f"{r} ({w})" for r, w in lost.items()))
         transcript = session.transcripts[p]

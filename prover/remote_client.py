@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -182,7 +183,8 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
                     steps: int, job_id: str, *, dealer: str | None = None, master_seed: bytes | None = None,
                     port: int | None = None, timeout_s: float = 60.0, state_dir: str | os.PathLike | None = None,
                     temperature: float = 0.0, top_k: int | None = None, seed: int = 0, keep_logits: bool = False,
-                    dealer_log: bool = False, replicas: int = 1) -> dict:
+                    dealer_log: bool = False, replicas: int = 1,
+                    on_token: Callable[[int, int], None] | None = None) -> dict:
     """Run one private-generation job on the registered nodes `node_ids` (party i = node_ids[i]; with
     `replicas` R, node i is replica i div N of share index i mod N: `assignment_rows`).
 
@@ -195,7 +197,8 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
     the last token; `rounds` is the parties' round count from their broadcast receipts on the
     ledger (None if no job root holds a receipt). With replicas, each step's inputs go to every live
     replica of an index and its output is taken from the lowest live one; `dropped` lists the nodes
-    lost on the way (with why) and `divergent` the nodes whose output differed from their index's."""
+    lost on the way (with why) and `divergent` the nodes whose output differed from their index's.
+    `on_token(i, token)` is called as each token arrives."""
     safe_id(job_id, "job id")
     if steps < 1 or not prompt_ids:
         raise RemoteJobError("a job needs a prompt and at least one step")
@@ -316,6 +319,8 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
         try:
             for nxt in client_loop(prompt_ids, steps, step, temperature=temperature, top_k=top_k, seed=seed):
                 tokens.append(nxt)
+                if on_token is not None:
+                    on_token(len(tokens) - 1, nxt)
             t_last = time.perf_counter()
         except RemoteJobError:
             raise

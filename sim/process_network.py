@@ -219,13 +219,13 @@ class ProcessNetwork:
         self._spawn("log", [sys.executable, "-m", "cli.shardproof", "ledger", "serve", "--ledger", self.url, "--key",
                             str(self._key_file("log")), "--interval", str(interval_s), "--max-idle", str(max_idle_s)])
 
-    def start(self, cheats: dict[int, str] | None = None) -> None:
-        """Start the log operator, the owner's refresh service, the dealer and every node (node i with
-        `cheats[i]`, if given)."""
+    def start(self, cheats: dict[int, str] | None = None, replicas: int | None = None) -> None:
+        """Start the log operator, the owner's refresh service, the dealer and the nodes of the first
+        `replicas` replicas (default all; node i with `cheats[i]`, if given)."""
         self.start_log()
         self.start_owner()
         self.start_dealer()
-        for i in range(len(self.nodes)):
+        for i in range(self.n * (self.replicas if replicas is None else replicas)):
             self.start_node(i, (cheats or {}).get(i))
 
     def stop_process(self, name: str, timeout_s: float = 30.0) -> int | None:
@@ -247,6 +247,15 @@ class ProcessNetwork:
                 p.wait(timeout=10)
                 return None
         return p.returncode
+
+    def kill_node(self, i: int) -> float:
+        """SIGKILL node i (a crash: no clean shutdown) and reap it; returns time.perf_counter() at the kill."""
+        name = self.nodes[i].node_id
+        p = self.procs.pop(name)
+        p.kill()
+        at = time.perf_counter()
+        p.wait(10)
+        return at
 
     def restart_node(self, i: int, cheat: str | None = None) -> int | None:
         """Stop node i cleanly and start it again (optionally as a cheater), waiting until it serves;
@@ -301,7 +310,8 @@ class ProcessNetwork:
     def run_job(self, model_id: str, prompt_ids: list[int], steps: int, job_id: str, **kw) -> dict:
         """Run one job on the nodes with the dealer daemon; returns run_remote_job's result."""
         kw.setdefault("replicas", self.replicas)
-        return run_remote_job(self.url, self.client, [k.node_id for k in self.nodes], model_id, prompt_ids, steps,
+        nodes = [k.node_id for k in self.nodes[:self.n * kw["replicas"]]]
+        return run_remote_job(self.url, self.client, nodes, model_id, prompt_ids, steps,
                               job_id, dealer=self.dealer.node_id, timeout_s=self.timeout_s, **kw)
 
     def audit(self, job_id: str, lam: int = 40, mode: str = "freivalds", wait_s: float | None = None):
