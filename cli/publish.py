@@ -1,7 +1,9 @@
 """`shardproof publish --ledger URL --key owner.key --nodes ID,ID,...`: publish a model's shares to nodes.
 
 Splits the model (an HF-layout directory; default: the shipped tiny model) into one
-additive share per node, writes the publication (manifest with salted commitments,
+additive share per node (with --replicas R: N = len(nodes) / R shares, node i getting share
+i mod N, so that replica i div N of index i mod N holds it; `infer --replicas R` takes the
+same list), writes the publication (manifest with salted commitments,
 one directory per party) to --out, posts the manifest and a `model.publish` entry on
 the ledger, and delivers node i its share sealed for its registered X25519 key
 (prover/model_delivery.py). The nodes fetch their share when a job first needs it.
@@ -28,7 +30,10 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_ledger_argument(p)
     add_key_argument(p, "the model owner's key file (prover keygen; registered)", type=Path)
-    p.add_argument("--nodes", required=True, metavar="ID,ID,...", help="registered node ids; node i gets share i")
+    p.add_argument("--nodes", required=True, metavar="ID,ID,...", help="registered node ids; node i gets share i "
+                   "(with --replicas R: share i mod N, N = len(nodes) / R)")
+    p.add_argument("--replicas", type=int, default=1, metavar="R",
+                   help="nodes per share index, 1-8 (default 1): the list holds N R ids")
     p.add_argument("--model", type=Path, default=None, help="HF-layout model directory (default: the shipped model)")
     p.add_argument("--out", type=Path, default=None, help="where to write the publication (default ./published-<id>)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the panel")
@@ -47,8 +52,12 @@ def run(args: argparse.Namespace) -> int:
 
     nodes = [n for n in args.nodes.split(",") if n]
     model_dir = args.model or TINY_MODEL_DIR
-    if len(nodes) < 2:
-        print("shardproof publish: at least 2 nodes", file=sys.stderr)
+    if not 1 <= args.replicas <= 8 or len(nodes) % args.replicas:
+        print(f"shardproof publish: --replicas must be 1..8 and divide the {len(nodes)} nodes", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    n_parties = len(nodes) // args.replicas
+    if n_parties < 2:
+        print("shardproof publish: at least 2 share indices (nodes / replicas)", file=sys.stderr)
         return EXIT_INCOMPLETE
     out = args.out or Path(f"published-{os.urandom(4).hex()}")
     if out.is_symlink() or (out.exists() and not (out.is_dir() and not any(out.iterdir()))):
@@ -63,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         model = load_checkpoint(model_dir)
         show = on_terminal(args.json)
         with progress_bar("splitting the model into shares", None, show):
-            publish_model(model, len(nodes), tmp, os.urandom(32), tokenizer_dir=model_dir)
+            publish_model(model, n_parties, tmp, os.urandom(32), tokenizer_dir=model_dir)
         with progress_bar("sealing and storing each node's delivery", len(nodes), show) as advance:
             model_id = publish_and_deliver(led, keys, tmp, nodes, progress=lambda done, _total: advance(done))
         posted = True
@@ -82,9 +91,10 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     if args.json:
-        print(json.dumps({"model_id": model_id, "n_parties": len(nodes), "nodes": nodes, "delivered_bytes": delivered}))
+        print(json.dumps({"model_id": model_id, "n_parties": n_parties, "nodes": nodes, "delivered_bytes": delivered}))
     else:
-        print(f"model {model_id}: {len(nodes)} shares, written to {out}")
+        print(f"model {model_id}: {n_parties} shares"
+              + (f" x {args.replicas} replicas" if args.replicas > 1 else "") + f", written to {out}")
         for n, b in delivered.items():
             print(f"  {n}: {b:,} bytes sealed on the ledger")
     return EXIT_OK

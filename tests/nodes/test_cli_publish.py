@@ -40,6 +40,29 @@ def test_publish_delivers_each_node_its_share(tmp_path, capsys):
     led.close()
 
 
+def test_publish_with_replicas_gives_each_replica_its_index_share(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    led = Ledger.open(url, origin="test", log_identity=Identity("log", b"L" * 32))
+    owner, nodes = _keys("owner"), [_keys(f"node-{i}") for i in range(4)]
+    led.append_many([registration_entry(k) for k in [owner] + nodes])
+    owner.save(tmp_path / "owner.key")
+    ids = ",".join(k.node_id for k in nodes)
+    size = led.size()
+    for bad in (["--replicas", "3"], ["--replicas", "0"], ["--replicas", "4"]):  # 4 nodes / 3; none; 1 index
+        assert main(["publish", "--ledger", url, "--key", str(tmp_path / "owner.key"), "--nodes", ids,
+                     "--out", str(tmp_path / "bad"), *bad]) == 2
+    assert led.size() == size
+    rc = main(["publish", "--ledger", url, "--key", str(tmp_path / "owner.key"), "--nodes", ids, "--replicas", "2",
+               "--out", str(tmp_path / "pub"), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["n_parties"] == 2
+    for i, k in enumerate(nodes):  # node i is replica i div 2 of index i mod 2
+        assert fetch_share(led, k, out["model_id"], tmp_path / f"n{i}") == i % 2
+    a, b = load_party_share(tmp_path / "n0", 0), load_party_share(tmp_path / "n2", 0)
+    assert all(bool((a[name] == b[name]).all()) for name in a)  # the replicas of an index hold one share
+    led.close()
+
+
 def test_owner_serve_posts_refreshes_and_rejects_bad_input(tmp_path):
     import signal
     import subprocess

@@ -120,6 +120,18 @@ def test_run_remote_job_refuses_one_operator_with_two_share_indices_before_posti
         run_remote_job(d["url"], d["client"], ["acme-0", "acme-1"], MODEL, [1], 1, "j-acme", state_dir=d["tmp"])
     assert isinstance(exc.value.__cause__, AssignmentRefused)
     assert d["led"].size() == size
+    # replicas: acme may hold both replicas of one index, never a node twice, never two indices
+    assert assignment_problem(d["led"], ["acme-0", "node-0", "acme-1", "node-1"], 2) == ""
+    assert "two share indices" in assignment_problem(d["led"], ["acme-0", "node-0", "node-1", "acme-1"], 2)
+    twice = assignment_problem(d["led"], ["node-0", "node-1", "node-0", "acme-0"], 2)
+    assert "named twice (share index 0 as replicas 0 and 1)" in twice, twice
+    for nodes, replicas, why in [(["node-0", "node-1", "node-0", "acme-0"], 2, "named twice"),
+                                 (["node-0", "node-1", "acme-0"], 2, "do not make 2 replicas"),
+                                 (["node-0", "node-1"], 9, "replicas must be 1..8")]:
+        with pytest.raises(RemoteJobError, match=why):
+            run_remote_job(d["url"], d["client"], nodes, MODEL, [1], 1, "j-replicas", state_dir=d["tmp"],
+                           replicas=replicas)
+    assert d["led"].size() == size  # nothing was posted
 
 
 def test_nodes_never_serve_a_job_that_gives_their_operator_two_share_indices(deployment):
