@@ -15,8 +15,13 @@ dealer) commits to a random beacon value before the job is sealed and reveals it
 4. Derive. With every reveal present,
        seed   = BLAKE3(CHALLENGE || canonical_cbor([job_id, size, root, [job_root_0..job_root_{N-1}],
                                                     [r_0..r_{N-1}, r_dealer]]))
-       closed = uint64_le(seed[0:8]) mod N        the one share index never opened
+       closed = C[uint64_le(seed[0:8]) mod |C|]   the one share index never opened, where C is the
+                                                  indices whose replicas' sealed roots agree (all N
+                                                  without replicas or when every index diverges)
        opened = every other index, ascending      (at most N-1: the audit privacy budget)
+   A divergent index (specs/node-daemon.md section 7) is therefore always opened, and each of its
+   replicas answers with its own opening: the audit names the one that deviated, while one index
+   stays closed. Diverging never helps a cheater: it forces its own index open.
 
 Why it cannot be ground: r_k is fixed (by beacon_k) before the seal, and the seal fixes every
 commitment; the seed is then a function of values each participant chose before seeing any
@@ -68,9 +73,10 @@ def challenge_seed(job_id: str, checkpoint_size: int, checkpoint_root: bytes, jo
          [bytes(r) for r in reveals]])).digest()
 
 
-def closed_index(seed: bytes, n_parties: int) -> int:
-    """The one share index the audit leaves unopened."""
-    return int.from_bytes(seed[:8], "little") % n_parties
+def closed_index(seed: bytes, n_parties: int, divergent: Sequence[int] = ()) -> int:
+    """The one share index the audit leaves unopened (never a divergent one, unless all are)."""
+    candidates = [p for p in range(n_parties) if p not in set(divergent)] or list(range(n_parties))
+    return candidates[int.from_bytes(seed[:8], "little") % len(candidates)]
 
 
 @dataclass(frozen=True)
@@ -82,10 +88,11 @@ class Challenge:
     checkpoint_size: int
     checkpoint_root: bytes
     seed: bytes
+    divergent: tuple[int, ...] = ()  # indices whose replicas' sealed roots differ (never closed)
 
     @property
     def closed(self) -> int:
-        return closed_index(self.seed, self.n_parties)
+        return closed_index(self.seed, self.n_parties, self.divergent)
 
     @property
     def opened(self) -> list[int]:
@@ -93,7 +100,9 @@ class Challenge:
 
 
 def derive(job_id: str, n_parties: int, checkpoint_size: int, checkpoint_root: bytes, job_roots: Sequence[bytes],
-           reveals: Sequence[bytes]) -> Challenge:
-    """The job's challenge (steps 2-4), given the sealing checkpoint, the job roots and the reveals."""
+           reveals: Sequence[bytes], divergent: Sequence[int] = ()) -> Challenge:
+    """The job's challenge (steps 2-4), given the sealing checkpoint, the job roots, the reveals and the
+    indices whose replicas diverged before the seal."""
     seed = challenge_seed(job_id, checkpoint_size, checkpoint_root, job_roots, reveals)
-    return Challenge(job_id, n_parties, int(checkpoint_size), bytes(checkpoint_root), seed)
+    return Challenge(job_id, n_parties, int(checkpoint_size), bytes(checkpoint_root), seed,
+                     tuple(sorted(set(int(p) for p in divergent))))

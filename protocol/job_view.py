@@ -12,8 +12,8 @@ which entries count (specs/ledger.md, "Who may write what").
 | dealer.commit      | the job's dealer (job.open); the first            | a seed commitment for every index    |
 | node.job_root      | the node assigned to (`party`, `replica`)         | the first per (party, replica); the   |
 |                    | (author = body.node)                              | first per party is the index's root  |
-| challenge.reveal   | the participant of the slot (the author of the    | a value opening its beacon; posted   |
-|                    | index's root, or the dealer)                      |                                      |
+| challenge.reveal   | the participant of the slot (a node of the index, | a value opening its beacon; posted   |
+|                    | any replica; or the dealer)                       |                                      |
 |                    |                                                   | after the seal; the first valid one   |
 | challenge          | anyone                                            | equal to the derivation (the first)  |
 | opening            | a node assigned to `party`, any replica           | the counted challenge; the first     |
@@ -99,8 +99,9 @@ class JobView:
     replica_roots: dict[tuple[int, int], Counted[B.JobRoot]] = field(default_factory=dict)  # (party, replica)
     reveals: dict[int | str, Counted[B.Reveal]] = field(default_factory=dict)
     challenges: list[Counted[B.Challenge]] = field(default_factory=list)  # every well-formed one, in log order
-    openings: dict[int, Counted[B.Opening]] = field(default_factory=dict)
+    openings: dict[int, Counted[B.Opening]] = field(default_factory=dict)  # per index: see judge_answers
     conflicting: dict[int, Counted[B.Opening]] = field(default_factory=dict)  # a second, different opening
+    replica_openings: dict[tuple[int, str], Counted[B.Opening]] = field(default_factory=dict)  # (party, node)
     release: Counted[B.DealerRelease] | None = None
     # served openings: the first request per served digest, and the serving node's answer per digest
     requests: dict[bytes, Counted[B.BlobRequest]] = field(default_factory=dict)
@@ -148,6 +149,12 @@ class JobView:
         rn = self.replica_nodes
         return [rn[(party, r)] for r in range(self.replicas) if (party, r) in rn]
 
+    def sealed_divergent(self, size: int) -> list[int]:
+        """The indices whose replicas posted different roots among the first `size` log entries (the
+        sealing checkpoint's): the challenge never closes them (protocol.challenge)."""
+        return sorted(p for p, rs in self.divergent.items()
+                      if len({(r.body.root, r.body.n_steps) for r in rs if r.index < size}) > 1)
+
     @property
     def divergent(self) -> dict[int, list[Counted[B.JobRoot]]]:
         """Share indices whose replicas posted different job roots (honest replicas of an index commit to
@@ -194,7 +201,7 @@ class JobView:
             raise NotRevealed(f"job {self.job_id}: no beacon reveal yet from slot(s) {missing}")
         return C.derive(self.job_id, self.n_parties, seal.size, seal.root,
                         [self.roots[p].body.root for p in range(self.n_parties)],
-                        [self.reveals[s].body.value for s in self.slots])
+                        [self.reveals[s].body.value for s in self.slots], self.sealed_divergent(seal.size))
 
     def counted_challenge(self, derived: C.Challenge) -> Counted[B.Challenge] | None:
         """The first posted `challenge` entry equal to the derivation (every other one is noise)."""
@@ -206,20 +213,31 @@ class JobView:
         return None
 
     def judge_answers(self, challenge_index: int) -> None:
-        """Count openings and the dealer's release that answer the counted challenge (the first valid
-        per party; a second different opening by the same node is kept as conflicting)."""
+        """Count openings and the dealer's release that answer the counted challenge: the first valid
+        opening per (party, node) (a second, different one by the same node is kept as conflicting);
+        an index's opening is the first by a replica whose root equals the index's root (honest
+        replicas' roots are equal, so a twin answers for a lost replica; a divergent replica's
+        opening is kept in `replica_openings` only)."""
         self.openings, self.conflicting, self.release = {}, {}, None
+        self.replica_openings = {}
         self.requests, self.provides = {}, {}
+        roots_of = {node: r for (p, rep), r in self.replica_roots.items()
+                    if (node := self.replica_nodes.get((p, rep))) is not None}
         for le, typed in self._pending:
             b = typed
             if isinstance(b, B.Opening):
+                key = (b.party, le.entry.author)
                 if b.challenge != challenge_index or le.index < challenge_index:
                     self.noise.append(Noise(le.index, le.entry.kind, le.entry.author, "not for the counted challenge"))
-                elif b.party in self.openings:
-                    if self.openings[b.party].body.blobs != b.blobs and b.party not in self.conflicting:
+                elif key in self.replica_openings:
+                    if self.replica_openings[key].body.blobs != b.blobs and b.party not in self.conflicting:
                         self.conflicting[b.party] = Counted(le.index, le.entry, b)
                 else:
-                    self.openings[b.party] = Counted(le.index, le.entry, b)
+                    self.replica_openings[key] = Counted(le.index, le.entry, b)
+                    own, index_root = roots_of.get(le.entry.author), self.roots.get(b.party)
+                    if b.party not in self.openings and (self.replicas == 1 or (
+                            own is not None and index_root is not None and own.body.root == index_root.body.root)):
+                        self.openings[b.party] = Counted(le.index, le.entry, b)
             elif isinstance(b, B.DealerRelease):
                 if b.challenge != challenge_index or le.index < challenge_index:
                     self.noise.append(Noise(le.index, le.entry.kind, le.entry.author, "not for the counted challenge"))
@@ -366,8 +384,8 @@ def read_job(job_id: str, entries: Iterable[_Logged], models: Iterable[_Logged] 
             if rv is None:
                 continue
             slot: int | str = C.DEALER_SLOT if rv.party is None else rv.party
-            root = view.roots.get(rv.party) if slot != C.DEALER_SLOT else None  # type: ignore[arg-type]
-            entitled = view.dealer if slot == C.DEALER_SLOT else (root.author if root is not None else None)
+            replicas = view.nodes_of(rv.party) if slot != C.DEALER_SLOT else []  # type: ignore[arg-type]
+            entitled = view.dealer if slot == C.DEALER_SLOT else (e.author if e.author in replicas else None)
             beacon = view.beacon(slot)
             if e.author != entitled:
                 noise(le, f"reveal for slot {slot} by {e.author}, who is not that participant")

@@ -64,6 +64,9 @@ log = logging.getLogger("shardproof.daemon")
 
 
 
+REPLICA_GRACE_S = 10.0  # a replica answers (reveal, opening) for its index this long after its twin could have
+
+
 class DaemonError(ProverError):
     """A job or challenge the daemon cannot serve (bad job entries, missing model, bad dealer seed)."""
 
@@ -127,6 +130,7 @@ class NodeDaemon:
         self._pending: dict[str, tuple[tuple[int, int], str, float]] = {}  # job -> ((party, replica), by, seen)
         self.jobs_run = 0
         self.handled: set[str] = set()  # jobs whose challenge was seen (answered, refused or not listed)
+        self._graces: dict[tuple[str, str], float] = {}  # (job, reveal|open) -> when a twin first could answer
 
     # --- paths and state -----------------------------------------------------------------
     def job_dir(self, job_id: str) -> Path:
@@ -158,7 +162,9 @@ class NodeDaemon:
                 break
             if not ran:  # re-scan once the ledger grew, or a pending job's timeout is due
                 self._feed().wait(next_wake([*(seen + self.timeout_s for _, _, seen in self._pending.values()),
-                                             *self._heartbeat_due()], self.poll_s), stop)
+                                             *self._heartbeat_due(),
+                                             *(t + REPLICA_GRACE_S for t in self._graces.values()
+                                               if time.monotonic() - t < REPLICA_GRACE_S)], self.poll_s), stop)
         if self._blob_server is not None:
             self._blob_server.close()
             self._blob_server = None
@@ -399,22 +405,20 @@ class NodeDaemon:
         if lost:
             log.warning("job %s: lost replica rank(s) %s", info.job_id, ", ".join(f"{r} ({w})" for r, w in lost.items()))
         transcript = session.transcripts[p]
-        # Every replica of this index commits with the same salts (so honest replicas post equal roots): the
-        # secret comes from the index's dealer seed and its weight-share salts, which only its holders know
-        # both of. The beacon value is this node's own (specs/audit.md section 2).
+        # Every replica of this index commits with the same salts and beacon (so honest replicas post equal roots,
+        # and any of them can reveal or open for the index): the secret comes from the index's dealer seed and
+        # its weight-share salts, which only its holders know both of (specs/audit.md sections 1-2).
         secret = replica_secret(seed, (model_dir / f"party{p}" / SALTS_FILE).read_bytes(), info.job_id, p)
-        beacon_secret = os.urandom(32)
         commitment, _ = commit(transcript.records, secret, job, p)
         transcript.close()
         write_secret(jdir / "secret.bin", secret)
-        write_secret(jdir / "beacon.bin", beacon_secret)
         write_secret(jdir / "state.cbor", canonical_cbor({
             "job_id": info.job_id, "party": p, "replica": info.replica, "n_parties": n, "model_id": info.model_id,
             "refresh": info.refresh,
             "records": encode_records(transcript.records, with_offsets=True),
             "tokens": [enc_tensor(t) for t in token_shares]}))
         root = commitment.root
-        beacon = beacon_commitment(info.job_id, p, beacon_value(beacon_secret, info.job_id, p))
+        beacon = beacon_commitment(info.job_id, p, beacon_value(secret, info.job_id, p))
         sig = self.keys.bls_sign(E.job_root_message(info.job_id, self.node_id, p, info.replica, root, commitment.steps))
         self.led.append(E.make_entry(self.keys.identity, E.JOB_ROOT, B.JobRoot(
             info.job_id, self.node_id, p, info.replica, root, commitment.steps, sig, commitment.views_root,
@@ -507,21 +511,24 @@ class NodeDaemon:
         post the opening. Entries that do not follow from the derivation are ignored."""
         jdir = self.job_dir(job_id)
         state = decode_cbor((jdir / "state.cbor").read_bytes())
-        p = state["party"]
+        p, replica = state["party"], state.get("replica", 0)
         st = challenge_state(self.led, job_id)
         view = st.view
-        if self.node_id not in view.nodes_of(p) or p not in view.roots:
-            return  # no job root of this node's index counts (yet): nothing to reveal or open
+        mine = view.replica_roots.get((p, replica))
+        if view.replica_nodes.get((p, replica)) != self.node_id or mine is None or p not in view.roots:
+            return  # this node's job root does not count (yet): nothing to reveal or open
         if st.seal is None:
             return
+        # With replicas the author of the index's root answers for the index at once; a twin whose root equals
+        # it steps in after REPLICA_GRACE_S (the author may be gone); a divergent replica answers for itself.
+        first = view.roots[p].author == self.node_id
+        same = mine.body.root == view.roots[p].body.root
         if p not in view.reveals:
-            if view.roots[p].author != self.node_id:
-                return  # the beacon of this index is its twin's (the author of the index's root)
-            beacon_file = jdir / "beacon.bin"
-            secret = (beacon_file if beacon_file.exists() else jdir / "secret.bin").read_bytes()
-            self.led.append(E.make_entry(self.keys.identity, E.REVEAL, B.Reveal(
-                job_id, p, beacon_value(secret, job_id, p)).to_body()))
-            log.info("job %s: revealed the challenge beacon of party %d", job_id, p)
+            if same and (first or self._grace_over(job_id, "reveal")):
+                secret = (jdir / "secret.bin").read_bytes()
+                self.led.append(E.make_entry(self.keys.identity, E.REVEAL, B.Reveal(
+                    job_id, p, beacon_value(secret, job_id, p)).to_body()))
+                log.info("job %s: revealed the challenge beacon of party %d", job_id, p)
             return
         if st.derived is None:
             return  # other participants have not revealed yet
@@ -530,12 +537,16 @@ class NodeDaemon:
             self.led.append(E.make_entry(self.keys.identity, E.CHALLENGE, B.Challenge(
                 job_id, d.checkpoint_size, d.checkpoint_root, d.seed, tuple(d.opened)).to_body()))
             return
-        self.handled.add(job_id)
         if p not in st.opened:
+            self.handled.add(job_id)
             log.info("job %s: party %d not opened by the challenge", job_id, p)
             return
-        if p in view.openings or p in view.conflicting:
-            return  # answered before a restart
+        if (p, self.node_id) in view.replica_openings or (same and p in view.openings) or p in view.conflicting:
+            self.handled.add(job_id)
+            return  # answered (before a restart, or by a twin with this root)
+        if same and not first and not self._grace_over(job_id, "open"):
+            return  # the index root's author opens; this twin waits, then steps in
+        self.handled.add(job_id)
         blobs = self.opening_payload(job_id, state)
         if self._blob_server is not None:  # served by this node: the ledger holds the digests only
             public = self._keep_served(job_id, blobs.public) if blobs.public is not None else None
@@ -547,6 +558,11 @@ class NodeDaemon:
             body = B.Opening(job_id, self.node_id, p, st.counted.index, data, public)
         self.led.append(E.make_entry(self.keys.identity, E.OPENING, body.to_body()))
         log.info("job %s: opened party %d for challenge #%d", job_id, p, st.counted.index)
+
+    def _grace_over(self, job_id: str, what: str) -> bool:
+        """Whether REPLICA_GRACE_S passed since this daemon first asked for (job, what)."""
+        since = self._graces.setdefault((job_id, what), time.monotonic())
+        return time.monotonic() - since >= REPLICA_GRACE_S
 
     def opening_payload(self, job_id: str, state: dict) -> OpeningBlobs:
         """The blobs this node posts when its party of `job_id` is validly challenged: its opening."""

@@ -162,7 +162,7 @@ class CheatingNodeDaemon(NodeDaemon):
     def make_session(self, comm: MeshCommunicator, dealer, job: bytes, jdir: Path,
                      frac_bits: int) -> Session:
         session = super().make_session(comm, dealer, job, jdir, frac_bits)
-        install(session, comm.rank, self.cheat)
+        install(session, comm.party, self.cheat)
         return session
 
     def weight_share(self, model_dir: Path, manifest: dict, party: int,

@@ -96,14 +96,15 @@ class Verdict:
     def accused_nodes(self) -> list[str]:
         """Node ids named by this verdict (cheated or defaulted), the dealer included if it defaulted."""
         out = [p.node or f"party-{p.party}" for p in self.parties if p.status in ACCUSING]
+        out += [r["node"] for r in self.replicas if r["status"] in ACCUSING and r["node"] not in out]
         if self.dealer_status in ACCUSING and self.dealer:
             out.append(self.dealer)
         return out
 
     @property
     def divergent(self) -> list[str]:
-        """Nodes whose job root differs from the counted root of their share index (replicas)."""
-        return [r["node"] for r in self.replicas if r["status"] == "divergent"]
+        """Nodes whose job root differs from their index's root and that no opening has judged (replicas)."""
+        return [r["node"] for r in self.replicas if r["status"] not in ("unresponsive", "clean")]
 
     @property
     def clean(self) -> bool:

@@ -264,7 +264,8 @@ def judge_job(view: JobView, challenge_index: int | None, seed: bytes, closed: i
         elif p not in commitments:
             slots.append(PartyVerdict(p, "unresponsive", NO_JOB_ROOT, node=node))
         elif p in view.conflicting:
-            slots.append(PartyVerdict(p, "cheated", "posted two different openings for one challenge", node=node))
+            slots.append(PartyVerdict(p, "cheated", "posted two different openings for one challenge",
+                                      node=view.conflicting[p].author))
         elif late(op):
             if deadline is None:
                 slots.append(PartyVerdict(p, "pending", "no opening yet; the deadline has not passed", node=node))
@@ -294,7 +295,7 @@ def judge_job(view: JobView, challenge_index: int | None, seed: bytes, closed: i
         slots = [PartyVerdict(s, "error", str(exc), node=index_node(view, s)) if isinstance(s, int) else s
                  for s in slots]
         v.parties = slots
-        v.replicas = replica_findings(view)
+        v.replicas = replica_findings(view, bcast.minority)
         return v
     raws = {}
     served = getattr(get_blob, "served", None)
@@ -326,8 +327,47 @@ def judge_job(view: JobView, challenge_index: int | None, seed: bytes, closed: i
         if pv.node is None or pv.status not in ("cheated", "unresponsive"):
             pv.node = index_node(view, pv.party)
     v.parties = slots
-    v.replicas = replica_findings(view)
+    v.replicas = replica_findings(view, bcast.minority)
+    if view.divergent and release is not None:
+        _judge_divergent(view, v, closed, deadline, late, commitments, release, manifest, get_blob, served, seed, lam,
+                         mode, judge)
     return v
+
+
+def _judge_divergent(view: JobView, v: Verdict, closed: int, deadline: int | None, late, commitments, release: dict,
+                     manifest: dict, get_blob, served, seed: bytes, lam: int, mode: str,
+                     judge: frozenset[int] | None) -> None:
+    """Each `divergent` replica of an opened index is judged on its own opening against its own root (the
+    index's verdict already judged the index root's author): a replica whose transcript replays is
+    `clean` (its twin deviated), one that does not is `cheated`, one that did not open is `pending`
+    or, past the deadline, `defaulted` (specs/audit.md section 7). Never raises."""
+    n = view.n_parties
+    for f in v.replicas:
+        p = f["party"]
+        if not f.get("own_root") or p == closed or (judge is not None and p not in judge):
+            continue
+        root = view.replica_roots[(p, f["replica"])]
+        op = view.replica_openings.get((p, f["node"]))
+        if late(op):
+            f["status"], f["reason"] = ("pending", "no opening of its own yet") if deadline is None else (
+                "defaulted", f"no opening of its own before the deadline (checkpoint entry #{deadline})")
+            continue
+        if p not in release.get("seeds", {}) or (p == n - 1 and not release.get("corrections")):
+            f["reason"] += "; the dealer did not release this index's material: undecided"
+            continue
+        body = op.body
+        try:
+            get = (lambda d, url=body.url: served(d, url)) if body.served and served is not None else get_blob
+            raw = OpeningBlobs(get(body.data), None if body.public is None else get(body.public))
+        except Exception as exc:  # noqa: BLE001 - could not decide
+            f["status"], f["reason"] = "error", f"its opening is not available: {exc}"
+            continue
+        b = root.body
+        pv = judge_party(p, n, view.job_id, JobCommitment(p, b.n_steps, b.views_root, b.opened_root), raw, release,
+                         manifest, seed, lam, mode, prompt_len=_prompt_len(view))
+        f["status"] = pv.status
+        f["reason"] = (f"its own opening against its own root: {pv.reason}" if pv.reason else
+                       "its own opening replays against its own root")
 
 
 def index_node(view: JobView, party: int) -> str | None:
@@ -337,24 +377,32 @@ def index_node(view: JobView, party: int) -> str | None:
     return root.author if root is not None else view.nodes.get(party)
 
 
-def replica_findings(view: JobView) -> list[dict]:
-    """With replicas, what the job roots say about each replica beyond its index's counted root: a
-    replica with no root while its index has one is `unresponsive` (lost mid-job: never an accusation);
-    a replica whose root differs from its index's is `divergent` (its twins and it disagree: an audit of
-    that index decides which deviated). Empty for a job without replicas."""
+def replica_findings(view: JobView, outvoted: dict[int, str] | None = None) -> list[dict]:
+    """With replicas, what the job roots and receipts say about each replica beyond its index's counted
+    root: a replica with no root while its index has one is `unresponsive` (lost mid-job: never an
+    accusation); a replica whose root differs from its index's is `divergent` (its twins and it
+    disagree: an audit of that index decides which deviated); so is a replica that `outvoted` names
+    (rank -> why: three or more replicas' receipts, verifier.broadcast). Empty for a job without
+    replicas."""
     if view.replicas == 1:
         return []
     out = []
     divergent = view.divergent
+    n = view.n_parties
     for (p, r), node in sorted(view.replica_nodes.items()):
         root = view.replica_roots.get((p, r))
+        if root is not None and (outvoted or {}).get(r * n + p) and not (
+                p in divergent and (root.body.root, root.body.n_steps) != (view.roots[p].body.root,
+                                                                          view.roots[p].body.n_steps)):
+            out.append({"party": p, "replica": r, "node": node, "status": "divergent", "reason": outvoted[r * n + p]})
+            continue
         if root is None:
             if p in view.roots:
                 out.append({"party": p, "replica": r, "node": node, "status": "unresponsive",
                             "reason": NO_JOB_ROOT + " (its index finished without it)"})
         elif p in divergent and (root.body.root, root.body.n_steps) != (view.roots[p].body.root,
                                                                         view.roots[p].body.n_steps):
-            out.append({"party": p, "replica": r, "node": node, "status": "divergent",
+            out.append({"party": p, "replica": r, "node": node, "status": "divergent", "own_root": True,
                         "reason": f"its job root differs from that of {view.roots[p].author} (entry "
                                   f"#{view.roots[p].index}), replica of the same index"})
     return out
@@ -517,17 +565,20 @@ def _finish(led: Ledger, out: LedgerAudit, view: JobView, st: ChallengeState, ve
     the first signed checkpoint that covers it (waiting for the log to sign one until `until`, monotonic)."""
     v = out.verdict
     v.seconds = time.perf_counter() - t0
-    if v.pending or (v.errors and not v.accused_nodes):
+    if v.pending or any(r["status"] == "pending" for r in v.replicas) or (v.errors and not v.accused_nodes):
         return  # nothing is posted that the auditor cannot stand behind (an answer still due, its own error)
     mine = [c for c in view.verdicts if verifier is not None and c.author == verifier.node_id]
     if mine and not force:
         out.existing_verdict = out.verdict_index = mine[0].index
     elif post and verifier is not None:
-        reason = "; ".join(f"party {pv.party} ({pv.node}): {pv.reason}" for pv in v.parties
-                           if pv.status not in ("clean", "not opened"))
+        reason = "; ".join([f"party {pv.party} ({pv.node}): {pv.reason}" for pv in v.parties
+                            if pv.status not in ("clean", "not opened")]
+                           + [f"party {r['party']} replica {r['replica']} ({r['node']}): {r['status']}: {r['reason']}"
+                              for r in v.replicas if r["status"] != "clean"])
         if v.dealer_status != "ok":
             reason = f"dealer {v.dealer}: {v.dealer_reason}; " + reason
         defaulted = [pv.node for pv in v.parties if pv.status == "defaulted" and pv.node]
+        defaulted += [r["node"] for r in v.replicas if r["status"] == "defaulted" and r["node"] not in defaulted]
         if v.dealer_status == "defaulted" and v.dealer:
             defaulted.append(v.dealer)
         out.verdict_index = led.append(E.make_entry(verifier, E.VERDICT, B.Verdict(
@@ -538,7 +589,7 @@ def _finish(led: Ledger, out: LedgerAudit, view: JobView, st: ChallengeState, ve
         return
     base = [view.open.index, view.assign.index]
     base += [view.dealer_commit.index] if view.dealer_commit else []
-    base += [r.index for r in view.roots.values()] + [r.index for r in view.reveals.values()]
+    base += [r.index for r in view.replica_roots.values()] + [r.index for r in view.reveals.values()]
     base += [st.counted.index] if st.counted is not None else []
     base += [view.publish.index] if view.publish is not None else []
     base += [view.refresh.index] if view.refresh is not None else []
@@ -551,6 +602,8 @@ def _finish(led: Ledger, out: LedgerAudit, view: JobView, st: ChallengeState, ve
             idx.append(view.openings[p].index)
         if p is not None and p in view.conflicting:
             idx.append(view.conflicting[p].index)
+        if p is not None and (p, node) in view.replica_openings:  # a divergent replica's own opening
+            idx.append(view.replica_openings[(p, node)].index)
         reg = led.registration(node)
         if reg is not None and reg.index >= 0:
             idx.append(reg.index)
@@ -838,7 +891,7 @@ def _check_evidence(rep, out: EvidenceCheck, log_key: bytes) -> None:
     else:
         derived = derive(job_id, view.n_parties, seal_size, seal_root,
                          [view.roots[p].body.root for p in range(view.n_parties)],
-                         [view.reveals[s].body.value for s in view.slots])
+                         [view.reveals[s].body.value for s in view.slots], view.sealed_divergent(seal_size))
         counted = view.counted_challenge(derived)
         if counted is None:
             out.reasons.append("the bundle's challenge does not follow from the sealed commitments and the reveals")

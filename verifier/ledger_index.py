@@ -261,7 +261,7 @@ class LogState:
                 "checkpoints": [c.as_dict() for c in self.checkpoints[-last:]]}
 
 
-_PARTY_RE = re.compile(r"party (\d+) \(([^)]*)\): ")
+_PARTY_RE = re.compile(r"party (\d+)( replica \d+)? \(([^)]*)\): ")
 _STEP_RE = re.compile(r"^step (\d+)(?: \(([^)]*)\))?")
 
 
@@ -272,7 +272,8 @@ def reason_segments(reason: str) -> dict[int, str]:
     out: dict[int, str] = {}
     for k, m in enumerate(ms):
         end = ms[k + 1].start() if k + 1 < len(ms) else len(reason)
-        out.setdefault(int(m.group(1)), reason[m.end():end].rstrip().rstrip(";").rstrip())
+        if m.group(2) is None:  # "party P replica R (node): ..." segments are about one replica, not the index
+            out.setdefault(int(m.group(1)), reason[m.end():end].rstrip().rstrip(";").rstrip())
     return out
 
 

@@ -113,3 +113,44 @@ def test_a_replica_killed_mid_job_leaves_the_job_to_its_twin(network, kills):
             assert v.clean, v.as_dict()
         net.start_node(victim)
         assert net.wait_serving(name, 180), net.logs()
+
+
+CHEATS = {"matmul-random": "matmul-random@3", "equivocate": "equivocate@5"}
+
+
+@pytest.mark.parametrize("kind,replica", [pytest.param("matmul-random", 1, id="matmul-random-replica1"),
+                                          pytest.param("matmul-random", 0, id="matmul-random-replica0",
+                                                       marks=pytest.mark.soak),
+                                          pytest.param("equivocate", 1, id="equivocate-replica1",
+                                                       marks=pytest.mark.soak)])
+def test_a_cheating_replica_diverges_and_is_named_not_its_twin(network, kind, replica):
+    """One replica of index 1 cheats: every such job shows the divergence on the ledger (two roots for one
+    index), the challenge opens that index, the audit names the cheating replica and not its honest twin,
+    and its evidence verifies offline."""
+    from verifier.ledger_audit import check_evidence
+
+    net, model_id, ref = network
+    cheater = 1 + N * replica
+    twin = 1 + N * (1 - replica)
+    name, twin_name = net.nodes[cheater].node_id, net.nodes[twin].node_id
+    assert net.restart_node(cheater, CHEATS[kind]) == 0, net.logs()
+    try:
+        job_id = _job_id(f"cheat-{kind}-{replica}")
+        # Every replica's root before the seal (a root that comes after it cannot steer the challenge, so the
+        # index could stay closed: specs/audit.md section 7): the log operator waits for the job.
+        assert net.stop_process("log") == 0, net.logs()
+        net.run_job(model_id, PROMPT, STEPS, job_id)
+        net.start_log()
+        view = read_job_from_ledger(net.ledger, job_id)
+        if kind != "equivocate":  # a wrong product changes the cheater's transcript: its root differs
+            assert 1 in view.divergent and {r.author for r in view.divergent[1]} == {name, twin_name}, view.divergent
+        res = net.audit(job_id)
+        v = res.verdict
+        assert v.closed_party != 1 or kind == "equivocate", v.as_dict()
+        assert v.accused_nodes == [name], (v.as_dict(), net.logs())
+        assert twin_name not in v.accused_nodes
+        assert set(res.evidence) == {name}
+        chk = check_evidence(res.evidence[name], net.ledger.log_key)
+        assert chk.ok and chk.accused == [name], chk
+    finally:
+        assert net.restart_node(cheater, None) == 0, net.logs()

@@ -109,3 +109,31 @@ junk = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.binary(m
 def test_garbage_job_roots_never_raise(bodies):
     f = check_receipts(JOB, bodies, ASSIGN, KEYS)
     assert f.equivocators == {}
+
+
+def test_three_replicas_outvote_the_one_whose_chain_differs():
+    """Replicas (N = 2 indices, R = 3): ranks 0, 2, 4 are index 0, ranks 1, 3, 5 index 1. Rank 4 sends
+    something else than its twins to every peer: signed honestly, it is no equivocator, but the receipts of
+    each peer show it outvoted 2 to 1; with two replicas nothing is outvoted."""
+    n, R = 2, 3
+    ids = [Identity(f"r{k}", bytes([k + 1]) * 32) for k in range(n * R)]
+    keys = {k.node_id: k.ed25519_pub for k in ids}
+    assign = {k: ids[k].node_id for k in range(n * R)}
+    peers = {k: tuple(j for j in range(n * R) if j % n != k % n) for k in range(n * R)}
+    logs = [BroadcastLog(k, n * R, peers[k]) for k in range(n * R)]
+    for rnd in range(4):
+        msgs = {k: torch.full((3,), 100 * rnd + k % n + (7 if k == 4 else 0), dtype=torch.int64) for k in range(n * R)}
+        for k in range(n * R):
+            logs[k].record_round({j: msgs[k] for j in peers[k]}, {j: msgs[j] for j in peers[k]})
+    bodies = []
+    for r in range(n * R):
+        heard = [[j, logs[j].counts[r], logs[j].sent[r],
+                  ids[j].sign(receipt_message(JOB, j, r, logs[j].counts[r], logs[j].sent[r]))] for j in peers[r]]
+        bodies.append({"party": r % n, "replica": r // n, "receipts": heard, "disputes": []})
+    f = check_receipts(JOB, bodies, assign, keys, n_parties=n)
+    assert f.equivocators == {} and f.disputes == {} and set(f.minority) == {4}, f
+    assert "2 of its 2 twins" in f.minority[4]
+    two = [b for b in bodies if b["replica"] < 2]
+    for b in two:
+        b["receipts"] = [x for x in b["receipts"] if x[0] < 4]
+    assert check_receipts(JOB, two, assign, keys, n_parties=n).minority == {}
