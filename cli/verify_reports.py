@@ -280,14 +280,21 @@ def job_renderables(d, log, evidence_dir: Path | None = None) -> list:
     t = Table(title="participants", title_justify="left")
     for c in ("share index", "node", "job root", "steps", "opening", "outcome", "step", "why"):
         t.add_column(c, overflow="fold")
-    roots = {r["party"]: r for r in d.roots}
+    roots = {(r["party"], r.get("replica", 0)): r for r in d.roots}
     opens = {o["party"]: o for o in d.openings}
     by_party = {p.party: p for p in s.parties}
     for p in s.participants:
         if p.replica or p.stage:
-            t.add_row(f"{p.party} (replica {p.replica}, stage {p.stage})", p.node, "", "", "", "", "", "")
+            r = roots.get((p.party, p.replica)) if not p.stage else None
+            index_root = next((x for x in d.roots if x["party"] == p.party and x.get("counts_for_index")), None)
+            why = ("no job root (lost mid-job)" if r is None and index_root is not None else
+                   "its job root differs from the index's (divergent)" if r and index_root and
+                   r["root"] != index_root["root"] else "")
+            t.add_row(f"{p.party} (replica {p.replica}" + (f", stage {p.stage})" if p.stage else ")"), p.node,
+                      f"#{r['index']} {r['root'][:12]}..." if r else "-", str(r["n_steps"]) if r else "-",
+                      "", "", "", why)
             continue
-        r, o, pv = roots.get(p.party), opens.get(p.party), by_party.get(p.party)
+        r, o, pv = roots.get((p.party, 0)), opens.get(p.party), by_party.get(p.party)
         t.add_row(str(p.party), p.node, f"#{r['index']} {r['root'][:12]}..." if r else "-",
                   str(r["n_steps"]) if r else "-", f"#{o['index']}" if o else "-",
                   Text(pv.status, style=PARTY_STYLE.get(pv.status, "")) if pv else "-",
@@ -349,7 +356,7 @@ def report_markdown(d, log, evidence_dir: Path) -> str:
           f"- **log**: {log_line(log)}", "",
           "## Participants", "", "| share index | node | job root | steps | opening | outcome | step | why |",
           "|---|---|---|---|---|---|---|---|"]
-    roots = {r["party"]: r for r in d.roots}
+    roots = {r["party"]: r for r in d.roots if r.get("counts_for_index", True)}
     opens = {o["party"]: o for o in d.openings}
     for pv in s.parties:
         r, o = roots.get(pv.party), opens.get(pv.party)

@@ -134,7 +134,7 @@ class JobDetail:
     summary: JobSummary
     dealer_commit: int | None
     owner_refresh: dict | None  # {"index", "author"}
-    roots: list[dict]  # {"party", "node", "index", "root", "n_steps"}
+    roots: list[dict]  # {"party", "replica", "node", "index", "root", "n_steps", "counts_for_index"}
     reveals: dict[str, int]  # slot ("0", "1", ..., "dealer") -> entry index
     seal: dict | None  # {"size", "root", "signers", "signature_verified"}
     challenge: dict  # {"state", "index", "opened", "closed", "problem"}
@@ -575,8 +575,9 @@ class LedgerIndex:
             s, view, st, verdicts = self._compute(job_id, strict=strict)
         except JobError as exc:
             raise UnknownJob(str(exc)) from None
-        roots = [{"party": p, "node": r.body.node, "index": r.index, "root": r.body.root.hex(),
-                  "n_steps": r.body.n_steps} for p, r in sorted(view.roots.items())]
+        roots = [{"party": p, "replica": rep, "node": r.body.node, "index": r.index, "root": r.body.root.hex(),
+                  "n_steps": r.body.n_steps, "counts_for_index": view.roots.get(p) is r}
+                 for (p, rep), r in sorted(view.replica_roots.items())]
         seal = None if st.seal is None else {"size": st.seal.size, "root": st.seal.root.hex(),
                                              "signers": len(st.seal.signers),
                                              "signature_verified": self._verified(st.seal) if strict else None}
