@@ -135,14 +135,15 @@ def test_a_replica_killed_mid_job_leaves_the_job_to_its_twin(network, kills):
         assert net.wait_serving(name, 180), net.logs()
 
 
-CHEATS = {"matmul-random": "matmul-random@3", "equivocate": "equivocate@5"}
+CHEATS = {"matmul-random": "matmul-random@3", "matmul-2^63": "matmul-2^63@20", "zeros": "zeros@3",
+          "trunc": "trunc@5", "equivocate": "equivocate@5"}
 
 
 @pytest.mark.parametrize("kind,replica", [pytest.param("matmul-random", 1, id="matmul-random-replica1"),
                                           pytest.param("matmul-random", 0, id="matmul-random-replica0",
-                                                       marks=pytest.mark.soak),
-                                          pytest.param("equivocate", 1, id="equivocate-replica1",
-                                                       marks=pytest.mark.soak)])
+                                                       marks=pytest.mark.soak)]
+                         + [pytest.param(k, 1, id=f"{k}-replica1", marks=pytest.mark.soak)
+                            for k in CHEATS if k != "matmul-random"])
 def test_a_cheating_replica_diverges_and_is_named_not_its_twin(network, kind, replica, request):
     """One replica of index 1 cheats: every such job shows the divergence on the ledger (two roots for one
     index), the challenge opens that index, the audit names the cheating replica and not its honest twin,
@@ -156,7 +157,7 @@ def test_a_cheating_replica_diverges_and_is_named_not_its_twin(network, kind, re
     name, twin_name = net.nodes[cheater].node_id, net.nodes[twin].node_id
     assert net.restart_node(cheater, CHEATS[kind]) == 0, net.logs()
     try:
-        job_id = _job_id(f"cheat-{kind}-{replica}")
+        job_id = _job_id(f"cheat-{kind.replace('^', '')}-{replica}")
         # Every replica's root before the seal (a root that comes after it cannot steer the challenge, so the
         # index could stay closed: specs/audit.md section 7): the log operator waits for the job.
         assert net.stop_process("log") == 0, net.logs()
