@@ -50,3 +50,18 @@ def write_json(path: str | None, payload: dict) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(payload, indent=2, sort_keys=True))
     Console(stderr=True).print(f"wrote {p}")
+
+
+SHIPPED_PROMPT = "And the LORD said unto Moses,"
+
+
+def shipped_reference(tokens: int, prompt: str = SHIPPED_PROMPT):
+    """The shipped model, its tokenizer, the prompt's ids, the plaintext float32 greedy continuation of
+    `tokens` tokens and the seconds it took (the baseline every private run is compared with)."""
+    from models import TINY_MODEL_DIR, load_checkpoint, load_tokenizer
+
+    model, tok = load_checkpoint(TINY_MODEL_DIR), load_tokenizer(TINY_MODEL_DIR)
+    ids = tok.encode(prompt)
+    t0 = time.perf_counter()
+    ref = model.generate(torch.tensor([ids]), tokens, temperature=0)[0, len(ids):].tolist()
+    return model, tok, ids, ref, time.perf_counter() - t0

@@ -22,15 +22,12 @@ import re
 import tempfile
 import time
 
-from common import machine, print_table, write_json
-
-import torch
+from common import machine, print_table, shipped_reference, write_json
 
 from prover.generation import PrivateGenerator
-from models import TINY_MODEL_DIR, load_checkpoint, load_tokenizer
+from models import TINY_MODEL_DIR
 from sim.process_network import ProcessNetwork
 
-PROMPT = "And the LORD said unto Moses,"
 
 
 def main() -> None:
@@ -39,13 +36,9 @@ def main() -> None:
     ap.add_argument("--parties", type=int, default=3)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    model, tok = load_checkpoint(TINY_MODEL_DIR), load_tokenizer(TINY_MODEL_DIR)
-    ids = tok.encode(PROMPT)
     T = args.tokens
+    model, _tok, ids, ref, plain = shipped_reference(T)
 
-    t0 = time.perf_counter()
-    ref = model.generate(torch.tensor([ids]), T, temperature=0)[0, len(ids):].tolist()
-    plain = time.perf_counter() - t0
     gen = PrivateGenerator(model, args.parties, seed=0)
     t0 = time.perf_counter()
     local = list(gen.generate(ids, T, 0.0, None, 0))

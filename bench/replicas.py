@@ -22,14 +22,11 @@ import statistics
 import tempfile
 import time
 
-from common import machine, print_table, write_json
+from common import machine, print_table, shipped_reference, write_json
 
-import torch
-
-from models import TINY_MODEL_DIR, load_checkpoint, load_tokenizer
+from models import TINY_MODEL_DIR
 from sim.process_network import ProcessNetwork
 
-PROMPT = "And the LORD said unto Moses,"
 N = 3
 
 
@@ -45,12 +42,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.tokens < 3:
         raise SystemExit("--tokens must be at least 3 (the failover job kills a replica after token 2)")
-    model, tok = load_checkpoint(TINY_MODEL_DIR), load_tokenizer(TINY_MODEL_DIR)
-    ids = tok.encode(PROMPT)
     T = args.tokens
-    t0 = time.perf_counter()
-    ref = model.generate(torch.tensor([ids]), T, temperature=0)[0, len(ids):].tolist()
-    plain = time.perf_counter() - t0
+    model, _tok, ids, ref, plain = shipped_reference(T)
     rmax = max(args.replicas)
     rows, out = [], {"machine": machine(), "tokens": T, "parties": N, "plaintext_s": plain, "runs": []}
     with tempfile.TemporaryDirectory(prefix="bench-replicas-") as d:
