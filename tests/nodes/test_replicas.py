@@ -14,7 +14,7 @@ import torch
 
 from ledger import entries as E
 from models import GPTConfig, random_model
-from protocol.job_view import read_job_from_ledger
+from protocol.job_view import challenge_state, read_job_from_ledger
 from sim.process_network import ProcessNetwork
 
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=40, block_size=16)
@@ -176,3 +176,31 @@ def test_a_cheating_replica_diverges_and_is_named_not_its_twin(network, kind, re
         assert chk.ok and chk.accused == [name], chk
     finally:
         assert net.restart_node(cheater, None) == 0, net.logs()
+
+
+def test_a_twin_reveals_and_opens_for_an_index_whose_root_author_died_after_the_job(network, request):
+    """The node whose root became its index's root dies after the job (before the seal, so before it could
+    reveal): after REPLICA_GRACE_S its twin, whose root is equal, reveals the index's beacon and opens for it;
+    the audit is clean and accuses nobody."""
+    net, model_id, ref = network
+    _sqlite_only_in_make_test(net, request)
+    job_id = _job_id("root-author-died")
+    assert net.stop_process("log") == 0, net.logs()  # no seal (so no reveal) before the author is gone
+    net.run_job(model_id, PROMPT, STEPS, job_id)
+    view = read_job_from_ledger(net.ledger, job_id)
+    author = view.roots[0].author
+    victim = next(i for i, k in enumerate(net.nodes) if k.node_id == author)
+    twin = net.nodes[(victim + N) % (N * R)].node_id
+    net.kill_node(victim)
+    try:
+        net.start_log()
+        res = net.audit(job_id)
+        v = res.verdict
+        assert v.clean and v.accused_nodes == [] and v.replicas == [], (v.as_dict(), net.logs())
+        view = challenge_state(net.ledger, job_id).view  # answers judged against the counted challenge
+        assert view.reveals[0].author == twin
+        if v.closed_party != 0:  # opened: the twin answered for the index
+            assert view.openings[0].author == twin, view.openings
+    finally:
+        net.start_node(victim)
+        assert net.wait_serving(net.nodes[victim].node_id, 180), net.logs()
