@@ -308,11 +308,14 @@ class ProcessNetwork:
 
     # --- client, log operator, auditor ------------------------------------------------------
     def run_job(self, model_id: str, prompt_ids: list[int], steps: int, job_id: str, **kw) -> dict:
-        """Run one job on the nodes with the dealer daemon; returns run_remote_job's result."""
+        """Run one job on the nodes with the dealer daemon (or, with dealer=None, a dealer inside the client);
+        returns run_remote_job's result."""
         kw.setdefault("replicas", self.replicas)
         nodes = [k.node_id for k in self.nodes[:self.n * kw["replicas"]]]
+        kw.setdefault("dealer", self.dealer.node_id)  # None: the dealer runs inside the client
+        kw.setdefault("state_dir", self.dir)
         return run_remote_job(self.url, self.client, nodes, model_id, prompt_ids, steps,
-                              job_id, dealer=self.dealer.node_id, timeout_s=self.timeout_s, **kw)
+                              job_id, timeout_s=self.timeout_s, **kw)
 
     def audit(self, job_id: str, lam: int = 40, mode: str = "freivalds", wait_s: float | None = None):
         """Audit a job once the log operator sealed it; the daemons reveal and answer the challenge themselves.

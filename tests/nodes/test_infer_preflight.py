@@ -241,3 +241,17 @@ def test_a_job_whose_nodes_are_down_fails_in_one_line_and_is_closed(deployment, 
     fail = job_failed(d["led"], "down-job")
     assert fail is not None and "did not form" in fail.reason
     assert json.dumps(fail.reason) and len(fail.reason.splitlines()) == 1
+
+
+def test_infer_refuses_a_replica_count_that_does_not_fit_the_nodes(deployment, capsys):
+    from cli.shardproof import main
+
+    d = deployment
+    size = d["led"].size()
+    base = ["infer", "--ledger", d["url"], "--key", str(d["tmp"] / "client.key"), "--model-id", MODEL, "--prompt", "A"]
+    assert main([*base, "--nodes", "node-0,node-1,node-2", "--replicas", "2"]) == 2
+    assert "needs a multiple of 2 nodes, got 3" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # argparse: 1..8
+        main([*base, "--nodes", "node-0,node-1", "--replicas", "9"])
+    assert exc.value.code == 2 and "must be 1..8" in capsys.readouterr().err
+    assert d["led"].size() == size

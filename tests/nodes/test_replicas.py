@@ -178,6 +178,14 @@ def test_a_cheating_replica_diverges_and_is_named_not_its_twin(network, kind, re
         assert net.restart_node(cheater, None) == 0, net.logs()
 
 
+def test_replicas_with_the_dealer_inside_the_client(network, request):
+    """The client's own dealer process serves every replica too (seeds, the last index's bulk corrections)."""
+    net, model_id, ref = network
+    _sqlite_only_in_make_test(net, request)
+    out = net.run_job(model_id, PROMPT, STEPS, _job_id("in-client-dealer"), dealer=None)
+    assert out["tokens"] == ref and out["dropped"] == {} and out["state_file"] is not None, out
+
+
 def test_a_twin_reveals_and_opens_for_an_index_whose_root_author_died_after_the_job(network, request):
     """The node whose root became its index's root dies after the job (before the seal, so before it could
     reveal): after REPLICA_GRACE_S its twin, whose root is equal, reveals the index's beacon and opens for it;
