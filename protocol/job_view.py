@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Generic, Iterable, Protocol, TypeVar
 
 from ledger import entries as E
+from mpc_core.replicas import MAX_REPLICAS
 from protocol import bodies as B
 from protocol import challenge as C
 from protocol.errors import BodyError, JobError, NotRevealed, NotSealed
@@ -453,6 +454,8 @@ def read_job(job_id: str, entries: Iterable[_Logged], models: Iterable[_Logged] 
 def _assignment_problem(a: B.JobAssign, n: int, dealer: str, operator_of: Callable[[str], str],
                         replicas: int = 1) -> str:
     """Why an assignment cannot count ("" if it can); `operator_of` maps a node id to its operator."""
+    if not 1 <= replicas <= MAX_REPLICAS:
+        return f"job.open asks for {replicas} replicas per share index; a job has 1..{MAX_REPLICAS}"
     rows = [x for x in a.assignments if x.stage == 0]
     if sorted((x.party, x.replica) for x in rows) != [(p, r) for p in range(n) for r in range(replicas)]:
         return (f"job.assign does not name exactly one node per share index 0..{n - 1}"

@@ -166,3 +166,12 @@ def test_a_replicated_job_needs_every_replica_of_every_index_once():
                       ((*six[:5], ("node-a", 2, 1)), "gives one node two share indices or replicas")]:
         view = read_job("j1", [Leaf(10, _open(replicas=2)), Leaf(11, _assign(*rows))])
         assert view.assign is None and why in view.noise[0].reason, (rows, view.noise)
+
+
+def test_more_replicas_than_a_job_may_have_do_not_count():
+    from mpc_core.replicas import MAX_REPLICAS
+
+    R = MAX_REPLICAS + 1
+    rows = [(f"n{p}-{r}", p, r) for r in range(R) for p in range(3)]
+    view = read_job("j1", [Leaf(10, _open(replicas=R)), Leaf(11, _assign(*rows))])
+    assert view.assign is None and f"1..{MAX_REPLICAS}" in view.noise[0].reason
