@@ -16,13 +16,18 @@ def _keys(name: str) -> NodeKeys:
     return NodeKeys.generate(name, prg.master_from_int(4, f"test-publish:{name}"))
 
 
-def test_publish_delivers_each_node_its_share(tmp_path, capsys):
+def _deployment(tmp_path, n_nodes: int):
+    """A ledger with a registered owner (its key file in tmp_path) and `n_nodes` registered nodes."""
     url = f"sqlite:///{tmp_path / 'l.db'}"
     led = Ledger.open(url, origin="test", log_identity=Identity("log", b"L" * 32))
-    owner, nodes = _keys("owner"), [_keys(f"node-{i}") for i in range(3)]
+    owner, nodes = _keys("owner"), [_keys(f"node-{i}") for i in range(n_nodes)]
     led.append_many([registration_entry(k) for k in [owner] + nodes])
     owner.save(tmp_path / "owner.key")
-    ids = ",".join(k.node_id for k in nodes)
+    return url, led, nodes, ",".join(k.node_id for k in nodes)
+
+
+def test_publish_delivers_each_node_its_share(tmp_path, capsys):
+    url, led, nodes, ids = _deployment(tmp_path, 3)
     rc = main(["publish", "--ledger", url, "--key", str(tmp_path / "owner.key"), "--nodes", ids,
                "--out", str(tmp_path / "pub"), "--json"])
     out = json.loads(capsys.readouterr().out)
@@ -41,12 +46,7 @@ def test_publish_delivers_each_node_its_share(tmp_path, capsys):
 
 
 def test_publish_with_replicas_gives_each_replica_its_index_share(tmp_path, capsys):
-    url = f"sqlite:///{tmp_path / 'l.db'}"
-    led = Ledger.open(url, origin="test", log_identity=Identity("log", b"L" * 32))
-    owner, nodes = _keys("owner"), [_keys(f"node-{i}") for i in range(4)]
-    led.append_many([registration_entry(k) for k in [owner] + nodes])
-    owner.save(tmp_path / "owner.key")
-    ids = ",".join(k.node_id for k in nodes)
+    url, led, nodes, ids = _deployment(tmp_path, 4)
     size = led.size()
     for bad in (["--replicas", "3"], ["--replicas", "0"], ["--replicas", "4"]):  # 4 nodes / 3; none; 1 index
         assert main(["publish", "--ledger", url, "--key", str(tmp_path / "owner.key"), "--nodes", ids,
