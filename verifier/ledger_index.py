@@ -512,6 +512,8 @@ class LedgerIndex:
         closed = st.derived.closed if st.derived is not None else None
         parties = []
         for p, node in sorted(view.nodes.items()):
+            # With replicas, the index's row names the replica a verdict accused or found defaulted, if any.
+            node = next((x for x in view.nodes_of(p) if x in defaulted or x in accused), node)
             seg = segments.get(p, "")
             step, op = _step(seg)
             if primary is None:

@@ -174,6 +174,12 @@ def test_a_cheating_replica_diverges_and_is_named_not_its_twin(network, kind, re
         assert set(res.evidence) == {name}
         chk = check_evidence(res.evidence[name], net.ledger.log_key)
         assert chk.ok and chk.accused == [name], chk
+        from verifier.ledger_index import LedgerIndex
+
+        index = LedgerIndex(net.ledger)
+        index.update()
+        row = next(x for x in index.job(job_id).summary.parties if x.party == 1)  # the auditor's reports
+        assert row.node == name and row.status == "cheated", row
     finally:
         assert net.restart_node(cheater, None) == 0, net.logs()
 
