@@ -289,12 +289,8 @@ class Mesh:
 
     def close(self) -> None:
         """Close every link (idempotent)."""
-        for s in self.links.values():
-            try:
-                s.close()
-            except OSError:
-                pass
-        self.links.clear()
+        for peer in list(self.links):
+            self.drop(peer)
 
 
 def _tensor_from(body: bytearray, shape: tuple[int, ...], dtype: torch.dtype, src: int) -> torch.Tensor:
@@ -449,14 +445,12 @@ class MeshCommunicator(Communicator):
         own = mine.numpy().tobytes()
         payloads = {j: own if t is mine else t.contiguous().numpy().tobytes() for j, t in sends.items()}
         self.sent_bytes += sum(len(b) for b in payloads.values())
-        if self.layout.replicas == 1:  # no replica to fall back on: a lost peer fails the round
-            got = self.mesh._exchange(payloads, MAX_FRAME)
-        else:
-            lost: dict[int, TransportError] = {}
-            got = self.mesh._exchange(payloads, MAX_FRAME, lost)
-            for j, exc in lost.items():  # gone for the rest of the job
-                self.live.remove(j)
-                self.lost[j] = f"{type(exc).__name__}: {exc}"
+        # Without replicas there is nothing to fall back on: a lost peer fails the round (lost=None raises).
+        lost: dict[int, TransportError] | None = {} if self.layout.replicas > 1 else None
+        got = self.mesh._exchange(payloads, MAX_FRAME, lost)
+        for j, exc in (lost or {}).items():  # gone for the rest of the job
+            self.live.remove(j)
+            self.lost[j] = f"{type(exc).__name__}: {exc}"
         # Assemble (N, *shape) in numpy: a round is a few small messages, and torch's per-call cost would dominate it.
         out = torch.empty((self.n_parties, *mine.shape), dtype=mine.dtype)
         rows = out.numpy()
@@ -479,7 +473,7 @@ class MeshCommunicator(Communicator):
             rows[q] = np.frombuffer(copies[used], dtype=rows.dtype).reshape(rows.shape[1:])
         if log is not None:
             log.record_round({j: sends[j] for j in got},
-                             {j: torch.frombuffer(bytearray(got[j]), dtype=mine.dtype).reshape(mine.shape)
+                             {j: torch.frombuffer(got[j], dtype=mine.dtype).reshape(mine.shape)
                               if self.layout.replicas > 1 else out[j] for j in got})
         return out
 
