@@ -50,6 +50,7 @@ REVEAL = "challenge.reveal"  # a participant's beacon value, revealed after the 
 RELEASE = "dealer.release"  # the dealer's release of the opened parties' seeds (and corrections)
 HEARTBEAT = "node.heartbeat"  # a daemon says it is live and which models it holds (author = body.node)
 JOB_FAIL = "job.fail"  # the job's opener closes a job that failed, with a reason
+JOB_RESUME = "job.resume"  # the job's opener hands a lost share index to a standby node (specs/node-daemon.md 8)
 COSIGN = "checkpoint.cosign"  # a witness's BLS cosignature of a checkpoint it checked (ledger.witness)
 BLOB_REQUEST = "blob.request"  # an auditor asks for a blob that a node serves itself to be put on the ledger
 BLOB_PROVIDE = "blob.provide"  # the node puts such a blob on the ledger (answering a request)
@@ -222,6 +223,9 @@ SCHEMAS: dict[str, dict[str, _Spec]] = {
         **_JOB,
         "seeds": _req(List(Record({"party": _req(Int(0, 1 << 16)), "commitment": _req(Bytes(32))}), 1)),
         "beacon": _req(Bytes(32)),
+        # the seed of a standby's share index, sealed to it (prover.channels): it resumes that index if lost
+        "standby": _opt(List(Record({"node": _req(Str()), "party": _req(Int(0, 1 << 16)),
+                                     "sealed": _req(Bytes(max_len=4096))}))),
         **_META,
     },
     STEP_COMMIT: {
@@ -325,6 +329,13 @@ SCHEMAS: dict[str, dict[str, _Spec]] = {
     JOB_FAIL: {
         **_JOB,
         "reason": _req(Str(4096)),
+        **_META,
+    },
+    JOB_RESUME: {
+        **_JOB,
+        "party": _req(Int(0, 1 << 16)),  # the share index every replica of which was lost
+        "standby": _req(Str()),  # the node that takes it over (named in job.open params.standby)
+        "lost": _req(Str()),  # the node it replaces
         **_META,
     },
     CHECKPOINT: {

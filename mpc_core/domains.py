@@ -12,6 +12,7 @@ TRANSCRIPT_TENSOR = b"shardproof/transcript/tensor/v1"  # digest of a share/mess
 TRANSCRIPT_STEP = b"shardproof/transcript/step/v1"  # digest of one transcript record
 SHARE_SPLIT = b"shardproof/share/split/v1"  # PRG purpose used when splitting plaintext into shares
 MESH_HELLO = b"shardproof/transport/mesh-hello/v1"  # first frame of every mesh connection (mpc_core.mesh)
+MESH_REJOIN = b"shardproof/transport/mesh-rejoin/v1"  # a standby's signed hello for a lost rank (mpc_core.mesh)
 
 # --- commitments (nodes, model owner) -------------------------------------
 COMMITMENT = b"shardproof/commit/salted/v1"  # H(tag || nonce || canonical bytes)

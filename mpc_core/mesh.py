@@ -17,6 +17,12 @@ Forming the mesh (`join_mesh`), with host = rank W-1 (it owns the rendezvous add
     4. Rank r connects to every non-host rank j < r (sending HELLO with an empty address) and
        accepts one connection from every non-host rank j > r, checked like step 3.
 
+Rejoining (specs/node-daemon.md section 8): a mesh formed with `keep_listener` keeps every
+rank's listening socket (and the host's rank table) open for the job. A standby that takes over a
+lost rank r connects to the host and to each rank it needs with REJOIN = canonical_cbor([MESH_REJOIN,
+job, W, r, node, signature]), the signature the standby's over `rejoin_statement` (the caller checks
+it against the node the ledger says took r over: `accept_rejoin`); the host answers with its table.
+
 A stream keeps the order of one pair's messages, so two ranks that run the same program
 match sends and receives without tags. A peer that closes its stream raises PeerDisconnected,
 one that sends nothing for `timeout_s` PeerTimeout; the other links of the mesh stay up,
@@ -30,7 +36,7 @@ import select
 import socket
 import struct
 import time
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -39,7 +45,7 @@ from mpc_core import domains
 from mpc_core.broadcast import BroadcastLog
 from mpc_core.communicator import Communicator
 from mpc_core.encoding import canonical_cbor, decode_cbor
-from mpc_core.errors import EncodingError, PeerDisconnected, PeerTimeout, ShapeError, TransportError
+from mpc_core.errors import EncodingError, MPCError, PeerDisconnected, PeerTimeout, ShapeError, TransportError
 from mpc_core.replicas import Layout, pick
 
 FRAME = struct.Struct("<Q")
@@ -53,6 +59,10 @@ SMALL_ROUND = 32 << 10  # messages this small fit any socket buffer: send them a
 
 class MeshError(TransportError):
     """A peer broke the mesh's format (oversized frame, bad hello, bad table) or the mesh cannot form."""
+
+
+class ResumeMismatch(MPCError):
+    """A standby's recomputed messages do not chain to what a peer received from the rank it took over."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -131,12 +141,15 @@ def _recv_frame(s: socket.socket, peer: str, max_len: int) -> bytearray:
 class Mesh:
     """This rank's streams to every other rank of one job."""
 
-    def __init__(self, rank: int, world: int, job: bytes, links: Mapping[int, socket.socket], timeout_s: float):
+    def __init__(self, rank: int, world: int, job: bytes, links: Mapping[int, socket.socket], timeout_s: float,
+                 listener: socket.socket | None = None, table: Mapping[int, str] | None = None):
         self.rank = rank
         self.world = world
         self.job = job
         self.links = dict(links)
         self.timeout_s = timeout_s
+        self.listener = listener  # kept open for rejoining ranks (`join_mesh(keep_listener=True)`), else None
+        self.table = dict(table or {})  # the host's rank -> address table (host only, with a kept listener)
 
     def _link(self, peer: int) -> socket.socket:
         s = self.links.get(peer)
@@ -187,9 +200,18 @@ class Mesh:
                 pass
 
     def _exchange(self, outgoing: Mapping[int, bytes | bytearray | memoryview], max_len: int,
-                  lost: dict[int, TransportError] | None = None) -> dict[int, bytearray]:
+                  lost: dict[int, TransportError] | None = None, recv_only: tuple[int, ...] = (),
+                  rejoin: Callable[[int, TransportError], None] | None = None) -> dict[int, bytearray]:
         """The exchange; with `lost`, a peer's transport failure is recorded there (and its link dropped)
-        instead of raised."""
+        instead of raised. The ranks of `recv_only` are received from without being sent anything.
+
+        With `rejoin`, a lost peer is held for instead: `rejoin(rank, why)` returns once `links[rank]` is a
+        new link that already has everything this rank owes it (MeshCommunicator: the replay), and this
+        round's message is then read from it. It is called as soon as the loss shows, whatever else the
+        round waits for (a peer may be waiting for the same standby), and fails the round if it raises."""
+        outgoing = dict(outgoing)
+        for j in recv_only:
+            outgoing.setdefault(j, None)
         socks = {}
         for j in outgoing:
             if lost is not None and j not in self.links:
@@ -205,8 +227,10 @@ class Mesh:
             lost[j] = exc
             self.drop(j)
 
-        if all(len(outgoing[j]) <= SMALL_ROUND for j in socks):
+        if rejoin is None and all(outgoing[j] is None or len(outgoing[j]) <= SMALL_ROUND for j in socks):
             for j in list(socks):
+                if outgoing[j] is None:
+                    continue
                 try:
                     _send_frame(socks[j], outgoing[j], f"rank {j}")
                 except (PeerDisconnected, PeerTimeout) as exc:
@@ -219,7 +243,8 @@ class Mesh:
                 except (PeerDisconnected, PeerTimeout) as exc:
                     fail(j, exc)
             return out
-        send_buf = {j: memoryview(FRAME.pack(len(outgoing[j])) + bytes(outgoing[j])) for j in socks}
+        send_buf = {j: memoryview(b"" if outgoing[j] is None else FRAME.pack(len(outgoing[j])) + bytes(outgoing[j]))
+                    for j in socks}
         sent = dict.fromkeys(socks, 0)
         head = {j: bytearray(FRAME.size) for j in socks}
         body: dict[int, bytearray | None] = dict.fromkeys(socks)
@@ -228,12 +253,32 @@ class Mesh:
         by_fd = {s.fileno(): j for j, s in socks.items()}
         poller = select.poll()
         for j, s in socks.items():
-            poller.register(s, select.POLLIN | select.POLLOUT)
+            poller.register(s, select.POLLIN | (select.POLLOUT if len(send_buf[j]) else 0))
         active = set(socks)
         quiet_since = time.monotonic()
 
         def pending(j: int) -> bool:
             return j not in done_in or sent[j] < len(send_buf[j])
+
+        def lose(j: int, exc: TransportError) -> None:
+            nonlocal quiet_since
+            try:
+                poller.unregister(socks[j])
+            except (KeyError, ValueError):
+                pass
+            active.discard(j)
+            if rejoin is None:
+                fail(j, exc)
+                return
+            self.drop(j)
+            rejoin(j, exc)  # raises if nobody takes the rank over
+            s = socks[j] = self._link(j)
+            by_fd[s.fileno()] = j
+            send_buf[j], sent[j], head[j], body[j], got[j] = memoryview(b""), 0, bytearray(FRAME.size), None, 0
+            done_in.discard(j)
+            poller.register(s, select.POLLIN)
+            active.add(j)
+            quiet_since = time.monotonic()
 
         while any(pending(j) for j in active):
             left = self.timeout_s - (time.monotonic() - quiet_since)
@@ -241,13 +286,11 @@ class Mesh:
                 waiting = sorted(j for j in active if pending(j))
                 exc = PeerTimeout(f"rank {self.rank}: ranks {waiting} made no progress for {self.timeout_s:.0f} s")
                 for j in waiting:
-                    poller.unregister(socks[j])
-                    active.discard(j)
-                    fail(j, exc)
+                    lose(j, exc)
                 continue
             for fd, ev in poller.poll(left * 1000):
                 j = by_fd[fd]
-                if j not in active:
+                if j not in active or socks[j].fileno() != fd:
                     continue
                 s = socks[j]
                 try:
@@ -276,9 +319,7 @@ class Mesh:
                 except (PeerDisconnected, OSError) as exc:
                     err = exc if isinstance(exc, PeerDisconnected) else PeerDisconnected(
                         f"connection to rank {j} failed: {exc}")
-                    poller.unregister(s)
-                    active.discard(j)
-                    fail(j, err)
+                    lose(j, err)
                     continue
                 mask = (select.POLLIN if j not in done_in else 0) | (select.POLLOUT if sent[j] < len(send_buf[j]) else 0)
                 if mask:
@@ -287,10 +328,26 @@ class Mesh:
                     poller.unregister(s)
         return {j: body[j] for j in active}
 
+    def admit_rejoin(self, rank: int, check: "RejoinCheck", deadline: float,
+                     give_up: Callable[[], str] | None = None) -> str:
+        """Wait on the kept listener for the standby taking over `rank` (`accept_rejoin`) and link it in place
+        of the lost one; the host then sends it the rank table. Returns the standby's node id."""
+        if self.listener is None:
+            raise MeshError(f"rank {self.rank} kept no listener: rank {rank} cannot rejoin")
+        self.drop(rank)
+        s, node = accept_rejoin(self.listener, self.job, self.world, rank, check, self.timeout_s, deadline, give_up)
+        self.links[rank] = s
+        if self.rank == self.world - 1:
+            _send_frame(s, canonical_cbor(self.table), f"rank {rank}")
+        return node
+
     def close(self) -> None:
-        """Close every link (idempotent)."""
+        """Close every link and a kept listener (idempotent)."""
         for peer in list(self.links):
             self.drop(peer)
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
 
 
 def _tensor_from(body: bytearray, shape: tuple[int, ...], dtype: torch.dtype, src: int) -> torch.Tensor:
@@ -364,11 +421,13 @@ def _connect(address: str, deadline: float, timeout_s: float) -> socket.socket:
 
 
 def join_mesh(rendezvous: str, rank: int, world: int, job: bytes, timeout_s: float, *,
-              listener: socket.socket | None = None, listen_host: str | None = None) -> Mesh:
+              listener: socket.socket | None = None, listen_host: str | None = None,
+              keep_listener: bool = False) -> Mesh:
     """Form the job's mesh as `rank` of `world` (module docstring, steps 1-4) within `timeout_s`.
 
     The host (rank world-1) passes the `listener` it bound with `listen_rendezvous` (else it binds
-    `rendezvous` itself); every other rank listens on `listen_host` (default: the rendezvous host)."""
+    `rendezvous` itself); every other rank listens on `listen_host` (default: the rendezvous host).
+    With `keep_listener` the listening socket stays open in `Mesh.listener` (for `accept_rejoin`)."""
     if world < 2 or not 0 <= rank < world:
         raise MeshError(f"rank {rank} outside a world of {world}")
     deadline = time.monotonic() + timeout_s
@@ -379,13 +438,18 @@ def join_mesh(rendezvous: str, rank: int, world: int, job: bytes, timeout_s: flo
             own = listener if listener is not None else listen_rendezvous(rendezvous)
             try:
                 joined = _accept_hellos(own, job, world, set(range(world - 1)), deadline, timeout_s)
-            finally:
+            except BaseException:
                 own.close()
-            table = canonical_cbor({r: addr for r, (_, addr) in joined.items()})
+                raise
+            if not keep_listener:
+                own.close()
+            addresses = {r: addr for r, (_, addr) in joined.items()}
+            table = canonical_cbor(addresses)
             for r, (s, _) in joined.items():
                 links[r] = s
                 _send_frame(s, table, f"rank {r}")
-            return Mesh(rank, world, job, links, timeout_s)
+            return Mesh(rank, world, job, links, timeout_s, own if keep_listener else None,
+                        addresses if keep_listener else None)
         # step 2
         own = listen_rendezvous(f"{listen_host or _split_address(rendezvous)[0]}:0")
         try:
@@ -400,8 +464,90 @@ def join_mesh(rendezvous: str, rank: int, world: int, job: bytes, timeout_s: flo
                 _send_frame(links[j], _hello(job, world, rank, ""), f"rank {j}")
             ups = _accept_hellos(own, job, world, set(range(rank + 1, world - 1)), deadline, timeout_s)
             links.update({r: s for r, (s, _) in ups.items()})
-        finally:
+        except BaseException:
             own.close()
+            raise
+        if not keep_listener:
+            own.close()
+        return Mesh(rank, world, job, links, timeout_s, own if keep_listener else None)
+    except BaseException:
+        for s in links.values():
+            s.close()
+        raise
+
+
+def rejoin_statement(job: bytes, world: int, rank: int, node: str) -> bytes:
+    """What a standby signs to take over `rank` of a job's mesh: MESH_REJOIN || canonical_cbor([job, W, rank, node])."""
+    return domains.MESH_REJOIN + canonical_cbor([bytes(job), world, rank, node])
+
+
+def rejoin_hello(job: bytes, world: int, rank: int, node: str, signature: bytes) -> bytes:
+    """The first frame a standby sends each rank it connects to (module docstring, "Rejoining")."""
+    return canonical_cbor([domains.MESH_REJOIN, bytes(job), world, rank, node, bytes(signature)])
+
+
+RejoinCheck = Callable[[str, bytes, bytes], bool]  # (node, statement, signature) -> may it take the rank over?
+
+
+def accept_rejoin(listener: socket.socket, job: bytes, world: int, rank: int, check: RejoinCheck,
+                  timeout_s: float, deadline: float, give_up: Callable[[], str] | None = None) -> tuple[socket.socket, str]:
+    """Accept, on a kept listener, the connection of the standby that takes over `rank`: the first one whose
+    REJOIN hello `check` accepts (anything else is dropped). Returns (its socket, its node id); raises
+    PeerTimeout at `deadline`, or PeerDisconnected as soon as `give_up()` gives a reason (e.g. the job was
+    closed)."""
+    while True:
+        why = give_up() if give_up is not None else ""
+        if why:
+            raise PeerDisconnected(f"no standby for rank {rank}: {why}")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise PeerTimeout(f"no standby took over rank {rank} in time")
+        listener.settimeout(min(left, 0.5))
+        try:
+            s, _addr = listener.accept()
+        except socket.timeout:
+            continue
+        except OSError as exc:
+            raise MeshError(f"accepting a rejoining rank failed: {exc}") from exc
+        _tune(s, min(HELLO_WAIT_S, timeout_s))
+        try:
+            msg = decode_cbor(bytes(_recv_frame(s, "a rejoining rank", MAX_HELLO)))
+        except (TransportError, EncodingError):
+            s.close()
+            continue
+        ok = (isinstance(msg, list) and len(msg) == 6 and msg[0] == domains.MESH_REJOIN and msg[1] == bytes(job)
+              and msg[2] == world and msg[3] == rank and isinstance(msg[4], str) and isinstance(msg[5], bytes))
+        if ok:
+            try:
+                ok = bool(check(msg[4], rejoin_statement(job, world, rank, msg[4]), msg[5]))
+            except Exception:  # noqa: BLE001 - a check that fails refuses the connection
+                ok = False
+        if not ok:
+            s.close()
+            continue
+        _tune(s, timeout_s)
+        return s, msg[4]
+
+
+def rejoin_mesh(rendezvous: str, rank: int, world: int, job: bytes, hello: bytes, connect_to: list[int],
+                timeout_s: float) -> Mesh:
+    """Take over `rank` of a running mesh: send `hello` (`rejoin_hello`) to the host, read its table, and
+    connect to each rank of `connect_to` with the same hello. The returned mesh links those ranks and the host."""
+    deadline = time.monotonic() + timeout_s
+    host_rank = world - 1
+    links: dict[int, socket.socket] = {}
+    try:
+        s = _connect(rendezvous, deadline, timeout_s)
+        links[host_rank] = s
+        _send_frame(s, hello, f"rank {host_rank}")
+        table = decode_cbor(bytes(_recv_frame(s, f"rank {host_rank}", 64 * world + MAX_HELLO)))
+        if not isinstance(table, dict) or not set(connect_to) <= set(table) - {rank}:
+            raise MeshError("the rendezvous host sent a bad rank table")
+        for j in connect_to:
+            if j == host_rank:
+                continue
+            links[j] = _connect(str(table[j]), deadline, timeout_s)
+            _send_frame(links[j], hello, f"rank {j}")
         return Mesh(rank, world, job, links, timeout_s)
     except BaseException:
         for s in links.values():
@@ -434,6 +580,14 @@ class MeshCommunicator(Communicator):
         self.lost: dict[int, str] = {}  # rank -> why it was dropped
         self.divergent: dict[int, int] = {}  # rank -> rounds in which its copy differed from the one used
         self.sent_bytes = 0  # payload bytes this rank sent to its peers (every live replica counts)
+        # Resumption (specs/node-daemon.md section 8). On a peer: `rejoin(rank, why)` waits for the standby
+        # that takes over a lost rank and returns once `mesh.links[rank]` is its link; every message sent is
+        # kept in `history` to replay to it, and `rejoined` says in which round each rank came back.
+        self.rejoin: Callable[[int, TransportError], None] | None = None
+        self.history: dict[int, list[bytes]] = {}
+        self.rejoined: dict[int, int] = {}
+        # On the standby (`catch_up`): peer rank -> (rounds it received from the lost rank, its chain head).
+        self.skip: dict[int, tuple[int, bytes]] = {}
 
     def all_gather(self, local: torch.Tensor) -> torch.Tensor:
         if local.shape[0] != 1:
@@ -444,12 +598,22 @@ class MeshCommunicator(Communicator):
         sends = {j: self._message_for(round_index, j, mine) for j in self.live}
         own = mine.numpy().tobytes()
         payloads = {j: own if t is mine else t.contiguous().numpy().tobytes() for j, t in sends.items()}
+        if self.rejoin is not None:
+            for j, b in payloads.items():
+                self.history.setdefault(j, []).append(b)
+        # A standby catching up sends a peer nothing for the rounds that peer received from the lost rank.
+        quiet = tuple(j for j in payloads if round_index < self.skip.get(j, (0, b""))[0])
+        if quiet:
+            payloads = {j: b for j, b in payloads.items() if j not in quiet}
         self.sent_bytes += sum(len(b) for b in payloads.values())
-        # Without replicas there is nothing to fall back on: a lost peer fails the round (lost=None raises).
+        # Without replicas or a standby there is nothing to fall back on: a lost peer fails the round.
+        resumable = self.rejoin is not None and self.layout.replicas == 1
         lost: dict[int, TransportError] | None = {} if self.layout.replicas > 1 else None
-        got = self.mesh._exchange(payloads, MAX_FRAME, lost)
-        for j, exc in (lost or {}).items():  # gone for the rest of the job
-            self.live.remove(j)
+        # With a standby, a lost rank is held for in the round it was lost in, then replayed to (`_resume`).
+        hold = (lambda j, why: self._resume(j, round_index, why)) if resumable else None
+        got = self.mesh._exchange(payloads, MAX_FRAME, lost, quiet, hold)
+        for j, exc in (lost or {}).items():
+            self.live.remove(j)  # gone for the rest of the job
             self.lost[j] = f"{type(exc).__name__}: {exc}"
         # Assemble (N, *shape) in numpy: a round is a few small messages, and torch's per-call cost would dominate it.
         out = torch.empty((self.n_parties, *mine.shape), dtype=mine.dtype)
@@ -475,7 +639,38 @@ class MeshCommunicator(Communicator):
             log.record_round({j: sends[j] for j in got},
                              {j: torch.frombuffer(got[j], dtype=mine.dtype).reshape(mine.shape)
                               if self.layout.replicas > 1 else out[j] for j in got})
+            for j in quiet:
+                count, head = self.skip[j]
+                if log.count == count and log.sent[j] != head:
+                    raise ResumeMismatch(f"rank {self.rank}'s recomputed messages to rank {j} do not chain to what "
+                                         f"rank {j} received from the lost rank in rounds 0..{count - 1}")
         return out
+
+    def _resume(self, j: int, round_index: int, why: TransportError) -> None:
+        """Peer side of a resumption: wait for the standby of lost rank `j`, send it what it needs to catch up
+        (the rounds received from `j`, the chain head over them, then every message sent to `j` so far, this
+        round's included); the exchange then reads its message of this round."""
+        log = self.broadcast_log
+        if log is None:
+            raise MeshError("a resumable rank needs a broadcast log (the standby's messages are checked against it)")
+        self.rejoin(j, why)  # type: ignore[misc]
+        self.mesh.send(j, canonical_cbor([log.counts[j], log.received[j]]))
+        for b in self.history.get(j, []):
+            self.mesh.send(j, b)
+        self.rejoined[j] = round_index
+
+    def catch_up(self, headers: Mapping[int, object]) -> None:
+        """Standby side: read each peer's resumption header (`[rounds received from the lost rank, chain head]`)
+        from `headers` (rank -> decoded frame). From then on the rounds a peer already has are recomputed
+        and chained but not sent; when they are done the chain must equal the peer's head (ResumeMismatch)."""
+        for j in self.peers:
+            h = headers.get(j)
+            if not (isinstance(h, list) and len(h) == 2 and isinstance(h[0], int) and not isinstance(h[0], bool)
+                    and h[0] >= 0 and isinstance(h[1], bytes) and len(h[1]) == 32):
+                raise MeshError(f"rank {j} sent a bad resumption header")
+            self.skip[j] = (h[0], h[1])
+            if h[0] == 0 and self.broadcast_log is not None and h[1] != self.broadcast_log.sent[j]:
+                raise ResumeMismatch(f"rank {j} says it received nothing, with a chain head that is not empty")
 
     def _message_for(self, round_index: int, peer: int, mine: torch.Tensor) -> torch.Tensor:
         """The tensor this party sends `peer` in round `round_index`: its own share, the same for every peer."""

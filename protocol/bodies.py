@@ -61,6 +61,14 @@ class JobOpen:
         return _with_meta(body, self.meta)
 
     @property
+    def standby(self) -> tuple[str, ...]:
+        """The standby nodes the opener named (`params.standby`, node ids; malformed: none), in order."""
+        v = self.params.get("standby")
+        if not isinstance(v, list) or len(v) > E.MAX_LIST or not all(isinstance(x, str) and x for x in v):
+            return ()
+        return tuple(dict.fromkeys(v))
+
+    @property
     def open_deadline(self) -> int:
         """How many signed checkpoints after a challenge (or a seal) a participant has to answer."""
         v = self.params.get("open_deadline", DEFAULT_OPEN_DEADLINE)
@@ -113,6 +121,7 @@ class DealerCommit:
     job_id: str
     seeds: dict[int, bytes]
     beacon: bytes
+    standby: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # node -> (its index, its sealed seed)
 
     @classmethod
     def from_entry(cls, entry: E.Entry) -> "DealerCommit":
@@ -122,11 +131,19 @@ class DealerCommit:
             if s["party"] in seeds:
                 raise BodyError(f"dealer.commit: party {s['party']} committed twice")
             seeds[s["party"]] = s["commitment"]
-        return cls(b["job_id"], seeds, b["beacon"])
+        standby: dict[str, tuple[int, bytes]] = {}
+        for x in b.get("standby") or []:
+            if x["node"] in standby:
+                raise BodyError(f"dealer.commit: standby {x['node']!r} sealed twice")
+            standby[x["node"]] = (x["party"], x["sealed"])
+        return cls(b["job_id"], seeds, b["beacon"], standby)
 
     def to_body(self) -> dict:
-        return {"job_id": self.job_id, "beacon": self.beacon,
+        body = {"job_id": self.job_id, "beacon": self.beacon,
                 "seeds": [{"party": p, "commitment": c} for p, c in sorted(self.seeds.items())]}
+        if self.standby:
+            body["standby"] = [{"node": nd, "party": p, "sealed": s} for nd, (p, s) in sorted(self.standby.items())]
+        return body
 
 
 @dataclass(frozen=True)
@@ -379,6 +396,15 @@ class ModelPublish:
         return _with_meta({"model_id": self.model_id, "manifest": self.manifest, "n_shares": self.n_shares,
                            "commitments": self.commitments}, self.meta)
 
+    def delivered_index(self, node: str) -> int | None:
+        """The share index this publication delivers to `node` (`meta.deliveries`), or None."""
+        deliveries = self.meta.get("deliveries")
+        for d in deliveries if isinstance(deliveries, list) else []:
+            if isinstance(d, dict) and d.get("node") == node:
+                p = d.get("party")
+                return p if isinstance(p, int) and not isinstance(p, bool) and 0 <= p < self.n_shares else None
+        return None
+
     @property
     def refresh(self) -> str | None:
         """The per-job refresh scheme of this publication, if any."""
@@ -448,6 +474,26 @@ class Heartbeat:
 
     def to_body(self) -> dict:
         return {"node": self.node, "models": list(self.models)}
+
+
+@dataclass(frozen=True)
+class JobResume:
+    """`job.resume`: the job's opener hands share index `party`, every replica of which was lost, to the
+    standby node `standby` in place of `lost` (specs/node-daemon.md section 8)."""
+
+    KIND: ClassVar[str] = E.JOB_RESUME
+    job_id: str
+    party: int
+    standby: str
+    lost: str
+
+    @classmethod
+    def from_entry(cls, entry: E.Entry) -> "JobResume":
+        b = _checked(entry, cls.KIND)
+        return cls(b["job_id"], b["party"], b["standby"], b["lost"])
+
+    def to_body(self) -> dict:
+        return {"job_id": self.job_id, "party": self.party, "standby": self.standby, "lost": self.lost}
 
 
 @dataclass(frozen=True)

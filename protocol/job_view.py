@@ -30,6 +30,10 @@ which entries count (specs/ledger.md, "Who may write what").
 |                    | `counted_verdicts`)                               |                                      |
 | job.fail           | the job's opener; the first                       | - (the job is closed: nodes stop     |
 |                    |                                                   | waiting for it)                      |
+| job.resume         | the job's opener; the first per index, before     | a standby named in job.open that the |
+|                    | the index has a root and before any job.fail      | publication delivered that index to, |
+|                    | (R = 1, not the last index: `_resume_problem`)    | holding no index of the job; `lost`  |
+|                    |                                                   | = the index's node; operator rule    |
 | node.heartbeat     | the node itself (author = body.node); not a job   | - (the latest one: `last_heartbeat`) |
 |                    | entry                                             |                                      |
 
@@ -109,6 +113,7 @@ class JobView:
     provides: dict[bytes, Counted[B.BlobProvide]] = field(default_factory=dict)
     verdicts: list[Counted[B.Verdict]] = field(default_factory=list)
     fail: Counted[B.JobFail] | None = None  # the opener closed the job as failed
+    resumes: dict[int, Counted[B.JobResume]] = field(default_factory=dict)  # index -> the standby's take-over
     noise: list[Noise] = field(default_factory=list)
     _pending: list = field(default_factory=list, repr=False)  # entries that need the challenge to be judged
 
@@ -143,7 +148,14 @@ class JobView:
         """(party, replica) -> assigned node, stage 0 (empty before a valid assignment)."""
         if self.assign is None:
             return {}
-        return {(a.party, a.replica): a.node for a in self.assign.body.assignments if a.stage == 0}
+        out = {(a.party, a.replica): a.node for a in self.assign.body.assignments if a.stage == 0}
+        out.update({(p, 0): r.body.standby for p, r in self.resumes.items()})  # a counted resumption replaces
+        return out
+
+    @property
+    def replaced(self) -> dict[tuple[int, int], str]:
+        """(party, replica) -> the node a counted job.resume replaced (lost mid-job: unresponsive, never accused)."""
+        return {(p, 0): r.body.lost for p, r in self.resumes.items()}
 
     def nodes_of(self, party: int) -> list[str]:
         """Every replica's node of share index `party`, replica 0 first."""
@@ -436,6 +448,15 @@ def read_job(job_id: str, entries: Iterable[_Logged], models: Iterable[_Logged] 
             v = _typed(B.Verdict, le, view)
             if v is not None:
                 view.verdicts.append(Counted(le.index, e, v))
+        elif kind == E.JOB_RESUME:
+            rs = _typed(B.JobResume, le, view)
+            if rs is None:
+                continue
+            why = _resume_problem(view, rs, e.author, _operators(registration, le.index))
+            if why:
+                noise(le, why)
+            else:
+                view.resumes[rs.party] = Counted(le.index, e, rs)
         elif kind == E.JOB_FAIL:
             jf = _typed(B.JobFail, le, view)
             if jf is None:
@@ -467,6 +488,38 @@ def _assignment_problem(a: B.JobAssign, n: int, dealer: str, operator_of: Callab
         return "job.assign names the job's dealer as a node"
     why = operator_problem(a.assignments, operator_of)
     return f"job.assign: {why}" if why else ""
+
+
+def _resume_problem(view: JobView, rs: B.JobResume, author: str, operator_of: Callable[[str], str]) -> str:
+    """Why a job.resume cannot count at this point of the log ("" if it can): specs/node-daemon.md section 8."""
+    n = view.n_parties
+    if author != view.opener:
+        return f"job.resume by {author}, not by the job's opener {view.opener}"
+    if view.fail is not None:
+        return "job.resume after the job was closed (job.fail)"
+    if view.assign is None:
+        return "job.resume before a counted job.assign"
+    if view.replicas != 1:
+        return "job.resume in a job with replicas (its replicas carry an index; a standby resumes R = 1 jobs)"
+    if not 0 <= rs.party < n - 1:
+        return (f"job.resume of share index {rs.party}: a standby can resume indices 0..{n - 2} (the last one "
+                "holds the dealer's correction stream)")
+    if rs.party in view.roots:
+        return f"job.resume of share index {rs.party}, which already finished (its job root is on the ledger)"
+    if rs.party in view.resumes:
+        return f"a later job.resume of share index {rs.party}"
+    if rs.standby not in view.open.body.standby:
+        return f"job.resume names {rs.standby!r}, which job.open does not name as a standby"
+    current = view.replica_nodes
+    if rs.lost != current.get((rs.party, 0)):
+        return f"job.resume says {rs.lost!r} was lost, but share index {rs.party} is {current.get((rs.party, 0))!r}'s"
+    if rs.standby in current.values():
+        return f"job.resume names {rs.standby!r}, which already holds a share index of the job"
+    if view.publish is None or view.publish.body.delivered_index(rs.standby) != rs.party:
+        return f"job.resume names {rs.standby!r}, which holds no share of index {rs.party} (no delivery to it)"
+    rows = [B.Assignment(node, p, r) for (p, r), node in current.items() if (p, r) != (rs.party, 0)]
+    why = operator_problem([*rows, B.Assignment(rs.standby, rs.party, 0)], operator_of)
+    return f"job.resume: {why}" if why else ""
 
 
 def job_failed(led, job_id: str) -> B.JobFail | None:
@@ -519,6 +572,13 @@ def counted_verdicts(view: JobView, auditors: Iterable[str]) -> list[Counted[B.V
 def read_job_from_ledger(led, job_id: str) -> JobView:
     """`read_job` over a ledger (its job entries, model publications and the assigned nodes' registrations)."""
     return read_job(job_id, led.by_job(job_id), led.query(kind=E.MODEL), lambda node: first_registration(led, node))
+
+
+def resume_problem(led, rs: B.JobResume, author: str) -> str:
+    """Why `rs`, if `author` appended it to the ledger now, would not count ("" if it would): the same rule
+    `read_job` applies (`_resume_problem`), for a client that must not post a job.resume that cannot count."""
+    view = read_job_from_ledger(led, rs.job_id)
+    return _resume_problem(view, rs, author, _operators(lambda node: first_registration(led, node), led.size()))
 
 
 def first_sealing_checkpoint(led, view: JobView):
@@ -600,14 +660,22 @@ def challenge_state_of(view: JobView, checkpoints: Callable[[], Iterable], valid
     return st
 
 
+def publication(led, model_id: str) -> B.ModelPublish:
+    """The first `model.publish` of `model_id` on the ledger (the model); raises JobError."""
+    for le in led.query(kind=E.MODEL):
+        if le.entry.body.get("model_id") == model_id:
+            try:
+                return B.ModelPublish.from_entry(le.entry)
+            except BodyError as exc:
+                raise JobError(f"model {model_id}: unreadable publication: {exc}") from None
+    raise JobError(f"model {model_id} is not published on this ledger")
+
+
 def published_manifest(led, model_id: str) -> dict:
     """The manifest of the first `model.publish` of `model_id` on the ledger; raises JobError."""
     import json
 
-    for le in led.query(kind=E.MODEL):
-        if le.entry.body.get("model_id") == model_id:
-            try:
-                return json.loads(led.get_blob(B.ModelPublish.from_entry(le.entry).manifest))
-            except (BodyError, ValueError) as exc:
-                raise JobError(f"model {model_id}: unreadable publication: {exc}") from None
-    raise JobError(f"model {model_id} is not published on this ledger")
+    try:
+        return json.loads(led.get_blob(publication(led, model_id).manifest))
+    except ValueError as exc:
+        raise JobError(f"model {model_id}: unreadable publication: {exc}") from None

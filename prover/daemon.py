@@ -40,6 +40,7 @@ from mpc_core.broadcast import BroadcastLog, receipt_message
 from mpc_core.mesh import Mesh, MeshCommunicator
 from mpc_core.replicas import Layout
 from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_from_bytes
+from mpc_core.errors import EncodingError
 from mpc_core.session import Session
 from mpc_core.transcript import Transcript
 from prover.blob_server import BlobServer, answer_blob_requests, keep_blob
@@ -51,14 +52,14 @@ from prover.keys import NodeKeys, lookup_peer
 from protocol import bodies as B
 from protocol.challenge import beacon_commitment, beacon_value
 from protocol.errors import JobError
-from protocol.job_view import challenge_state, read_job_from_ledger
+from protocol.job_view import challenge_state, job_failed, read_job_from_ledger
 from prover.local_files import safe_id, write_secret
 from prover.model_delivery import REFRESH_SCHEME, fetch_share
 from models.publish import MANIFEST_FILE, SALTS_FILE, commit_tensor, load_party_share, manifest_config, read_manifest
 from protocol.opening import OpeningBlobs, dec_tensor, decode_records, enc_tensor, encode_records, node_opening
 from protocol.program import party_program
 from protocol.weight_refresh import job_salts, read_keys, refreshed
-from prover.wire import MAX_RECEIPT, client_rank, dealer_rank, join_job
+from prover.wire import MAX_RECEIPT, MAX_RESUME_HEADER, client_rank, dealer_rank, join_job, rejoin_job
 
 log = logging.getLogger("shardproof.daemon")
 
@@ -92,6 +93,12 @@ class JobInfo:
     refresh: bool = False  # use the job's refreshed weight shares (protocol.weight_refresh)
     replica: int = 0
     replicas: int = 1
+    standby: tuple[str, ...] = ()  # the job's standby nodes: with any (R = 1), a lost party is waited for
+    resume: B.JobResume | None = None  # set when this node is the standby taking the party over
+
+    @property
+    def resumable(self) -> bool:
+        return bool(self.standby) and self.replicas == 1
 
     @property
     def layout(self) -> Layout:
@@ -128,6 +135,7 @@ class NodeDaemon:
         self.led = Ledger.open(ledger_url, create=False)
         self._cursor = 0  # next ledger index to scan for assignments
         self._pending: dict[str, tuple[tuple[int, int], str, float]] = {}  # job -> ((party, replica), by, seen)
+        self._resumes: Subscription | None = None  # job.resume entries (this node may be the standby named)
         self.jobs_run = 0
         self.handled: set[str] = set()  # jobs whose challenge was seen (answered, refused or not listed)
         self._graces: dict[tuple[str, str], float] = {}  # (job, reveal|open) -> when a twin first could answer
@@ -257,6 +265,12 @@ class NodeDaemon:
                        if a["node"] == self.node_id and a.get("stage", 0) == 0]
             if parties:
                 self._pending.setdefault(le.entry.body["job_id"], (parties[0], le.entry.author, time.monotonic()))
+        if self._resumes is None:
+            self._resumes = self.led.subscribe(start=0, kind=E.JOB_RESUME)
+        for le in self._resumes.drain():
+            b = le.entry.body
+            if b.get("standby") == self.node_id and isinstance(b.get("party"), int):
+                self._pending.setdefault(b["job_id"], ((b["party"], 0), le.entry.author, time.monotonic()))
         for job_id, (party, author, seen) in list(self._pending.items()):
             if stop is not None and stop.is_set():
                 return ran
@@ -307,6 +321,9 @@ class NodeDaemon:
         if view.assign is None:
             raise DaemonError(f"no valid job.assign by the job's opener {view.opener} (seen one by {assigned_by})")
         party, replica = slot
+        resume = view.resumes.get(party)
+        if resume is not None and resume.body.standby != self.node_id:
+            resume = None
         if view.replica_nodes.get((party, replica)) != self.node_id:
             raise DaemonError(f"the counted assignment does not give party {party} replica {replica} to this node")
         if view.dealer_commit is None:
@@ -319,7 +336,8 @@ class NodeDaemon:
         params = jo.params
         return JobInfo(job_id, model_id, jo.n_parties, party, jo.client or jo.dealer, jo.dealer,
                        int(params["prompt_len"]), int(params["steps"]), str(params["rendezvous"]),
-                       view.dealer_commit.body.seeds[party], refresh, replica, view.replicas)
+                       view.dealer_commit.body.seeds[party], refresh, replica, view.replicas, jo.standby,
+                       resume.body if resume is not None else None)
 
     # --- one job -------------------------------------------------------------------------
     def run_job(self, info: JobInfo) -> None:
@@ -343,13 +361,22 @@ class NodeDaemon:
         token_shares: list[torch.Tensor] = []
         torch.set_num_threads(1)
         t0 = time.perf_counter()
-        mesh = join_job(info.rendezvous, rank, n, info.job_id, self.timeout_s, replicas=R)
+        if info.resume is not None:
+            mesh = rejoin_job(info.rendezvous, rank, n, info.job_id, self.timeout_s, self.node_id, self.keys.sign)
+        else:
+            mesh = join_job(info.rendezvous, rank, n, info.job_id, self.timeout_s, replicas=R, resumable=info.resumable)
         t_join = time.perf_counter()
-        log.info("job %s: joined the mesh as party %d replica %d (rank %d)", info.job_id, p, info.replica, rank)
+        log.info("job %s: %s the mesh as party %d replica %d (rank %d)", info.job_id,
+                 "rejoined" if info.resume is not None else "joined", p, info.replica, rank)
         dealer, client = dealer_rank(n, R), client_rank(n, R)
         bcast = BroadcastLog(rank, layout.party_ranks, tuple(layout.peer_ranks(rank)))
+        have = 0  # steps whose output the client already has (a standby does not send those again)
         try:
-            seed_msg = decode_cbor(open_(self.keys, mesh.recv(dealer, MAX_SEALED), dealer_peer.x25519, sender=info.dealer,
+            if info.resume is not None:
+                sealed = self._standby_seed(info)
+            else:
+                sealed = mesh.recv(dealer, MAX_SEALED)
+            seed_msg = decode_cbor(open_(self.keys, sealed, dealer_peer.x25519, sender=info.dealer,
                                          job=info.job_id, purpose=PURPOSE_DEALER, replay=guard).payload)
             seed = bytes(seed_msg["seed"])
             if prg.seed_commitment(seed, job, p) != info.seed_commitment:
@@ -365,6 +392,12 @@ class NodeDaemon:
                          len(corrections.requests), len(corrections.payload), time.perf_counter() - t_pre)
             dealer_client = SeededDealerClient(p, n, job, seed, corrections)
             comm = self.make_communicator(mesh, n, bcast, R)
+            if info.resume is not None:  # the client's and the peers' resumption headers (specs/node-daemon.md 8)
+                have = self._client_header(mesh, client, info)
+                comm.catch_up({j: self._header(mesh, j) for j in comm.peers})
+                log.info("job %s: resuming party %d for %s from step %d", info.job_id, p, info.resume.lost, have)
+            elif info.resumable:
+                comm.rejoin = lambda j, why: self._await_standby(info, mesh, j, why)
             session = self.make_session(comm, dealer_client, job, jdir, manifest["frac_bits"])
             V = manifest_config(manifest).vocab_size
 
@@ -385,6 +418,8 @@ class NodeDaemon:
                 share = self.weight_share(model_dir, manifest, p, info.job_id if info.refresh else None)
                 weights = {name: t.unsqueeze(0) for name, t in share.items()}
                 for i, logits in enumerate(party_program(session, manifest, weights, inputs())):
+                    if i < have:
+                        continue  # the lost node delivered it
                     out = tensor_bytes(logits.data[0].contiguous())
                     mesh.send(client, seal(self.keys, client_peer.x25519, info.client, info.job_id, PURPOSE_OUTPUT,
                                            out, i))
@@ -392,6 +427,8 @@ class NodeDaemon:
                 if link is not None:
                     link.close(corrections.used)
             t_run = time.perf_counter()
+            if comm.rejoined:  # a standby holds a peer rank now: its receipts are signed with its key
+                peers = self._party_keys(info)
             heard, disputes = self._exchange_receipts(info, mesh, bcast, peers, comm.live)
             lost = dict(comm.lost)
         finally:
@@ -424,6 +461,47 @@ class NodeDaemon:
             info.job_id, self.node_id, p, info.replica, root, commitment.steps, sig, commitment.views_root,
             commitment.opened_root, beacon, tuple(B.Receipt(*r) for r in heard), tuple(disputes),
             corrections.head if corrections is not None else None).to_body()))
+
+    # --- resumption (specs/node-daemon.md section 8) --------------------------------------
+    def _standby_seed(self, info: JobInfo) -> bytes:
+        """The dealer's seed message sealed to this standby in the job's dealer.commit."""
+        dc = read_job_from_ledger(self.led, info.job_id).dealer_commit
+        mine = dc.body.standby.get(self.node_id) if dc is not None else None
+        if mine is None or mine[0] != info.party:
+            raise DaemonError(f"the dealer sealed no seed of party {info.party} to this standby")
+        return mine[1]
+
+    @staticmethod
+    def _header(mesh: Mesh, rank: int) -> object:
+        try:
+            return decode_cbor(mesh.recv(rank, MAX_RESUME_HEADER))
+        except EncodingError as exc:
+            raise DaemonError(f"rank {rank} sent a bad resumption header: {exc}") from None
+
+    def _client_header(self, mesh: Mesh, client: int, info: JobInfo) -> int:
+        h = self._header(mesh, client)
+        if not (isinstance(h, list) and len(h) == 1 and isinstance(h[0], int) and not isinstance(h[0], bool)
+                and 0 <= h[0] < info.steps):
+            raise DaemonError("the client sent a bad resumption header")
+        return h[0]
+
+    def _await_standby(self, info: JobInfo, mesh: Mesh, rank: int, why: Exception) -> None:
+        """Hold the job while party rank `rank` is lost: wait up to the timeout for the standby that a counted
+        job.resume names to rejoin (its hello signed with its registered key); give up if the job is closed."""
+        party = info.layout.party_of(rank)
+        log.warning("job %s: party %d (rank %d) is lost (%s); holding for a standby", info.job_id, party, rank, why)
+
+        def check(node: str, statement: bytes, sig: bytes) -> bool:
+            rs = read_job_from_ledger(self.led, info.job_id).resumes.get(party)
+            peer = lookup_peer(self.led, node) if rs is not None and rs.body.standby == node else None
+            return peer is not None and ed25519_verify(peer.ed25519, statement, sig)
+
+        def give_up() -> str:
+            jf = job_failed(self.led, info.job_id)
+            return f"the job's opener closed it: {jf.reason}" if jf is not None else ""
+
+        node = mesh.admit_rejoin(rank, check, time.monotonic() + self.timeout_s, give_up)
+        log.info("job %s: standby %s took over party %d (rank %d)", info.job_id, node, party, rank)
 
     def make_communicator(self, mesh: Mesh, n_parties: int, bcast: BroadcastLog, replicas: int = 1
                           ) -> MeshCommunicator:

@@ -43,7 +43,7 @@ from prover.channels import (CORRECTION_KEY_BYTES, MAX_PAYLOAD, MAX_SEALED, PURP
                              StaticKeys, open_, open_correction, seal, seal_correction)
 from protocol import bodies as B
 from protocol.challenge import DEALER_SLOT, beacon_commitment, beacon_value
-from protocol.job_view import challenge_state, job_failed, published_manifest
+from protocol.job_view import challenge_state, job_failed, published_manifest, read_job_from_ledger
 from protocol.plan import Plan, dealer_plan
 from prover.ledger_view import next_wake
 from prover.local_files import safe_id, write_secret
@@ -433,8 +433,9 @@ def run_dealer_job(led: Ledger, keys: NodeKeys, job_id: str, state_dir: str | os
     write_secret(path, canonical_cbor(state))  # the seed is on disk before it is committed to
     trusted = TrustedDealer(master, job_id.encode(), n)
     beacon = beacon_commitment(job_id, DEALER_SLOT, beacon_value(master, job_id, DEALER_SLOT))
+    standby = _standby_seeds(led, keys, job_id, trusted, set(by_rank.values()), n, replicas)
     led.append(E.make_entry(keys.identity, E.DEALER_COMMIT, B.DealerCommit(
-        job_id, dict(enumerate(trusted.seed_commitments())), beacon).to_body()))
+        job_id, dict(enumerate(trusted.seed_commitments())), beacon, standby).to_body()))
     # The offline phase, while the nodes load their shares and the group forms: nothing online waits on it.
     t0 = time.perf_counter()
     plan = plan_for_job(led, job_id, b)
@@ -473,6 +474,24 @@ def run_dealer_job(led: Ledger, keys: NodeKeys, job_id: str, state_dir: str | os
     log.info("job %s: the last party used %d correction requests (%d planned, %d answered online)", job_id, used,
              len(plan), dealer.online)
     return path
+
+
+def _standby_seeds(led: Ledger, keys: NodeKeys, job_id: str, trusted: TrustedDealer, assigned: set[str], n: int,
+                   replicas: int) -> dict[str, tuple[int, bytes]]:
+    """The seed of each standby's share index, sealed to it, for the dealer.commit (specs/node-daemon.md
+    section 8): a standby job.open names that the publication delivered an index 0..N-2 to, in an R = 1 job.
+    Others are skipped (protocol.job_view would not count their job.resume)."""
+    view = read_job_from_ledger(led, job_id)
+    out: dict[str, tuple[int, bytes]] = {}
+    for node in view.open.body.standby:
+        idx = view.publish.body.delivered_index(node) if view.publish is not None else None
+        peer = lookup_peer(led, node)
+        if node in assigned or replicas != 1 or idx is None or idx >= n - 1 or peer is None or peer.x25519 is None:
+            log.warning("job %s: standby %r cannot resume an index of this job; no seed sealed to it", job_id, node)
+            continue
+        msg = canonical_cbor({"seed": trusted.party_seed(idx), "party": idx})
+        out[node] = (idx, seal(keys, peer.x25519, node, job_id, PURPOSE_DEALER, msg, 0))
+    return out
 
 
 _PLAN_CACHE: dict[tuple, Plan] = {}  # (model id, prompt length, steps, parties) -> plan; a few recent ones

@@ -22,7 +22,8 @@ import torch
 
 from ledger import Ledger
 from ledger import entries as E
-from mpc_core.encoding import tensor_bytes, tensor_from_bytes
+from ledger.keys import ed25519_verify
+from mpc_core.encoding import canonical_cbor, tensor_bytes, tensor_from_bytes
 from mpc_core.errors import TransportError
 from mpc_core.replicas import MAX_REPLICAS, Layout, pick
 from mpc_core.ring import decode
@@ -35,7 +36,8 @@ from prover.ledger_view import wait_for
 from prover.local_files import safe_id
 from protocol.errors import BodyError, JobError
 from protocol import bodies as B
-from protocol.job_view import job_failed, last_heartbeat, operator_problem, published_manifest
+from protocol.job_view import (job_failed, last_heartbeat, operator_problem, publication, published_manifest,
+                               resume_problem)
 from models.publish import manifest_config
 from protocol.program import client_loop
 from prover.wire import client_rank, join_job, open_rendezvous
@@ -47,6 +49,14 @@ class RemoteJobError(ProverError):
 
 class PreflightError(RemoteJobError):
     """A node or the dealer is not ready for a job (not registered, not live, not holding the model)."""
+
+
+class StandbyRefused(PreflightError):
+    """A standby the ledger would never let resume an index of this job (specs/node-daemon.md section 8)."""
+
+
+class ResumeRefused(RemoteJobError):
+    """A job.resume that would not count (protocol.job_view): not posted."""
 
 
 class AssignmentRefused(PreflightError):
@@ -85,6 +95,61 @@ def assignment_problem(led: Ledger, node_ids: list[str], n_parties: int | None =
         return peer.operator if peer is not None else nid
 
     return operator_problem(rows, operator_of)
+
+
+def standby_plan(led: Ledger, standby: list[str], node_ids: list[str], model_id: str, n: int,
+                 replicas: int) -> dict[int, list[str]]:
+    """Share index -> the standbys that can resume it, in the order given (specs/node-daemon.md section 8).
+    Raises StandbyRefused, before anything is posted, for a standby the ledger would not count: in a job
+    with replicas, named twice or among the job's nodes, unregistered, holding no share of the model, or
+    holding the last index (whose dealer correction stream a standby cannot take over yet)."""
+    if not standby:
+        return {}
+    if replicas != 1:
+        raise StandbyRefused("standbys resume jobs with one node per share index (R = 1); replicas carry the others")
+    try:
+        pub = publication(led, model_id)
+    except JobError as exc:
+        raise StandbyRefused(str(exc)) from None
+    out: dict[int, list[str]] = {}
+    for node in standby:
+        if standby.count(node) > 1 or node in node_ids:
+            raise StandbyRefused(f"standby {node!r} is named twice or is one of the job's nodes")
+        peer = lookup_peer(led, node)
+        if peer is None or peer.x25519 is None:
+            raise StandbyRefused(f"standby {node!r} is not registered with an X25519 key")
+        idx = pub.delivered_index(node)
+        if idx is None:
+            raise StandbyRefused(f"standby {node!r} holds no share of model {model_id} (no delivery to it)")
+        if idx == n - 1:
+            raise StandbyRefused(f"standby {node!r} holds share index {idx}, the last one: a standby can resume "
+                                 f"indices 0..{n - 2} (the last holds the dealer's correction stream)")
+        out.setdefault(idx, []).append(node)
+    rows = [B.Assignment(nd, p, 0) for p, nd in enumerate(node_ids)]
+
+    def operator_of(nid: str) -> str:
+        peer = lookup_peer(led, nid)
+        return peer.operator if peer is not None else nid
+
+    for idx, nodes in out.items():
+        for node in nodes:
+            why = operator_problem([*(r for r in rows if r.party != idx), B.Assignment(node, idx, 0)], operator_of)
+            if why:
+                raise StandbyRefused(f"standby {node!r}: {why}")
+    return out
+
+
+def post_resume(led: Ledger, client_keys: NodeKeys, rs: B.JobResume) -> None:
+    """Post `rs` as the job's opener, after checking that it would count (else ResumeRefused, nothing
+    written): a finished index, a closed job, a standby not named in job.open or holding no share of the
+    index, or a `lost` node that does not hold it are refused (protocol.job_view.resume_problem)."""
+    try:
+        why = resume_problem(led, rs, client_keys.node_id)
+    except JobError as exc:
+        why = str(exc)
+    if why:
+        raise ResumeRefused(f"the job.resume would not count: {why}")
+    led.append(E.make_entry(client_keys.identity, E.JOB_RESUME, rs.to_body()))
 
 
 def preflight(ledger: str | Ledger, node_ids: list[str], model_id: str, dealer: str | None = None,
@@ -173,6 +238,10 @@ def receipt_rounds(led: Ledger, job_id: str) -> int | None:
     return max(counts, key=lambda c: (counts[c], c)) if counts else None
 
 
+def _raise(exc: BaseException):
+    raise exc
+
+
 def _onehot(ids: list[int], vocab: int) -> torch.Tensor:
     t = torch.zeros(len(ids), vocab, dtype=torch.int64)
     t[torch.arange(len(ids)), torch.tensor(ids)] = 1
@@ -183,7 +252,7 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
                     steps: int, job_id: str, *, dealer: str | None = None, master_seed: bytes | None = None,
                     port: int | None = None, timeout_s: float = 60.0, state_dir: str | os.PathLike | None = None,
                     temperature: float = 0.0, top_k: int | None = None, seed: int = 0, keep_logits: bool = False,
-                    dealer_log: bool = False, replicas: int = 1,
+                    dealer_log: bool = False, replicas: int = 1, standby: list[str] | None = None,
                     on_token: Callable[[int, int], None] | None = None) -> dict:
     """Run one private-generation job on the registered nodes `node_ids` (party i = node_ids[i]; with
     `replicas` R, node i is replica i div N of share index i mod N: `assignment_rows`).
@@ -198,6 +267,8 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
     ledger (None if no job root holds a receipt). With replicas, each step's inputs go to every live
     replica of an index and its output is taken from the lowest live one; `dropped` lists the nodes
     lost on the way (with why) and `divergent` the nodes whose output differed from their index's.
+    With `standby` nodes (R = 1), a node lost mid-job is handed to a standby of its share index
+    (`job.resume`, specs/node-daemon.md section 8) and the job goes on; `resumed` lists each take-over.
     `on_token(i, token)` is called as each token arrives."""
     safe_id(job_id, "job id")
     if steps < 1 or not prompt_ids:
@@ -220,6 +291,8 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
                              + (f" per replica ({len(node_ids)} for {replicas} replicas)" if replicas > 1 else ""))
     layout = Layout(n, replicas)
     vocab = manifest_config(manifest).vocab_size
+    node_ids = list(node_ids)  # a standby takes a lost node's place in it
+    standby_of = standby_plan(led, standby or [], node_ids, model_id, n, replicas)
     peers = []
     for nid in node_ids:
         peer = lookup_peer(led, nid)
@@ -236,7 +309,8 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
         E.make_entry(client_keys.identity, E.JOB_OPEN, {
             "job_id": job_id, "model_id": model_id, "n_parties": n, "replicas": replicas, "stages": 1,
             "dealer": dealer or me, "client": me,
-            "params": {"prompt_len": len(prompt_ids), "steps": steps, "rendezvous": rendezvous}}),
+            "params": {"prompt_len": len(prompt_ids), "steps": steps, "rendezvous": rendezvous,
+                       **({"standby": list(standby)} if standby else {})}}),
         E.make_entry(client_keys.identity, E.JOB_ASSIGN,
                      B.JobAssign(job_id, tuple(assignment_rows(node_ids, n))).to_body()),
     ])
@@ -259,9 +333,15 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
     live = set(range(layout.party_ranks))  # party ranks not lost yet
     dropped: dict[str, str] = {}  # node -> why the client lost it
     divergent: set[str] = set()
+    feeds: list[list[int]] = []  # every step's input tokens (a standby gets their shares again)
+    resumed: list[dict] = []
 
-    def lose(rank: int, exc: Exception) -> None:
-        """A replica is gone: stop talking to it (fail the job if that leaves an index with none)."""
+    def lose(rank: int, exc: Exception, i: int) -> bool:
+        """A replica is gone: stop talking to it (fail the job if that leaves an index with none), or, in a
+        job with standbys, hand its index to one (True: the standby holds `rank` now)."""
+        if replicas == 1 and standby_of.get(layout.party_of(rank)):
+            resume(rank, exc, i)
+            return True
         if replicas == 1:
             raise exc
         live.discard(rank)
@@ -272,9 +352,40 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
             raise RemoteJobError(f"job {job_id}: every replica of share index {p} is lost ("
                                  + "; ".join(f"{node_ids[r]}: {dropped.get(node_ids[r], '?')}"
                                              for r in layout.ranks_of(p)) + ")")
+        return False
+
+    def resume(rank: int, exc: Exception, i: int) -> None:
+        """Hand party `rank` to its next standby at step `i` (specs/node-daemon.md section 8, steps 2-5): post
+        job.resume, admit the standby's signed rejoin, then send it the steps done and every input so far."""
+        t_lost = time.perf_counter()
+        p, lost = layout.party_of(rank), node_ids[rank]
+        node = standby_of[p].pop(0)
+        dropped.setdefault(lost, f"{type(exc).__name__}: {one_line(exc)}")
+        try:
+            post_resume(led, client_keys, B.JobResume(job_id, p, node, lost))
+        except ResumeRefused as err:
+            raise RemoteJobError(f"job {job_id}: node {lost} is lost and {err}") from err
+        key = lookup_peer(led, node)
+
+        def check(who: str, statement: bytes, sig: bytes) -> bool:
+            return who == node and key is not None and ed25519_verify(key.ed25519, statement, sig)
+
+        try:
+            mesh.admit_rejoin(rank, check, time.monotonic() + timeout_s)
+            mesh.send(rank, canonical_cbor([i]))
+            node_ids[rank], peers[rank] = node, key
+            for k, feed in enumerate(feeds):
+                shares = additive_split(_onehot(feed, vocab), n, client_seed, job, f"tokens:{k}")
+                mesh.send(rank, seal(client_keys, key.x25519, node, job_id, PURPOSE_INPUT,
+                                     tensor_bytes(shares[p].contiguous()), k))
+        except TransportError as err:
+            raise RemoteJobError(f"job {job_id}: standby {node} did not take over party {p}: {err}") from err
+        resumed.append({"party": p, "lost": lost, "standby": node, "step": i,
+                        "seconds": round(time.perf_counter() - t_lost, 3)})
 
     def step(feed: list[int], i: int) -> torch.Tensor:
         """Send step i's sealed one-hot shares of `feed` to the nodes; their sealed logit shares, added up."""
+        feeds.append(list(feed))
         shares = additive_split(_onehot(feed, vocab), n, client_seed, job, f"tokens:{i}")
         for rank in sorted(live):
             p = layout.party_of(rank)
@@ -282,19 +393,25 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
                 mesh.send(rank, seal(client_keys, peers[rank].x25519, node_ids[rank], job_id, PURPOSE_INPUT,
                                      tensor_bytes(shares[p].contiguous()), i))
             except TransportError as exc:
-                lose(rank, exc)
+                lose(rank, exc, i)  # a standby that takes over gets this step's input with the others
         total = torch.zeros(1, vocab, dtype=torch.int64)
+        # Every live rank's output at once: a loss shows whichever rank the others wait on (with a standby,
+        # the peers of a lost party hold until it takes over, so waiting on one of them first would stall).
+        lostd: dict[int, TransportError] | None = {} if replicas > 1 else None
+        hold = (lambda j, why: resume(j, why, i) if standby_of.get(layout.party_of(j)) else _raise(why)) \
+            if standby_of else None
+        try:
+            raws = mesh._exchange({}, MAX_SEALED, lostd, tuple(sorted(live)), hold)
+        except TransportError as exc:
+            raise RemoteJobError(f"job {job_id}: a node was lost at step {i}: {exc}") from exc
+        for rank, exc in (lostd or {}).items():
+            lose(rank, exc, i)
         for p in range(n):
             copies: dict[int, bytes] = {}
             for rank in layout.ranks_of(p):
-                if rank not in live:
+                if rank not in raws:
                     continue
-                try:
-                    raw = mesh.recv(rank, MAX_SEALED)
-                except TransportError as exc:
-                    lose(rank, exc)
-                    continue
-                opened = open_(client_keys, raw, peers[rank].x25519, sender=node_ids[rank], job=job_id,
+                opened = open_(client_keys, bytes(raws[rank]), peers[rank].x25519, sender=node_ids[rank], job=job_id,
                                purpose=PURPOSE_OUTPUT, replay=guard)
                 if opened.counter != i:
                     raise RemoteJobError(f"logit share #{opened.counter} from party {p}, #{i} was due")
@@ -312,7 +429,7 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
     try:
         try:
             mesh = join_job(rendezvous, client_rank(n, replicas), n, job_id, timeout_s, listener=listener,
-                            replicas=replicas)
+                            replicas=replicas, resumable=bool(standby_of))
         except Exception as exc:  # a party or the dealer never joined, or died while the group formed
             raise RemoteJobError(f"job {job_id}: the job's mesh did not form: {type(exc).__name__}: {exc}") from exc
         t_group = time.perf_counter()
@@ -348,7 +465,7 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
     out = {"tokens": tokens, "job_id": job_id, "seconds": time.perf_counter() - t0,
            "state_file": str(state_file) if state_file is not None else None,
            "offline_seconds": t_group - t_open, "online_seconds": t_last - t_group, "rounds": receipt_rounds(led, job_id),
-           "replicas": replicas, "dropped": dropped, "divergent": sorted(divergent)}
+           "replicas": replicas, "dropped": dropped, "divergent": sorted(divergent), "resumed": resumed}
     if keep_logits:
         out["logits"] = kept
     return out

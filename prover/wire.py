@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import socket
 
-from mpc_core.mesh import Mesh, join_mesh, listen_rendezvous
+from mpc_core.mesh import Mesh, join_mesh, listen_rendezvous, rejoin_hello, rejoin_mesh, rejoin_statement
 from prover.errors import ProverError
 
 MAX_RECEIPT = 4096  # a broadcast receipt: canonical_cbor([count, head, Ed25519 signature])
+MAX_RESUME_HEADER = 256  # a peer's resumption header: canonical_cbor([count, head]); the client's: [steps done]
 
 
 class WireError(ProverError):
@@ -68,6 +69,19 @@ def open_rendezvous(host: str = "127.0.0.1") -> tuple[socket.socket, str]:
 
 
 def join_job(rendezvous: str, rank: int, n_parties: int, job_id: str, timeout_s: float,
-             listener: socket.socket | None = None, replicas: int = 1) -> Mesh:
-    """Join a job's mesh (world N R + 2) as `rank`; the client passes the listener of `open_rendezvous`."""
-    return join_mesh(rendezvous, rank, world_size(n_parties, replicas), job_id.encode(), timeout_s, listener=listener)
+             listener: socket.socket | None = None, replicas: int = 1, resumable: bool = False) -> Mesh:
+    """Join a job's mesh (world N R + 2) as `rank`; the client passes the listener of `open_rendezvous`.
+    In a `resumable` job (one with standbys) every rank keeps its listener open for a standby's rejoin."""
+    return join_mesh(rendezvous, rank, world_size(n_parties, replicas), job_id.encode(), timeout_s, listener=listener,
+                     keep_listener=resumable)
+
+
+def rejoin_job(rendezvous: str, rank: int, n_parties: int, job_id: str, timeout_s: float, node_id: str,
+               sign) -> Mesh:
+    """As a standby, take over party `rank` of a running job (R = 1): link the client and every other party,
+    with a hello signed by `sign` (the standby's Ed25519 key)."""
+    world = world_size(n_parties)
+    job = job_id.encode()
+    hello = rejoin_hello(job, world, rank, node_id, sign(rejoin_statement(job, world, rank, node_id)))
+    peers = [j for j in range(n_parties) if j != rank]
+    return rejoin_mesh(rendezvous, rank, world, job, hello, peers, timeout_s)

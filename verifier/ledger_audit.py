@@ -382,11 +382,13 @@ def replica_findings(view: JobView, outvoted: dict[int, str] | None = None) -> l
     root: a replica with no root while its index has one is `unresponsive` (lost mid-job: never an
     accusation); a replica whose root differs from its index's is `divergent` (its twins and it
     disagree: an audit of that index decides which deviated); so is a replica that `outvoted` names
-    (rank -> why: three or more replicas' receipts, verifier.broadcast). Empty for a job without
-    replicas."""
+    (rank -> why: three or more replicas' receipts, verifier.broadcast). A node a standby replaced
+    (job.resume) is `unresponsive`. Empty for a job without replicas or resumptions."""
+    out = [{"party": p, "replica": r, "node": lost, "status": "unresponsive",
+            "reason": f"lost mid-job; standby {view.replica_nodes[(p, r)]} resumed its index (job.resume, entry "
+                      f"#{view.resumes[p].index})"} for (p, r), lost in sorted(view.replaced.items())]
     if view.replicas == 1:
-        return []
-    out = []
+        return out
     divergent = view.divergent
     n = view.n_parties
     for (p, r), node in sorted(view.replica_nodes.items()):
