@@ -4,10 +4,11 @@
     shardproof infer --model DIR --prompt TEXT --max-new-tokens N --parties 3 --json
     shardproof infer --ledger URL --nodes node-0,node-1,node-2 --key client.key --model-id M --prompt TEXT
     shardproof infer --ledger URL --nodes a0,b0,c0,a1,b1,c1 --replicas 2 ...   (two replicas per share index)
+    shardproof infer --ledger URL --nodes a,b,c --standby d ...   (d resumes its share index if lost)
 
 `--json` prints exactly {"text", "tokens", "seconds", "seconds_per_token", "parties", "job_id",
 "rounds_per_token", "bytes_per_party_per_token", "offline_seconds", "online_seconds_per_token",
-"replicas", "dropped"}:
+"replicas", "dropped", "resumed"}:
 text is the generated continuation, tokens its token ids, seconds the generation
 wall time (model loading excluded), parties 0 for plaintext, job_id null for plaintext.
 What the run cost, "per token" meaning divided by the number of generated tokens:
@@ -28,6 +29,10 @@ What the run cost, "per token" meaning divided by the number of generated tokens
   replicas                   nodes per share index (--replicas; 1 off the ledger)
   dropped                    {node: why} for the replicas lost during the job (a replica that
                              dies or is cut off leaves the job to its twins; empty without replicas)
+                             and for the nodes a standby took over
+  resumed                    [{party, lost, standby, step, seconds}] for each share index a --standby
+                             took over mid-job (step: the token step it resumed at; seconds: from
+                             the loss showing to the standby holding the index, inputs re-sent)
 Plaintext: 0 rounds, 0 bytes, 0 offline seconds, online_seconds_per_token = seconds_per_token.
 An MPC run prints its job id on stderr first (`job: ID`; --job-id chooses it, default
 job-<12 hex>): the id `verify audit JOB` and `shardproof ledger get --job JOB` take.
@@ -67,6 +72,7 @@ class RunCounts:
     online_seconds: float = 0.0
     replicas: int = 1
     dropped: dict = field(default_factory=dict)  # node -> why it was lost (replicas)
+    resumed: list = field(default_factory=list)  # the standbys' take-overs (--standby)
     complete: Callable[["RunCounts"], None] | None = None
 
 
@@ -156,12 +162,12 @@ def run_ledger_inference(request: InferenceRequest, args: argparse.Namespace,
     out = run_remote_job(args.ledger, keys, [n for n in args.nodes.split(",") if n], args.model_id,
                          request.prompt_ids, request.max_new_tokens, job_id, dealer=args.dealer,
                          state_dir=args.dealer_state or Path.cwd(), timeout_s=args.timeout,
-                         dealer_log=not args.verbose, replicas=args.replicas,
+                         dealer_log=not args.verbose, replicas=args.replicas, standby=_ids(args.standby),
                          temperature=request.temperature, top_k=request.top_k, seed=request.seed)
     yield from out["tokens"]
     if counts is not None:
         counts.offline_seconds, counts.online_seconds = out["offline_seconds"], out["online_seconds"]
-        counts.replicas, counts.dropped = out["replicas"], out["dropped"]
+        counts.replicas, counts.dropped, counts.resumed = out["replicas"], out["dropped"], out["resumed"]
 
         def complete(c: RunCounts) -> None:
             """The bytes (and, without receipts on the ledger, the rounds) from the job's shapes."""
@@ -178,6 +184,10 @@ def run_ledger_inference(request: InferenceRequest, args: argparse.Namespace,
             c.bytes_per_party = pc.bytes_per_party
             c.rounds = out["rounds"] if out["rounds"] is not None else pc.rounds
         counts.complete = complete
+
+
+def _ids(text: str | None) -> list[str]:
+    return [n for n in (text or "").split(",") if n]
 
 
 def new_job_id() -> str:
@@ -279,6 +289,11 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
                      help="nodes per share index, 1-8 (default 1). Each replica holds its index's share and runs "
                      "the same program; the job finishes while every index keeps one live replica, and a replica "
                      "whose job root differs from its twins' shows on the ledger (divergence)")
+    net.add_argument("--standby", default=None, metavar="ID,ID,...",
+                     help="registered nodes that hold a share of the model and stand by (R = 1 only): if every "
+                     "node of a share index is lost mid-job, the client hands the index to a standby holding it "
+                     "(job.resume), which recomputes the lost node's part from the peers' recorded messages and "
+                     "the job goes on with the same tokens. The last share index cannot be resumed")
     net.add_argument("--key", type=Path, default=None, metavar="FILE",
                      help="the client's key file (also the dealer's without --dealer; default: $SHARDPROOF_KEY, "
                      "else `key` in the config file)")
@@ -358,7 +373,7 @@ def run(args: argparse.Namespace) -> int:
         except (ProverError, ModelsError) as e:
             _err(f"bad key file: {e}")
             return EXIT_INCOMPLETE
-        from prover.remote_client import AssignmentRefused, PreflightError, preflight
+        from prover.remote_client import AssignmentRefused, PreflightError, StandbyRefused, preflight
 
         import time as _time
 
@@ -367,10 +382,10 @@ def run(args: argparse.Namespace) -> int:
             while True:
                 try:
                     preflight(args.ledger, [n for n in args.nodes.split(",") if n], args.model_id, args.dealer,
-                              args.max_heartbeat_age, n_parties=args.parties)
+                              args.max_heartbeat_age, n_parties=args.parties, standby=_ids(args.standby))
                     break
-                except AssignmentRefused:
-                    raise  # waiting does not change who runs the nodes
+                except (AssignmentRefused, StandbyRefused):
+                    raise  # waiting does not change who runs the nodes or what they hold
                 except PreflightError:
                     if _time.monotonic() >= ready_by:
                         raise
@@ -505,6 +520,7 @@ def _emit(request: InferenceRequest, tokenizer, stream: Iterator[int], as_json: 
             "online_seconds_per_token": round(c.online_seconds * per_token, 6),
             "replicas": c.replicas,
             "dropped": c.dropped,
+            "resumed": c.resumed,
         }))
     elif in_live:
         print(request.prompt + text)

@@ -153,17 +153,22 @@ def post_resume(led: Ledger, client_keys: NodeKeys, rs: B.JobResume) -> None:
 
 
 def preflight(ledger: str | Ledger, node_ids: list[str], model_id: str, dealer: str | None = None,
-              max_age_s: float = DEFAULT_MAX_HEARTBEAT_AGE_S, n_parties: int | None = None) -> None:
+              max_age_s: float = DEFAULT_MAX_HEARTBEAT_AGE_S, n_parties: int | None = None,
+              standby: list[str] | None = None) -> None:
     """Before opening a job: no node is named twice and no operator is given two share indices (else
-    AssignmentRefused), every node (and the dealer daemon, if named) is registered, has posted a
-    `node.heartbeat` of its own within `max_age_s` seconds, and each node's lists `model_id`.
-    Raises PreflightError with a one-line reason."""
+    AssignmentRefused), every standby could resume an index (else StandbyRefused: `standby_plan`), every
+    node and standby (and the dealer daemon, if named) is registered, has posted a `node.heartbeat` of its
+    own within `max_age_s` seconds, and each node's lists `model_id`. Raises PreflightError with a one-line
+    reason."""
     led = Ledger.open(ledger, create=False) if isinstance(ledger, str) else ledger
     why = assignment_problem(led, node_ids, n_parties)
     if why:
         raise AssignmentRefused(why)
+    n = n_parties or len(node_ids)
+    standby_plan(led, standby or [], node_ids, model_id, n, len(node_ids) // n)
     now = E.now_ms()
-    for role, nid in [("node", n) for n in node_ids] + ([("dealer", dealer)] if dealer is not None else []):
+    for role, nid in ([("node", n) for n in [*node_ids, *(standby or [])]]
+                      + ([("dealer", dealer)] if dealer is not None else [])):
         if lookup_peer(led, nid) is None:
             raise PreflightError(f"{role} {nid!r} is not registered on the ledger")
         hb = last_heartbeat(led, nid)

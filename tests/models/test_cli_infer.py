@@ -16,7 +16,7 @@ from models import ByteBPETokenizer, GPTConfig, TINY_MODEL_DIR, load_model_and_t
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"text", "tokens", "seconds", "seconds_per_token", "parties", "job_id",
         "rounds_per_token", "bytes_per_party_per_token", "offline_seconds", "online_seconds_per_token",
-        "replicas", "dropped"}
+        "replicas", "dropped", "resumed"}
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,17 @@ def network(request, tmp_path_factory):
     assert all(c == 0 for c in codes.values()), (codes, net.logs())
 
 
+def _soak(request) -> bool:
+    from tests.conftest import soak_enabled
+
+    return soak_enabled(request.config)
+
+
+def _sqlite_only_in_make_test(net, request) -> None:
+    if net.url.startswith("postgresql") and not _soak(request):
+        pytest.skip("the PostgreSQL variant of this check runs under make soak")
+
+
 def _job_id(label: str) -> str:
     return f"{label}-{os.getpid()}-{next(_jobs)}"
 
@@ -76,11 +87,8 @@ def test_a_node_killed_mid_job_is_resumed_by_its_standby_with_the_same_tokens(ne
     tokens (an uninterrupted run's), the standby's root is the index's, the audit is clean and lists the
     killed node as unresponsive, and the client's result names the take-over."""
     net, model_id, ref = network
-    if net.url.startswith("postgresql") and kills > KILLS_QUICK - 1:
-        from tests.conftest import soak_enabled
-
-        if not soak_enabled(request.config) and kills > 1:
-            kills = 1  # PostgreSQL in make test: one kill (make soak: the full sweep)
+    if net.url.startswith("postgresql") and not _soak(request):
+        kills = 1  # PostgreSQL in make test: one kill (make soak: the full sweep)
     rng = random.Random(4321)
     resumed_steps = []
     for k in range(kills):
@@ -129,10 +137,11 @@ def test_a_node_killed_mid_job_is_resumed_by_its_standby_with_the_same_tokens(ne
     assert resumed_steps, "no kill landed mid-job: the test proved nothing"
 
 
-def test_standbys_the_ledger_would_not_count_are_refused_before_anything_is_written(network):
+def test_standbys_the_ledger_would_not_count_are_refused_before_anything_is_written(network, request):
     """A standby that holds no share of the model, one holding the last index, one that is a node of the job,
     and a standby with replicas: each refused with a clear error before job.open is posted."""
     net, model_id, _ = network
+    _sqlite_only_in_make_test(net, request)
     from prover.remote_client import RemoteJobError, run_remote_job
 
     cases = {"nobody": "not registered", net.owner.node_id: "holds no share", net.nodes[5].node_id: "the last one",
@@ -151,10 +160,11 @@ def test_standbys_the_ledger_would_not_count_are_refused_before_anything_is_writ
     assert all(net.ledger.query(job_id=j) == [] for j in refused)  # not even a job.open
 
 
-def test_a_resumption_of_a_finished_job_is_refused_and_nothing_is_written(network):
+def test_a_resumption_of_a_finished_job_is_refused_and_nothing_is_written(network, request):
     """After a job finished, asking to resume one of its indices is refused (the index has its root): the
     client's post_resume raises and writes nothing; the same entry posted anyway does not count."""
     net, model_id, ref = network
+    _sqlite_only_in_make_test(net, request)
     job_id = _job_id("finished")
     standby = net.nodes[3].node_id
     out = _run(net, model_id, job_id, standby=[standby])
@@ -168,3 +178,21 @@ def test_a_resumption_of_a_finished_job_is_refused_and_nothing_is_written(networ
     view = read_job_from_ledger(net.ledger, job_id)
     assert view.resumes == {} and any("already finished" in x.reason for x in view.noise), view.noise
     assert view.roots[0].author == net.nodes[0].node_id
+
+
+def test_infer_refuses_a_standby_that_cannot_resume_with_one_line_and_posts_nothing(network, request, capsys):
+    """`shardproof infer --standby` runs the same check in its pre-flight: exit 2, the reason, no job entry."""
+    from cli.shardproof import main
+
+    net, model_id, _ = network
+    _sqlite_only_in_make_test(net, request)
+    key = net.dir / "client.key"
+    if not key.exists():
+        net.client.save(key)
+    job_id = _job_id("cli-refused")
+    rc = main(["infer", "--ledger", net.url, "--nodes", ",".join(_ids(net, range(N))), "--key", str(key),
+               "--model-id", model_id, "--prompt", "x", "--max-new-tokens", "2", "--job-id", job_id,
+               "--standby", net.nodes[5].node_id, "--json"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not starting the job" in err and "the last one" in err, err
+    assert net.ledger.query(job_id=job_id) == []

@@ -21,7 +21,8 @@ BODIES = {
                          params=st.fixed_dictionaries({"prompt_len": st.integers(1, 9), "open_deadline": small})),
     B.JobAssign: st.builds(B.JobAssign, ids, st.lists(st.builds(B.Assignment, ids, small, small, small),
                                                        min_size=1, max_size=5).map(tuple)),
-    B.DealerCommit: st.builds(B.DealerCommit, ids, st.dictionaries(small, b32, min_size=1, max_size=4), b32),
+    B.DealerCommit: st.builds(B.DealerCommit, ids, st.dictionaries(small, b32, min_size=1, max_size=4), b32,
+                              st.dictionaries(ids, st.tuples(small, st.binary(min_size=1, max_size=200)), max_size=3)),
     B.JobRoot: st.builds(B.JobRoot, ids, ids, small, small, b32, st.integers(0, 1 << 30),
                          st.binary(min_size=96, max_size=96), b32, b32, b32,
                          st.lists(st.builds(B.Receipt, small, small, b32, st.binary(min_size=64, max_size=64)),
@@ -38,6 +39,7 @@ BODIES = {
                          st.lists(ids, max_size=3).map(tuple)),
     B.Heartbeat: st.builds(B.Heartbeat, ids, st.lists(ids, max_size=4).map(tuple)),
     B.JobFail: st.builds(B.JobFail, ids, st.text(min_size=1, max_size=40)),
+    B.JobResume: st.builds(B.JobResume, ids, small, ids, ids),
 }
 
 
