@@ -11,8 +11,12 @@ shipped model; jobs run on the first 3 R nodes (node i = replica i div 3 of shar
 - failover (R >= 2): a second job in which one replica is SIGKILLed right after token 2; the time from
   the kill to the next token, against the token before it (seconds lost = the difference);
 - plaintext: the float32 model's greedy tokens and time, in the same run; every job's tokens must equal them.
+- resumption (R = 1, with R >= 2 also measured, so a standby holding index 0 exists): a job with a
+  standby that loses nothing (what holding a standby costs: every message kept, every round polled), then
+  one whose node 0 is SIGKILLed right after token 2: the standby takes index 0 over (job.resume), replays
+  the peers' messages and the job goes on; the time from the kill to the next token against the token
+  before it, and the client's loss-to-take-over time.
 All processes share this machine's cores: with R replicas R times as many processes compute each token.
-Resumption by a standby node (every replica of an index lost) is not implemented yet.
 """
 from __future__ import annotations
 
@@ -83,6 +87,26 @@ def main() -> None:
                                failover_token_after_s=statistics.median(gaps) if gaps else None)
                     net.start_node(victim)
                     net.wait_serving(net.nodes[victim].node_id, 300)
+                if R == 1 and rmax >= 2:
+                    standby = [net.nodes[N].node_id]  # holds share index 0 (replica 1's node)
+                    sb = net.run_job(model_id, ids, T, "bench-r1-standby", replicas=1, standby=standby)
+                    times, kill = [], []
+
+                    def on_token_r(i: int, _t: int) -> None:
+                        times.append(time.perf_counter())
+                        if i == 1:
+                            kill.append(net.kill_node(0))
+
+                    rs = net.run_job(model_id, ids, T, "bench-r1-resume", replicas=1, standby=standby,
+                                     on_token=on_token_r)
+                    before = times[1] - times[0]
+                    after = times[2] - kill[0]
+                    run.update(standby_online_s_per_token=sb["online_seconds"] / T,
+                               resume_tokens_equal_plaintext=rs["tokens"] == ref, resume=rs["resumed"],
+                               resume_token_before_s=before, resume_kill_to_next_token_s=after,
+                               resume_seconds_lost=max(0.0, after - before))
+                    net.start_node(0)
+                    net.wait_serving(net.nodes[0].node_id, 300)
                 out["runs"].append(run)
                 rows.append([R, str(run["tokens_equal_plaintext"]), run["rounds_per_token"],
                              f"{run['bytes_per_party_per_token'] / 1e6:.2f}" if run["bytes_per_party_per_token"] else "-",
@@ -97,7 +121,16 @@ def main() -> None:
     print_table(f"replicas, shipped model, N = {N}, {T} tokens (plaintext {plain / T * 1e3:.1f} ms/token)",
                 ["R", "= plaintext", "rounds/token", "MB/party/token", "online s/token", "x plaintext",
                  "kill -> next token (s)", "seconds lost", "failover = plaintext"], rows)
-    print("resumption by a standby node: not implemented yet")
+    r1 = next((r for r in out["runs"] if "resume_kill_to_next_token_s" in r), None)
+    if r1 is not None:
+        take = r1["resume"][0] if r1["resume"] else {}
+        print_table("resumption by a standby (R = 1, node 0 SIGKILLed after token 2)",
+                    ["online s/token, no standby", "with a standby, no loss", "kill -> next token (s)",
+                     "token before (s)", "seconds lost", "loss -> take-over (client, s)", "resumed at step",
+                     "= plaintext"],
+                    [[r1["online_s_per_token"], r1["standby_online_s_per_token"],
+                      r1["resume_kill_to_next_token_s"], r1["resume_token_before_s"], r1["resume_seconds_lost"],
+                      take.get("seconds", "-"), take.get("step", "-"), str(r1["resume_tokens_equal_plaintext"])]])
     write_json(args.json, out)
 
 

@@ -40,11 +40,12 @@ def render_verdict(console: Console, v: Verdict, nodes: dict[int, str] | None = 
              f"opened share indices: {[p.party for p in v.parties if p.status != 'not opened']}, "
              f"left closed: {v.closed_party} (never all N)",
              f"worst-case miss probability: {miss}", f"audit time: {v.seconds:.2f} s"]
-    for status, what in (("unresponsive", "replicas lost mid-job (unresponsive, not accused)"),
+    for status, what in (("unresponsive", "nodes lost mid-job (unresponsive, not accused)"),
                          ("divergent", "replicas whose job root differs from their index's (divergent)")):
         named = [f"{r['node']} (index {r['party']}, replica {r['replica']})" for r in v.replicas if r["status"] == status]
         if named:
             lines.append(f"{what}: {', '.join(named)}")
+    lines += [f"resumed: {r['reason']}" for r in v.replicas if "resumed its index" in r.get("reason", "")]
     if v.noise:
         lines.append(f"entries that did not count (noise): {len(v.noise)}")
     if checks:
