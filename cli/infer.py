@@ -293,7 +293,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
                      help="registered nodes that hold a share of the model and stand by (R = 1 only): if every "
                      "node of a share index is lost mid-job, the client hands the index to a standby holding it "
                      "(job.resume), which recomputes the lost node's part from the peers' recorded messages and "
-                     "the job goes on with the same tokens. The last share index cannot be resumed")
+                     "the job goes on with the same tokens")
     net.add_argument("--key", type=Path, default=None, metavar="FILE",
                      help="the client's key file (also the dealer's without --dealer; default: $SHARDPROOF_KEY, "
                      "else `key` in the config file)")

@@ -32,7 +32,7 @@ which entries count (specs/ledger.md, "Who may write what").
 |                    |                                                   | waiting for it)                      |
 | job.resume         | the job's opener; the first per index, before     | a standby named in job.open that the |
 |                    | the index has a root and before any job.fail      | publication delivered that index to, |
-|                    | (R = 1, not the last index: `_resume_problem`)    | holding no index of the job; `lost`  |
+|                    | (R = 1 jobs: `_resume_problem`)                   | holding no index of the job; `lost`  |
 |                    |                                                   | = the index's node; operator rule    |
 | node.heartbeat     | the node itself (author = body.node); not a job   | - (the latest one: `last_heartbeat`) |
 |                    | entry                                             |                                      |
@@ -501,9 +501,8 @@ def _resume_problem(view: JobView, rs: B.JobResume, author: str, operator_of: Ca
         return "job.resume before a counted job.assign"
     if view.replicas != 1:
         return "job.resume in a job with replicas (its replicas carry an index; a standby resumes R = 1 jobs)"
-    if not 0 <= rs.party < n - 1:
-        return (f"job.resume of share index {rs.party}: a standby can resume indices 0..{n - 2} (the last one "
-                "holds the dealer's correction stream)")
+    if not 0 <= rs.party < n:
+        return f"job.resume of share index {rs.party}, outside 0..{n - 1}"
     if rs.party in view.roots:
         return f"job.resume of share index {rs.party}, which already finished (its job root is on the ledger)"
     if rs.party in view.resumes:

@@ -362,7 +362,8 @@ class NodeDaemon:
         torch.set_num_threads(1)
         t0 = time.perf_counter()
         if info.resume is not None:
-            mesh = rejoin_job(info.rendezvous, rank, n, info.job_id, self.timeout_s, self.node_id, self.keys.sign)
+            mesh = rejoin_job(info.rendezvous, rank, n, info.job_id, self.timeout_s, self.node_id, self.keys.sign,
+                              with_dealer=p == n - 1)
         else:
             mesh = join_job(info.rendezvous, rank, n, info.job_id, self.timeout_s, replicas=R, resumable=info.resumable)
         t_join = time.perf_counter()
@@ -372,9 +373,9 @@ class NodeDaemon:
         bcast = BroadcastLog(rank, layout.party_ranks, tuple(layout.peer_ranks(rank)))
         have = 0  # steps whose output the client already has (a standby does not send those again)
         try:
-            if info.resume is not None:
+            if info.resume is not None and p != n - 1:
                 sealed = self._standby_seed(info)
-            else:
+            else:  # the dealer's sealed message (to a standby of the last index: when it takes over)
                 sealed = mesh.recv(dealer, MAX_SEALED)
             seed_msg = decode_cbor(open_(self.keys, sealed, dealer_peer.x25519, sender=info.dealer,
                                          job=info.job_id, purpose=PURPOSE_DEALER, replay=guard).payload)

@@ -33,6 +33,7 @@ import torch
 from ledger import Ledger
 from ledger import entries as E
 from ledger import merkle
+from ledger.keys import ed25519_verify
 from ledger.subscribe import Subscription
 from mpc_core.dealer import Request, TrustedDealer, kind_spec
 from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_from_bytes
@@ -445,10 +446,16 @@ def run_dealer_job(led: Ledger, keys: NodeKeys, job_id: str, state_dir: str | os
     log.info("job %s: offline phase: %d requests planned in %.2f s, %d bytes of corrections computed in %.2f s",
              job_id, len(plan), plan_s, offline.corrections_bytes, offline.corrections_seconds)
     dealer = _LoggingDealer(trusted, offline.requests)
-    mesh = join_job(rendezvous, dealer_rank(n, replicas), n, job_id, timeout_s, replicas=replicas)
+    resumable = replicas == 1 and bool(B.JobOpen.from_entry(opens[0].entry).standby)
+    mesh = join_job(rendezvous, dealer_rank(n, replicas), n, job_id, timeout_s, replicas=replicas,
+                    resumable=resumable)
     lost: dict[int, str] = {}  # replica ranks that went away (the job goes on while each index has one)
     try:
         key = os.urandom(CORRECTION_KEY_BYTES)
+        if resumable:  # R = 1 with standbys: the last party may be handed to a standby mid-job
+            used = _serve_resumable(led, keys, dealer, mesh, n, job_id, key, offline, trusted, by_rank,
+                                    {r: pk.x25519 for r, pk in peers.items()}, timeout_s)
+            return _finish(path, state, dealer, used, plan, job_id)
         for r in range(layout.party_ranks):
             p = layout.party_of(r)
             msg = {"seed": trusted.party_seed(p)}
@@ -469,6 +476,10 @@ def run_dealer_job(led: Ledger, keys: NodeKeys, job_id: str, state_dir: str | os
         mesh.close()
     if lost:
         log.warning("job %s: lost replica rank(s) %s", job_id, ", ".join(f"{r} ({why})" for r, why in lost.items()))
+    return _finish(path, state, dealer, used, plan, job_id)
+
+
+def _finish(path: Path, state: dict, dealer: "_LoggingDealer", used: int, plan: Plan, job_id: str) -> Path:
     state.update(requests=dealer.log, status="done")
     write_secret(path, canonical_cbor(state))
     log.info("job %s: the last party used %d correction requests (%d planned, %d answered online)", job_id, used,
@@ -476,17 +487,58 @@ def run_dealer_job(led: Ledger, keys: NodeKeys, job_id: str, state_dir: str | os
     return path
 
 
+def _serve_resumable(led: Ledger, keys: NodeKeys, dealer: "_LoggingDealer", mesh: Mesh, n: int, job_id: str,
+                     key: bytes, offline: "Offline", trusted: TrustedDealer, nodes: dict[int, str],
+                     x25519s: dict[int, bytes], timeout_s: float) -> int:
+    """Serve the seeds and the last party's material in a job with standbys (R = 1): if the last party is
+    lost at any point, hold for the standby a counted job.resume names (its signed rejoin, mpc_core.mesh)
+    and serve it the same material from the start (specs/node-daemon.md section 8); returns the requests
+    used. Parties 0..N-2 get their seed once (their standbys get theirs from dealer.commit)."""
+    last = n - 1
+    for r in range(last):  # a party lost before its seed is the peers' and the client's to hand over
+        try:
+            mesh.send(r, seal(keys, x25519s[r], nodes[r], job_id, PURPOSE_DEALER,
+                              canonical_cbor({"seed": trusted.party_seed(r)}), 0))
+        except TransportError as exc:
+            log.warning("job %s: party %d is lost before its seed (%s)", job_id, r, exc)
+    node, x25519 = nodes[last], x25519s[last]
+    while True:
+        try:
+            msg = {"seed": trusted.party_seed(last), "corrections_key": key, "prefetch": offline.header()}
+            mesh.send(last, seal(keys, x25519, node, job_id, PURPOSE_DEALER, canonical_cbor(msg), 0))
+            send_prefetch(keys, mesh, x25519, node, job_id, offline, last)
+            return serve_corrections(dealer, mesh, last, job_id, key)
+        except TransportError as exc:
+            log.warning("job %s: the last party (%s) is lost (%s); holding for a standby", job_id, node, exc)
+
+            def check(who: str, statement: bytes, sig: bytes) -> bool:
+                rs = read_job_from_ledger(led, job_id).resumes.get(last)
+                peer = lookup_peer(led, who) if rs is not None and rs.body.standby == who else None
+                return peer is not None and ed25519_verify(peer.ed25519, statement, sig)
+
+            def give_up() -> str:
+                jf = job_failed(led, job_id)
+                return f"the job's opener closed it: {jf.reason}" if jf is not None else ""
+
+            node = mesh.admit_rejoin(last, check, time.monotonic() + timeout_s, give_up)
+            x25519 = lookup_peer(led, node).x25519
+            log.info("job %s: standby %s took over the last party; serving it the job's material", job_id, node)
+
+
 def _standby_seeds(led: Ledger, keys: NodeKeys, job_id: str, trusted: TrustedDealer, assigned: set[str], n: int,
                    replicas: int) -> dict[str, tuple[int, bytes]]:
     """The seed of each standby's share index, sealed to it, for the dealer.commit (specs/node-daemon.md
-    section 8): a standby job.open names that the publication delivered an index 0..N-2 to, in an R = 1 job.
-    Others are skipped (protocol.job_view would not count their job.resume)."""
+    section 8): a standby job.open names that the publication delivered an index 0..N-2 to, in an R = 1 job
+    (a standby of the last index gets its seed with the correction stream, on the mesh, when it takes over:
+    `_serve_resumable`). Others are skipped (protocol.job_view would not count their job.resume)."""
     view = read_job_from_ledger(led, job_id)
     out: dict[str, tuple[int, bytes]] = {}
     for node in view.open.body.standby:
         idx = view.publish.body.delivered_index(node) if view.publish is not None else None
         peer = lookup_peer(led, node)
-        if node in assigned or replicas != 1 or idx is None or idx >= n - 1 or peer is None or peer.x25519 is None:
+        if idx == n - 1 and node not in assigned and replicas == 1:
+            continue  # served on the mesh when it takes over
+        if node in assigned or replicas != 1 or idx is None or not 0 <= idx < n or peer is None or peer.x25519 is None:
             log.warning("job %s: standby %r cannot resume an index of this job; no seed sealed to it", job_id, node)
             continue
         msg = canonical_cbor({"seed": trusted.party_seed(idx), "party": idx})

@@ -102,7 +102,7 @@ def standby_plan(led: Ledger, standby: list[str], node_ids: list[str], model_id:
     """Share index -> the standbys that can resume it, in the order given (specs/node-daemon.md section 8).
     Raises StandbyRefused, before anything is posted, for a standby the ledger would not count: in a job
     with replicas, named twice or among the job's nodes, unregistered, holding no share of the model, or
-    holding the last index (whose dealer correction stream a standby cannot take over yet)."""
+    whose operator holds another index of the job."""
     if not standby:
         return {}
     if replicas != 1:
@@ -121,9 +121,6 @@ def standby_plan(led: Ledger, standby: list[str], node_ids: list[str], model_id:
         idx = pub.delivered_index(node)
         if idx is None:
             raise StandbyRefused(f"standby {node!r} holds no share of model {model_id} (no delivery to it)")
-        if idx == n - 1:
-            raise StandbyRefused(f"standby {node!r} holds share index {idx}, the last one: a standby can resume "
-                                 f"indices 0..{n - 2} (the last holds the dealer's correction stream)")
         out.setdefault(idx, []).append(node)
     rows = [B.Assignment(nd, p, 0) for p, nd in enumerate(node_ids)]
 

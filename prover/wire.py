@@ -77,11 +77,12 @@ def join_job(rendezvous: str, rank: int, n_parties: int, job_id: str, timeout_s:
 
 
 def rejoin_job(rendezvous: str, rank: int, n_parties: int, job_id: str, timeout_s: float, node_id: str,
-               sign) -> Mesh:
-    """As a standby, take over party `rank` of a running job (R = 1): link the client and every other party,
-    with a hello signed by `sign` (the standby's Ed25519 key)."""
+               sign, with_dealer: bool = False) -> Mesh:
+    """As a standby, take over party `rank` of a running job (R = 1): link the client and every other party
+    (and the dealer: `with_dealer`, the last party's correction stream), with a hello signed by `sign` (the
+    standby's Ed25519 key)."""
     world = world_size(n_parties)
     job = job_id.encode()
     hello = rejoin_hello(job, world, rank, node_id, sign(rejoin_statement(job, world, rank, node_id)))
-    peers = [j for j in range(n_parties) if j != rank]
+    peers = [j for j in range(n_parties) if j != rank] + ([dealer_rank(n_parties)] if with_dealer else [])
     return rejoin_mesh(rendezvous, rank, world, job, hello, peers, timeout_s)

@@ -27,7 +27,7 @@ PROMPT = [3, 1, 4]
 STEPS = 4
 N = 3
 TIMEOUT_S = 120
-KILLS_QUICK = 2  # make test: this many kills at random points ...
+KILLS_QUICK = 3  # make test: one kill per share index at a random point ...
 KILLS = 8  # ... make soak
 pytestmark = pytest.mark.timeout(1800)
 _jobs = itertools.count()
@@ -82,8 +82,8 @@ def _run(net, model_id, job_id, **kw) -> dict:
 @pytest.mark.parametrize("kills", [pytest.param(KILLS_QUICK, id="quick"),
                                    pytest.param(KILLS, marks=pytest.mark.soak, id="many")])
 def test_a_node_killed_mid_job_is_resumed_by_its_standby_with_the_same_tokens(network, kills, request):
-    """SIGKILL node 0 or 1 at a random point after it joined the mesh, with the other index's holder among
-    nodes 3-4 as its standby: the standby takes the index over, the job finishes with the plaintext greedy
+    """SIGKILL node 0, 1 or 2 at a random point after it joined the mesh, with its index's other holder among
+    nodes 3-5 as its standby (for the last index the dealer serves the standby the correction stream again): the standby takes the index over, the job finishes with the plaintext greedy
     tokens (an uninterrupted run's), the standby's root is the index's, the audit is clean and lists the
     killed node as unresponsive, and the client's result names the take-over."""
     net, model_id, ref = network
@@ -92,7 +92,7 @@ def test_a_node_killed_mid_job_is_resumed_by_its_standby_with_the_same_tokens(ne
     rng = random.Random(4321)
     resumed_steps = []
     for k in range(kills):
-        p = rng.randrange(N - 1)  # the last index holds the dealer's correction stream: not resumable
+        p = k % N if k < N else rng.randrange(N)  # every index, the last one (the dealer's corrections) too
         victim, standby = net.nodes[p].node_id, net.nodes[p + N].node_id
         job_id = _job_id(f"resume{k}")
         outcome: dict = {}
@@ -113,6 +113,9 @@ def test_a_node_killed_mid_job_is_resumed_by_its_standby_with_the_same_tokens(ne
         t.join(4 * net.timeout_s)
         try:
             assert not t.is_alive(), "the client hung after a node died"
+            if "error" in outcome and "not every node posted its job root" in str(outcome["error"]) and (
+                    f"job {job_id}: rank {p} sent" in log.read_text(errors="replace")):
+                continue  # killed after its last round, before its root: nothing to resume (node-daemon.md 8)
             assert "result" in outcome, (outcome, net.logs())
             out = outcome["result"]
             assert out["tokens"] == ref, (out, net.logs())
@@ -138,13 +141,13 @@ def test_a_node_killed_mid_job_is_resumed_by_its_standby_with_the_same_tokens(ne
 
 
 def test_standbys_the_ledger_would_not_count_are_refused_before_anything_is_written(network, request):
-    """A standby that holds no share of the model, one holding the last index, one that is a node of the job,
-    and a standby with replicas: each refused with a clear error before job.open is posted."""
+    """An unregistered standby, one that holds no share of the model, one that is a node of the job, and a
+    standby with replicas: each refused with a clear error before job.open is posted."""
     net, model_id, _ = network
     _sqlite_only_in_make_test(net, request)
     from prover.remote_client import RemoteJobError, run_remote_job
 
-    cases = {"nobody": "not registered", net.owner.node_id: "holds no share", net.nodes[5].node_id: "the last one",
+    cases = {"nobody": "not registered", net.owner.node_id: "holds no share",
              net.nodes[1].node_id: "one of the job's nodes"}
     refused = []
     for node, why in cases.items():
@@ -192,7 +195,7 @@ def test_infer_refuses_a_standby_that_cannot_resume_with_one_line_and_posts_noth
     job_id = _job_id("cli-refused")
     rc = main(["infer", "--ledger", net.url, "--nodes", ",".join(_ids(net, range(N))), "--key", str(key),
                "--model-id", model_id, "--prompt", "x", "--max-new-tokens", "2", "--job-id", job_id,
-               "--standby", net.nodes[5].node_id, "--json"])
+               "--standby", net.owner.node_id, "--json"])
     err = capsys.readouterr().err
-    assert rc == 2 and "not starting the job" in err and "the last one" in err, err
+    assert rc == 2 and "not starting the job" in err and "holds no share" in err, err
     assert net.ledger.query(job_id=job_id) == []

@@ -50,6 +50,7 @@ def _root(node: str, party: int) -> E.Entry:
 
 
 def test_a_counted_resumption_makes_the_standby_the_index_node():
+    assert _view(_resume(2, "node-f", "node-c")).resumes[2].body.standby == "node-f"  # the last index too
     view = _view(_resume(0, "node-d", "node-a"))
     assert view.noise == [] and view.resumes[0].body.standby == "node-d"
     assert view.replica_nodes[(0, 0)] == "node-d" and view.nodes_of(0) == ["node-d"]
@@ -69,7 +70,7 @@ def _noise(*extra: E.Entry, **kw) -> str:
 def test_every_refused_resumption_is_noise_that_says_why():
     assert "not by the job's opener" in _noise(_resume(0, "node-d", "node-a", OTHER))
     assert "holds no share of index 1" in _noise(_resume(1, "node-d", "node-b"))  # node-d holds index 0
-    assert "the last one holds the dealer's" in _noise(_resume(2, "node-f", "node-c"))
+    assert "outside 0..2" in _noise(_resume(3, "node-f", "node-c"))
     assert "does not name as a standby" in _noise(_resume(0, "node-d", "node-a"), base=_entries(standby=()))
     assert "'node-b' was lost, but share index 0 is 'node-a'" in _noise(_resume(0, "node-d", "node-b"))
     assert "already holds a share index" in _noise(_resume(0, "node-b", "node-a"),
