@@ -201,14 +201,16 @@ class Mesh:
 
     def _exchange(self, outgoing: Mapping[int, bytes | bytearray | memoryview], max_len: int,
                   lost: dict[int, TransportError] | None = None, recv_only: tuple[int, ...] = (),
-                  rejoin: Callable[[int, TransportError], None] | None = None) -> dict[int, bytearray]:
+                  rejoin: Callable[[int, TransportError], int | None] | None = None) -> dict[int, bytearray]:
         """The exchange; with `lost`, a peer's transport failure is recorded there (and its link dropped)
         instead of raised. The ranks of `recv_only` are received from without being sent anything.
 
-        With `rejoin`, a lost peer is held for instead: `rejoin(rank, why)` returns once `links[rank]` is a
-        new link that already has everything this rank owes it (MeshCommunicator: the replay), and this
-        round's message is then read from it. It is called as soon as the loss shows, whatever else the
-        round waits for (a peer may be waiting for the same standby), and fails the round if it raises."""
+        With `rejoin`, a lost peer may be held for instead: `rejoin(rank, why)` returns None (the rank is
+        lost as without it) or, once `links[r]` is a new link that already has everything this rank owes
+        it (MeshCommunicator: the replay), the rank r whose message of this round is then read from it (r
+        is the lost rank, or with replicas the index's replica 0, which a standby takes over). It is called
+        as soon as the loss shows, whatever else the round waits for (a peer may be waiting for the same
+        standby), and fails the round if it raises."""
         outgoing = dict(outgoing)
         for j in recv_only:
             outgoing.setdefault(j, None)
@@ -271,13 +273,19 @@ class Mesh:
                 fail(j, exc)
                 return
             self.drop(j)
-            rejoin(j, exc)  # raises if nobody takes the rank over
-            s = socks[j] = self._link(j)
-            by_fd[s.fileno()] = j
-            send_buf[j], sent[j], head[j], body[j], got[j] = memoryview(b""), 0, bytearray(FRAME.size), None, 0
-            done_in.discard(j)
+            back = rejoin(j, exc)  # raises if nobody takes the rank over
+            if back is None:
+                fail(j, exc)
+                return
+            if back != j:
+                fail(j, exc)
+            s = socks[back] = self._link(back)
+            by_fd[s.fileno()] = back
+            send_buf[back], sent[back], head[back], body[back], got[back] = (memoryview(b""), 0, bytearray(FRAME.size),
+                                                                              None, 0)
+            done_in.discard(back)
             poller.register(s, select.POLLIN)
-            active.add(j)
+            active.add(back)
             quiet_since = time.monotonic()
 
         while any(pending(j) for j in active):
@@ -329,16 +337,18 @@ class Mesh:
         return {j: body[j] for j in active}
 
     def admit_rejoin(self, rank: int, check: "RejoinCheck", deadline: float,
-                     give_up: Callable[[], str] | None = None) -> str:
+                     give_up: Callable[[], str] | None = None, live: set[int] | None = None) -> str:
         """Wait on the kept listener for the standby taking over `rank` (`accept_rejoin`) and link it in place
-        of the lost one; the host then sends it the rank table. Returns the standby's node id."""
+        of the lost one; the host then sends it the rank table (of the `live` ranks, default all). Returns the
+        standby's node id."""
         if self.listener is None:
             raise MeshError(f"rank {self.rank} kept no listener: rank {rank} cannot rejoin")
         self.drop(rank)
         s, node = accept_rejoin(self.listener, self.job, self.world, rank, check, self.timeout_s, deadline, give_up)
         self.links[rank] = s
         if self.rank == self.world - 1:
-            _send_frame(s, canonical_cbor(self.table), f"rank {rank}")
+            table = {r: a for r, a in self.table.items() if live is None or r in live}
+            _send_frame(s, canonical_cbor(table), f"rank {rank}")
         return node
 
     def close(self) -> None:
@@ -531,8 +541,9 @@ def accept_rejoin(listener: socket.socket, job: bytes, world: int, rank: int, ch
 
 def rejoin_mesh(rendezvous: str, rank: int, world: int, job: bytes, hello: bytes, connect_to: list[int],
                 timeout_s: float) -> Mesh:
-    """Take over `rank` of a running mesh: send `hello` (`rejoin_hello`) to the host, read its table, and
-    connect to each rank of `connect_to` with the same hello. The returned mesh links those ranks and the host."""
+    """Take over `rank` of a running mesh: send `hello` (`rejoin_hello`) to the host, read its table (the ranks
+    still live), and connect to each rank of `connect_to` the table lists, with the same hello. The returned
+    mesh links those ranks and the host."""
     deadline = time.monotonic() + timeout_s
     host_rank = world - 1
     links: dict[int, socket.socket] = {}
@@ -541,10 +552,10 @@ def rejoin_mesh(rendezvous: str, rank: int, world: int, job: bytes, hello: bytes
         links[host_rank] = s
         _send_frame(s, hello, f"rank {host_rank}")
         table = decode_cbor(bytes(_recv_frame(s, f"rank {host_rank}", 64 * world + MAX_HELLO)))
-        if not isinstance(table, dict) or not set(connect_to) <= set(table) - {rank}:
+        if not isinstance(table, dict) or not all(isinstance(a, str) for a in table.values()):
             raise MeshError("the rendezvous host sent a bad rank table")
         for j in connect_to:
-            if j == host_rank:
+            if j == host_rank or j == rank or j not in table:
                 continue
             links[j] = _connect(str(table[j]), deadline, timeout_s)
             _send_frame(links[j], hello, f"rank {j}")
@@ -607,13 +618,14 @@ class MeshCommunicator(Communicator):
             payloads = {j: b for j, b in payloads.items() if j not in quiet}
         self.sent_bytes += sum(len(b) for b in payloads.values())
         # Without replicas or a standby there is nothing to fall back on: a lost peer fails the round.
-        resumable = self.rejoin is not None and self.layout.replicas == 1
+        resumable = self.rejoin is not None
         lost: dict[int, TransportError] | None = {} if self.layout.replicas > 1 else None
         # With a standby, a lost rank is held for in the round it was lost in, then replayed to (`_resume`).
-        hold = (lambda j, why: self._resume(j, round_index, why)) if resumable else None
+        hold = (lambda j, why: self._resume(j, round_index, why, sends, lost)) if resumable else None
         got = self.mesh._exchange(payloads, MAX_FRAME, lost, quiet, hold)
         for j, exc in (lost or {}).items():
-            self.live.remove(j)  # gone for the rest of the job
+            if j in self.live:
+                self.live.remove(j)  # gone for the rest of the job
             self.lost[j] = f"{type(exc).__name__}: {exc}"
         # Assemble (N, *shape) in numpy: a round is a few small messages, and torch's per-call cost would dominate it.
         out = torch.empty((self.n_parties, *mine.shape), dtype=mine.dtype)
@@ -646,24 +658,44 @@ class MeshCommunicator(Communicator):
                                          f"rank {j} received from the lost rank in rounds 0..{count - 1}")
         return out
 
-    def _resume(self, j: int, round_index: int, why: TransportError) -> None:
-        """Peer side of a resumption: wait for the standby of lost rank `j`, send it what it needs to catch up
-        (the rounds received from `j`, the chain head over them, then every message sent to `j` so far, this
-        round's included); the exchange then reads its message of this round."""
+    def _resume(self, j: int, round_index: int, why: TransportError, sends: dict, lost: dict | None) -> int | None:
+        """Peer side of a resumption. Rank `j` is lost: if a twin of its index is live, it is dropped as usual
+        (None). Else wait for the standby of the index (it takes the rank of replica 0, r), hand it what it
+        needs to catch up: the rounds received from `j` (the index's last live replica), the chain head over
+        them, then every message sent to `j` so far, this round's included; r's chains continue `j`'s. Returns
+        r, whose message of this round the exchange then reads."""
         log = self.broadcast_log
         if log is None:
             raise MeshError("a resumable rank needs a broadcast log (the standby's messages are checked against it)")
-        self.rejoin(j, why)  # type: ignore[misc]
-        self.mesh.send(j, canonical_cbor([log.counts[j], log.received[j]]))
-        for b in self.history.get(j, []):
-            self.mesh.send(j, b)
-        self.rejoined[j] = round_index
+        q = self.layout.party_of(j)
+        twins = [t for t in self.layout.ranks_of(q) if t != j and t in self.live and t not in (lost or {})]
+        if twins:
+            return None
+        r = self.layout.ranks_of(q)[0]
+        self.rejoin(r, why)  # type: ignore[misc]
+        if r != j:  # the standby continues the chains of the replica it replaces in the peers' eyes
+            log.sent[r], log.received[r], log.counts[r] = log.sent[j], log.received[j], log.counts[j]
+            self.history[r] = self.history.get(j, [])
+            sends[r] = sends[j]
+            if r not in self.live:
+                self.live.append(r)
+            self.lost.pop(r, None)
+        self.mesh.send(r, canonical_cbor([log.counts[r], log.received[r]]))
+        for b in self.history.get(r, []):
+            self.mesh.send(r, b)
+        self.rejoined[r] = round_index
+        return r
 
     def catch_up(self, headers: Mapping[int, object]) -> None:
         """Standby side: read each peer's resumption header (`[rounds received from the lost rank, chain head]`)
         from `headers` (rank -> decoded frame). From then on the rounds a peer already has are recomputed
         and chained but not sent; when they are done the chain must equal the peer's head (ResumeMismatch)."""
         for j in self.peers:
+            if j not in headers:  # a replica of another index that was lost before the take-over
+                if j in self.live:
+                    self.live.remove(j)
+                self.lost[j] = "lost before the standby took over"
+                continue
             h = headers.get(j)
             if not (isinstance(h, list) and len(h) == 2 and isinstance(h[0], int) and not isinstance(h[0], bool)
                     and h[0] >= 0 and isinstance(h[1], bytes) and len(h[1]) == 32):

@@ -32,8 +32,9 @@ which entries count (specs/ledger.md, "Who may write what").
 |                    |                                                   | waiting for it)                      |
 | job.resume         | the job's opener; the first per index, before     | a standby named in job.open that the |
 |                    | the index has a root and before any job.fail      | publication delivered that index to, |
-|                    | (R = 1 jobs: `_resume_problem`)                   | holding no index of the job; `lost`  |
-|                    |                                                   | = the index's node; operator rule    |
+|                    | (`_resume_problem`)                               | holding no index of the job; `lost`  |
+|                    |                                                   | = the index's replica-0 node;        |
+|                    |                                                   | operator rule                        |
 | node.heartbeat     | the node itself (author = body.node); not a job   | - (the latest one: `last_heartbeat`) |
 |                    | entry                                             |                                      |
 
@@ -499,8 +500,6 @@ def _resume_problem(view: JobView, rs: B.JobResume, author: str, operator_of: Ca
         return "job.resume after the job was closed (job.fail)"
     if view.assign is None:
         return "job.resume before a counted job.assign"
-    if view.replicas != 1:
-        return "job.resume in a job with replicas (its replicas carry an index; a standby resumes R = 1 jobs)"
     if not 0 <= rs.party < n:
         return f"job.resume of share index {rs.party}, outside 0..{n - 1}"
     if rs.party in view.roots:
@@ -511,7 +510,8 @@ def _resume_problem(view: JobView, rs: B.JobResume, author: str, operator_of: Ca
         return f"job.resume names {rs.standby!r}, which job.open does not name as a standby"
     current = view.replica_nodes
     if rs.lost != current.get((rs.party, 0)):
-        return f"job.resume says {rs.lost!r} was lost, but share index {rs.party} is {current.get((rs.party, 0))!r}'s"
+        return (f"job.resume says {rs.lost!r} was lost, but share index {rs.party}'s replica 0 is "
+                f"{current.get((rs.party, 0))!r}'s")
     if rs.standby in current.values():
         return f"job.resume names {rs.standby!r}, which already holds a share index of the job"
     if view.publish is None or view.publish.body.delivered_index(rs.standby) != rs.party:

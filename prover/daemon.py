@@ -93,12 +93,12 @@ class JobInfo:
     refresh: bool = False  # use the job's refreshed weight shares (protocol.weight_refresh)
     replica: int = 0
     replicas: int = 1
-    standby: tuple[str, ...] = ()  # the job's standby nodes: with any (R = 1), a lost party is waited for
+    standby: tuple[str, ...] = ()  # the job's standby nodes: with any, an index that lost every node is waited for
     resume: B.JobResume | None = None  # set when this node is the standby taking the party over
 
     @property
     def resumable(self) -> bool:
-        return bool(self.standby) and self.replicas == 1
+        return bool(self.standby)
 
     @property
     def layout(self) -> Layout:
@@ -363,7 +363,7 @@ class NodeDaemon:
         t0 = time.perf_counter()
         if info.resume is not None:
             mesh = rejoin_job(info.rendezvous, rank, n, info.job_id, self.timeout_s, self.node_id, self.keys.sign,
-                              with_dealer=p == n - 1)
+                              with_dealer=p == n - 1, replicas=R)
         else:
             mesh = join_job(info.rendezvous, rank, n, info.job_id, self.timeout_s, replicas=R, resumable=info.resumable)
         t_join = time.perf_counter()
@@ -395,7 +395,7 @@ class NodeDaemon:
             comm = self.make_communicator(mesh, n, bcast, R)
             if info.resume is not None:  # the client's and the peers' resumption headers (specs/node-daemon.md 8)
                 have = self._client_header(mesh, client, info)
-                comm.catch_up({j: self._header(mesh, j) for j in comm.peers})
+                comm.catch_up({j: self._header(mesh, j) for j in comm.peers if j in mesh.links})
                 log.info("job %s: resuming party %d for %s from step %d", info.job_id, p, info.resume.lost, have)
             elif info.resumable:
                 comm.rejoin = lambda j, why: self._await_standby(info, mesh, j, why)

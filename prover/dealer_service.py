@@ -446,13 +446,13 @@ def run_dealer_job(led: Ledger, keys: NodeKeys, job_id: str, state_dir: str | os
     log.info("job %s: offline phase: %d requests planned in %.2f s, %d bytes of corrections computed in %.2f s",
              job_id, len(plan), plan_s, offline.corrections_bytes, offline.corrections_seconds)
     dealer = _LoggingDealer(trusted, offline.requests)
-    resumable = replicas == 1 and bool(B.JobOpen.from_entry(opens[0].entry).standby)
+    resumable = bool(B.JobOpen.from_entry(opens[0].entry).standby)
     mesh = join_job(rendezvous, dealer_rank(n, replicas), n, job_id, timeout_s, replicas=replicas,
                     resumable=resumable)
     lost: dict[int, str] = {}  # replica ranks that went away (the job goes on while each index has one)
     try:
         key = os.urandom(CORRECTION_KEY_BYTES)
-        if resumable:  # R = 1 with standbys: the last party may be handed to a standby mid-job
+        if resumable and replicas == 1:  # R = 1 with standbys: the last party may be handed to a standby mid-job
             used = _serve_resumable(led, keys, dealer, mesh, n, job_id, key, offline, trusted, by_rank,
                                     {r: pk.x25519 for r, pk in peers.items()}, timeout_s)
             return _finish(path, state, dealer, used, plan, job_id)
@@ -471,7 +471,13 @@ def run_dealer_job(led: Ledger, keys: NodeKeys, job_id: str, state_dir: str | os
                 keys, mesh, peers[r].x25519, by_rank[r], job_id, offline, r))
         log.info("job %s: sent party %d the plan and its corrections, %d bytes in %d sealed messages, in %.2f s",
                  job_id, n - 1, len(offline.stream), offline.header()["messages"], time.perf_counter() - t0)
-        used = serve_replicas(dealer, mesh, [r for r in lasts if r not in lost], job_id, key, lost)
+        try:
+            used = serve_replicas(dealer, mesh, [r for r in lasts if r not in lost], job_id, key, lost)
+        except DealerServiceError as exc:
+            if not resumable or any(r not in lost for r in layout.ranks_of(n - 1)):
+                raise
+            used = _serve_standby(led, keys, dealer, mesh, layout.rank(n - 1, 0), n, job_id, key, offline, trusted,
+                                  timeout_s, exc)
     finally:
         mesh.close()
     if lost:
@@ -490,10 +496,9 @@ def _finish(path: Path, state: dict, dealer: "_LoggingDealer", used: int, plan: 
 def _serve_resumable(led: Ledger, keys: NodeKeys, dealer: "_LoggingDealer", mesh: Mesh, n: int, job_id: str,
                      key: bytes, offline: "Offline", trusted: TrustedDealer, nodes: dict[int, str],
                      x25519s: dict[int, bytes], timeout_s: float) -> int:
-    """Serve the seeds and the last party's material in a job with standbys (R = 1): if the last party is
-    lost at any point, hold for the standby a counted job.resume names (its signed rejoin, mpc_core.mesh)
-    and serve it the same material from the start (specs/node-daemon.md section 8); returns the requests
-    used. Parties 0..N-2 get their seed once (their standbys get theirs from dealer.commit)."""
+    """Serve the seeds and the last party's material in an R = 1 job with standbys: if the last party is lost
+    at any point, its standby is served instead (`_serve_standby`); returns the requests used. Parties
+    0..N-2 get their seed once (their standbys get theirs from dealer.commit)."""
     last = n - 1
     for r in range(last):  # a party lost before its seed is the peers' and the client's to hand over
         try:
@@ -501,44 +506,60 @@ def _serve_resumable(led: Ledger, keys: NodeKeys, dealer: "_LoggingDealer", mesh
                               canonical_cbor({"seed": trusted.party_seed(r)}), 0))
         except TransportError as exc:
             log.warning("job %s: party %d is lost before its seed (%s)", job_id, r, exc)
-    node, x25519 = nodes[last], x25519s[last]
-    while True:
-        try:
-            msg = {"seed": trusted.party_seed(last), "corrections_key": key, "prefetch": offline.header()}
-            mesh.send(last, seal(keys, x25519, node, job_id, PURPOSE_DEALER, canonical_cbor(msg), 0))
-            send_prefetch(keys, mesh, x25519, node, job_id, offline, last)
-            return serve_corrections(dealer, mesh, last, job_id, key)
-        except TransportError as exc:
-            log.warning("job %s: the last party (%s) is lost (%s); holding for a standby", job_id, node, exc)
+    try:
+        return _serve_last(keys, dealer, mesh, last, n, job_id, key, offline, trusted, nodes[last], x25519s[last])
+    except TransportError as exc:
+        return _serve_standby(led, keys, dealer, mesh, last, n, job_id, key, offline, trusted, timeout_s, exc)
 
-            def check(who: str, statement: bytes, sig: bytes) -> bool:
-                rs = read_job_from_ledger(led, job_id).resumes.get(last)
-                peer = lookup_peer(led, who) if rs is not None and rs.body.standby == who else None
-                return peer is not None and ed25519_verify(peer.ed25519, statement, sig)
 
-            def give_up() -> str:
-                jf = job_failed(led, job_id)
-                return f"the job's opener closed it: {jf.reason}" if jf is not None else ""
+def _serve_last(keys: NodeKeys, dealer: "_LoggingDealer", mesh: Mesh, rank: int, n: int, job_id: str, key: bytes,
+                offline: "Offline", trusted: TrustedDealer, node: str, x25519: bytes) -> int:
+    """The last share index's material, sealed to `node` at `rank`: seed, correction key and plan header,
+    the bulk corrections, then its online requests until it closes; returns the requests it used."""
+    msg = {"seed": trusted.party_seed(n - 1), "corrections_key": key, "prefetch": offline.header()}
+    mesh.send(rank, seal(keys, x25519, node, job_id, PURPOSE_DEALER, canonical_cbor(msg), 0))
+    send_prefetch(keys, mesh, x25519, node, job_id, offline, rank)
+    return serve_corrections(dealer, mesh, rank, job_id, key)
 
-            node = mesh.admit_rejoin(last, check, time.monotonic() + timeout_s, give_up)
-            x25519 = lookup_peer(led, node).x25519
-            log.info("job %s: standby %s took over the last party; serving it the job's material", job_id, node)
+
+def _serve_standby(led: Ledger, keys: NodeKeys, dealer: "_LoggingDealer", mesh: Mesh, rank: int, n: int,
+                   job_id: str, key: bytes, offline: "Offline", trusted: TrustedDealer, timeout_s: float,
+                   why: Exception) -> int:
+    """Every node of the last index is lost (`why`): hold for the standby a counted job.resume names (its
+    signed rejoin at `rank`, replica 0's, mpc_core.mesh) and serve it the same material from the start
+    (specs/node-daemon.md section 8); repeated online requests get the same answers. Returns the requests
+    used; raises if no standby takes over within `timeout_s` or the job is closed."""
+    last = n - 1
+    log.warning("job %s: the last share index is lost (%s); holding for a standby", job_id, why)
+
+    def check(who: str, statement: bytes, sig: bytes) -> bool:
+        rs = read_job_from_ledger(led, job_id).resumes.get(last)
+        peer = lookup_peer(led, who) if rs is not None and rs.body.standby == who else None
+        return peer is not None and ed25519_verify(peer.ed25519, statement, sig)
+
+    def give_up() -> str:
+        jf = job_failed(led, job_id)
+        return f"the job's opener closed it: {jf.reason}" if jf is not None else ""
+
+    node = mesh.admit_rejoin(rank, check, time.monotonic() + timeout_s, give_up)
+    log.info("job %s: standby %s took over the last share index; serving it the job's material", job_id, node)
+    return _serve_last(keys, dealer, mesh, rank, n, job_id, key, offline, trusted, node, lookup_peer(led, node).x25519)
 
 
 def _standby_seeds(led: Ledger, keys: NodeKeys, job_id: str, trusted: TrustedDealer, assigned: set[str], n: int,
                    replicas: int) -> dict[str, tuple[int, bytes]]:
     """The seed of each standby's share index, sealed to it, for the dealer.commit (specs/node-daemon.md
-    section 8): a standby job.open names that the publication delivered an index 0..N-2 to, in an R = 1 job
-    (a standby of the last index gets its seed with the correction stream, on the mesh, when it takes over:
-    `_serve_resumable`). Others are skipped (protocol.job_view would not count their job.resume)."""
+    section 8): a standby job.open names that the publication delivered an index 0..N-2 to (a standby of the
+    last index gets its seed with the correction stream, on the mesh, when it takes over: `_serve_standby`).
+    Others are skipped (protocol.job_view would not count their job.resume)."""
     view = read_job_from_ledger(led, job_id)
     out: dict[str, tuple[int, bytes]] = {}
     for node in view.open.body.standby:
         idx = view.publish.body.delivered_index(node) if view.publish is not None else None
         peer = lookup_peer(led, node)
-        if idx == n - 1 and node not in assigned and replicas == 1:
+        if idx == n - 1 and node not in assigned:
             continue  # served on the mesh when it takes over
-        if node in assigned or replicas != 1 or idx is None or not 0 <= idx < n or peer is None or peer.x25519 is None:
+        if node in assigned or idx is None or not 0 <= idx < n or peer is None or peer.x25519 is None:
             log.warning("job %s: standby %r cannot resume an index of this job; no seed sealed to it", job_id, node)
             continue
         msg = canonical_cbor({"seed": trusted.party_seed(idx), "party": idx})

@@ -40,7 +40,7 @@ from protocol.job_view import (job_failed, last_heartbeat, operator_problem, pub
                                resume_problem)
 from models.publish import manifest_config
 from protocol.program import client_loop
-from prover.wire import client_rank, join_job, open_rendezvous
+from prover.wire import client_rank, dealer_rank, join_job, open_rendezvous
 
 
 class RemoteJobError(ProverError):
@@ -105,8 +105,6 @@ def standby_plan(led: Ledger, standby: list[str], node_ids: list[str], model_id:
     whose operator holds another index of the job."""
     if not standby:
         return {}
-    if replicas != 1:
-        raise StandbyRefused("standbys resume jobs with one node per share index (R = 1); replicas carry the others")
     try:
         pub = publication(led, model_id)
     except JobError as exc:
@@ -122,7 +120,7 @@ def standby_plan(led: Ledger, standby: list[str], node_ids: list[str], model_id:
         if idx is None:
             raise StandbyRefused(f"standby {node!r} holds no share of model {model_id} (no delivery to it)")
         out.setdefault(idx, []).append(node)
-    rows = [B.Assignment(nd, p, 0) for p, nd in enumerate(node_ids)]
+    rows = assignment_rows(node_ids, n)
 
     def operator_of(nid: str) -> str:
         peer = lookup_peer(led, nid)
@@ -130,7 +128,8 @@ def standby_plan(led: Ledger, standby: list[str], node_ids: list[str], model_id:
 
     for idx, nodes in out.items():
         for node in nodes:
-            why = operator_problem([*(r for r in rows if r.party != idx), B.Assignment(node, idx, 0)], operator_of)
+            why = operator_problem([*(r for r in rows if (r.party, r.replica) != (idx, 0)),
+                                    B.Assignment(node, idx, 0)], operator_of)
             if why:
                 raise StandbyRefused(f"standby {node!r}: {why}")
     return out
@@ -240,10 +239,6 @@ def receipt_rounds(led: Ledger, job_id: str) -> int | None:
     return max(counts, key=lambda c: (counts[c], c)) if counts else None
 
 
-def _raise(exc: BaseException):
-    raise exc
-
-
 def _onehot(ids: list[int], vocab: int) -> torch.Tensor:
     t = torch.zeros(len(ids), vocab, dtype=torch.int64)
     t[torch.arange(len(ids)), torch.tensor(ids)] = 1
@@ -336,12 +331,15 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
     dropped: dict[str, str] = {}  # node -> why the client lost it
     divergent: set[str] = set()
     feeds: list[list[int]] = []  # every step's input tokens (a standby gets their shares again)
+    lostd: dict[int, TransportError] = {}  # ranks lost during the current step's outputs (replicas)
+    i_now = [0]  # the current step
     resumed: list[dict] = []
 
     def lose(rank: int, exc: Exception, i: int) -> bool:
         """A replica is gone: stop talking to it (fail the job if that leaves an index with none), or, in a
         job with standbys, hand its index to one (True: the standby holds `rank` now)."""
-        if replicas == 1 and standby_of.get(layout.party_of(rank)):
+        p = layout.party_of(rank)
+        if replicas == 1 and standby_of.get(p):
             resume(rank, exc, i)
             return True
         if replicas == 1:
@@ -349,20 +347,25 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
         live.discard(rank)
         mesh.drop(rank)
         dropped.setdefault(node_ids[rank], f"{type(exc).__name__}: {one_line(exc)}")
-        p = layout.party_of(rank)
+        if not any(r in live for r in layout.ranks_of(p)) and standby_of.get(p):
+            resume(rank, exc, i)
+            return True
         if not any(r in live for r in layout.ranks_of(p)):
             raise RemoteJobError(f"job {job_id}: every replica of share index {p} is lost ("
                                  + "; ".join(f"{node_ids[r]}: {dropped.get(node_ids[r], '?')}"
                                              for r in layout.ranks_of(p)) + ")")
         return False
 
-    def resume(rank: int, exc: Exception, i: int) -> None:
-        """Hand party `rank` to its next standby at step `i` (specs/node-daemon.md section 8, steps 2-5): post
-        job.resume, admit the standby's signed rejoin, then send it the steps done and every input so far."""
+    def resume(rank: int, exc: Exception, i: int) -> int:
+        """Every node of share index p lost its rank (`rank` last): hand the index to its next standby at step
+        `i` (specs/node-daemon.md section 8, steps 2-5): post job.resume, admit the standby's signed rejoin at
+        replica 0's rank, then send it the steps done and every input so far. Returns that rank."""
         t_lost = time.perf_counter()
-        p, lost = layout.party_of(rank), node_ids[rank]
+        p = layout.party_of(rank)
+        dropped.setdefault(node_ids[rank], f"{type(exc).__name__}: {one_line(exc)}")
+        rank = layout.rank(p, 0)  # the standby takes replica 0's place (protocol.job_view)
+        lost = node_ids[rank]
         node = standby_of[p].pop(0)
-        dropped.setdefault(lost, f"{type(exc).__name__}: {one_line(exc)}")
         try:
             post_resume(led, client_keys, B.JobResume(job_id, p, node, lost))
         except ResumeRefused as err:
@@ -373,9 +376,10 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
             return who == node and key is not None and ed25519_verify(key.ed25519, statement, sig)
 
         try:
-            mesh.admit_rejoin(rank, check, time.monotonic() + timeout_s)
+            mesh.admit_rejoin(rank, check, time.monotonic() + timeout_s, live={*live, dealer_rank(n, replicas)})
             mesh.send(rank, canonical_cbor([i]))
             node_ids[rank], peers[rank] = node, key
+            live.add(rank)
             for k, feed in enumerate(feeds):
                 shares = additive_split(_onehot(feed, vocab), n, client_seed, job, f"tokens:{k}")
                 mesh.send(rank, seal(client_keys, key.x25519, node, job_id, PURPOSE_INPUT,
@@ -384,6 +388,17 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
             raise RemoteJobError(f"job {job_id}: standby {node} did not take over party {p}: {err}") from err
         resumed.append({"party": p, "lost": lost, "standby": node, "step": i,
                         "seconds": round(time.perf_counter() - t_lost, 3)})
+        return rank
+
+    def hold(j: int, why: Exception) -> int | None:
+        """A rank lost while the step's outputs arrive: None if a twin of its index is live (it is dropped
+        after the exchange), else its index's standby takes over (the rank it holds now)."""
+        p = layout.party_of(j)
+        if not standby_of.get(p) or any(r != j and r in live and r not in (lostd or {}) for r in layout.ranks_of(p)):
+            return None
+        live.discard(j)
+        mesh.drop(j)
+        return resume(j, why, i_now[0])
 
     def step(feed: list[int], i: int) -> torch.Tensor:
         """Send step i's sealed one-hot shares of `feed` to the nodes; their sealed logit shares, added up."""
@@ -399,15 +414,16 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
         total = torch.zeros(1, vocab, dtype=torch.int64)
         # Every live rank's output at once: a loss shows whichever rank the others wait on (with a standby,
         # the peers of a lost party hold until it takes over, so waiting on one of them first would stall).
-        lostd: dict[int, TransportError] | None = {} if replicas > 1 else None
-        hold = (lambda j, why: resume(j, why, i) if standby_of.get(layout.party_of(j)) else _raise(why)) \
-            if standby_of else None
+        lostd.clear()
+        i_now[0] = i
         try:
-            raws = mesh._exchange({}, MAX_SEALED, lostd, tuple(sorted(live)), hold)
+            raws = mesh._exchange({}, MAX_SEALED, lostd if replicas > 1 else None, tuple(sorted(live)),
+                                  hold if standby_of else None)
         except TransportError as exc:
             raise RemoteJobError(f"job {job_id}: a node was lost at step {i}: {exc}") from exc
-        for rank, exc in (lostd or {}).items():
-            lose(rank, exc, i)
+        for rank, exc in list(lostd.items()):
+            if rank not in raws:
+                lose(rank, exc, i)
         for p in range(n):
             copies: dict[int, bytes] = {}
             for rank in layout.ranks_of(p):

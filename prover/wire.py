@@ -77,12 +77,13 @@ def join_job(rendezvous: str, rank: int, n_parties: int, job_id: str, timeout_s:
 
 
 def rejoin_job(rendezvous: str, rank: int, n_parties: int, job_id: str, timeout_s: float, node_id: str,
-               sign, with_dealer: bool = False) -> Mesh:
-    """As a standby, take over party `rank` of a running job (R = 1): link the client and every other party
-    (and the dealer: `with_dealer`, the last party's correction stream), with a hello signed by `sign` (the
-    standby's Ed25519 key)."""
-    world = world_size(n_parties)
+               sign, with_dealer: bool = False, replicas: int = 1) -> Mesh:
+    """As a standby, take over party rank `rank` of a running job (with R replicas: replica 0's rank of its
+    index): link the client and every other live party rank (and the dealer: `with_dealer`, the last party's
+    correction stream), with a hello signed by `sign` (the standby's Ed25519 key)."""
+    world = world_size(n_parties, replicas)
     job = job_id.encode()
     hello = rejoin_hello(job, world, rank, node_id, sign(rejoin_statement(job, world, rank, node_id)))
-    peers = [j for j in range(n_parties) if j != rank] + ([dealer_rank(n_parties)] if with_dealer else [])
+    peers = [j for j in range(n_parties * replicas) if j != rank] + ([dealer_rank(n_parties, replicas)]
+                                                                      if with_dealer else [])
     return rejoin_mesh(rendezvous, rank, world, job, hello, peers, timeout_s)

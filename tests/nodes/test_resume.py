@@ -41,10 +41,11 @@ def network(request, tmp_path_factory):
         url = f"sqlite:///{tmp / 'ledger.db'}"
     else:
         url = request.getfixturevalue("pg_server").create_database(f"resume{os.getpid()}_{next(_dbs)}")
-    net = ProcessNetwork(url, tmp, n_nodes=N, seed=17, timeout_s=TIMEOUT_S, replicas=2)  # 6 share holders
+    net = ProcessNetwork(url, tmp, n_nodes=N, seed=17, timeout_s=TIMEOUT_S, replicas=3)  # 9 share holders ...
     model = random_model(CFG, seed=5)
     model_id = net.publish(model)
-    net.start()
+    net.start(replicas=2)  # ... 7 of them serving: node i holds share index i mod 3
+    net.start_node(2 * N)
     assert net.wait_ready(180), net.logs()
     ref = model.generate(torch.tensor([PROMPT]), STEPS, temperature=0)[0, len(PROMPT):].tolist()
     yield net, model_id, ref
@@ -140,9 +141,59 @@ def test_a_node_killed_mid_job_is_resumed_by_its_standby_with_the_same_tokens(ne
     assert resumed_steps, "no kill landed mid-job: the test proved nothing"
 
 
+def test_with_replicas_a_standby_takes_over_an_index_whose_every_replica_was_killed(network, request):
+    """R = 2 on nodes 0-5, node 6 (share index 0) standing by: both replicas of index 0 are SIGKILLed mid-job;
+    the standby takes replica 0's place, the job finishes with the plaintext tokens, the audit is clean and
+    accuses nobody, and both killed nodes are unresponsive."""
+    net, model_id, ref = network
+    _sqlite_only_in_make_test(net, request)
+    from prover.remote_client import run_remote_job
+
+    standby = net.nodes[2 * N].node_id
+    job_id = _job_id("resume-r2")
+    outcome: dict = {}
+
+    def client() -> None:
+        try:
+            outcome["result"] = run_remote_job(net.url, net.client, _ids(net, range(2 * N)), model_id, PROMPT, STEPS,
+                                               job_id, dealer=net.dealer.node_id, timeout_s=net.timeout_s,
+                                               state_dir=net.dir, replicas=2, standby=[standby])
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            outcome["error"] = exc
+
+    t = threading.Thread(target=client)
+    t.start()
+    log = net.log_file(net.nodes[N].node_id)
+    joined = f"job {job_id}: joined the mesh as party 0 replica 1"
+    assert net.wait_until(lambda: joined in log.read_text(errors="replace"), 180), net.logs()
+    time.sleep(0.5)
+    net.kill_node(0)
+    time.sleep(0.2)
+    net.kill_node(N)
+    t.join(4 * net.timeout_s)
+    try:
+        assert not t.is_alive(), "the client hung after both replicas died"
+        assert "result" in outcome, (outcome, net.logs())
+        out = outcome["result"]
+        assert out["tokens"] == ref and out["resumed"], (out, net.logs())
+        assert out["resumed"][0]["standby"] == standby and out["resumed"][0]["lost"] == net.nodes[0].node_id
+        view = read_job_from_ledger(net.ledger, job_id)
+        assert view.roots[0].author == standby and view.replica_nodes[(0, 0)] == standby, view.noise
+        res = net.audit(job_id)
+        v = res.verdict
+        assert v.accused_nodes == [] and v.outcome in ("pass", "incomplete"), (v.as_dict(), net.logs())
+        assert sorted(r["node"] for r in v.replicas if r["status"] == "unresponsive") == sorted(
+            [net.nodes[0].node_id, net.nodes[N].node_id]), v.as_dict()
+    finally:
+        for i in (0, N):
+            net.start_node(i)
+        for i in (0, N):
+            assert net.wait_serving(net.nodes[i].node_id, 180), net.logs()
+
+
 def test_standbys_the_ledger_would_not_count_are_refused_before_anything_is_written(network, request):
-    """An unregistered standby, one that holds no share of the model, one that is a node of the job, and a
-    standby with replicas: each refused with a clear error before job.open is posted."""
+    """An unregistered standby, one that holds no share of the model, and one that is a node of the job (with
+    replicas too): each refused with a clear error before job.open is posted."""
     net, model_id, _ = network
     _sqlite_only_in_make_test(net, request)
     from prover.remote_client import RemoteJobError, run_remote_job
@@ -156,7 +207,7 @@ def test_standbys_the_ledger_would_not_count_are_refused_before_anything_is_writ
             _run(net, model_id, refused[-1], standby=[node])
         assert isinstance(info.value.__cause__, StandbyRefused)
     refused.append(_job_id("refused"))
-    with pytest.raises(RemoteJobError, match="R = 1") as info:
+    with pytest.raises(RemoteJobError, match="one of the job's nodes") as info:  # with replicas: any of them
         run_remote_job(net.url, net.client, _ids(net, range(2 * N)), model_id, PROMPT, STEPS, refused[-1],
                        dealer=net.dealer.node_id, replicas=2, standby=[net.nodes[3].node_id])
     assert isinstance(info.value.__cause__, StandbyRefused)

@@ -12,8 +12,9 @@ from protocol import bodies as B
 from protocol.job_view import read_job
 
 OPENER, DEALER, OTHER = Identity("client", b"C" * 32), Identity("dealer", b"D" * 32), Identity("eve", b"E" * 32)
-NODES = {n: Identity(n, n.encode()[-1:] * 32) for n in ("node-a", "node-b", "node-c", "node-d", "node-e", "node-f")}
-# the publication delivers index i to node-a/b/c and again to node-d/e/f
+NODES = {n: Identity(n, n.encode()[-1:] * 32) for n in ("node-a", "node-b", "node-c", "node-d", "node-e", "node-f",
+                                                         "node-g")}
+# the publication delivers index i to node-a/b/c, again to node-d/e/f, and index 0 to node-g
 DELIVERIES = [{"party": i % 3, "node": n, "bytes": 1, "chunks": []} for i, n in enumerate(NODES)]
 
 
@@ -28,7 +29,7 @@ def _entries(standby=("node-d", "node-e", "node-f"), replicas: int = 1) -> list[
                                                        {"deliveries": DELIVERIES}).to_body(), time=0)
     jo = E.make_entry(OPENER, E.JOB_OPEN, B.JobOpen("j1", "m", 3, DEALER.node_id, OPENER.node_id, replicas,
                                                     params={"standby": list(standby)}).to_body(), time=1)
-    rows = [B.Assignment(n, i % 3, i // 3) for i, n in enumerate(list(NODES)[:3 * replicas])]
+    rows = [B.Assignment(n, i % 3, i // 3) for i, n in enumerate(list(NODES)[:3 * replicas])]  # node-g: spare
     ja = E.make_entry(OPENER, E.JOB_ASSIGN, B.JobAssign("j1", tuple(rows)).to_body(), time=2)
     return [Leaf(0, pub), Leaf(1, jo), Leaf(2, ja)]
 
@@ -72,13 +73,19 @@ def test_every_refused_resumption_is_noise_that_says_why():
     assert "holds no share of index 1" in _noise(_resume(1, "node-d", "node-b"))  # node-d holds index 0
     assert "outside 0..2" in _noise(_resume(3, "node-f", "node-c"))
     assert "does not name as a standby" in _noise(_resume(0, "node-d", "node-a"), base=_entries(standby=()))
-    assert "'node-b' was lost, but share index 0 is 'node-a'" in _noise(_resume(0, "node-d", "node-b"))
+    assert "'node-b' was lost, but share index 0's replica 0 is 'node-a'" in _noise(_resume(0, "node-d", "node-b"))
     assert "already holds a share index" in _noise(_resume(0, "node-b", "node-a"),
                                                     base=_entries(standby=("node-b",)))
     assert "already finished" in _noise(_root("node-a", 0), _resume(0, "node-d", "node-a"))
     fail = E.make_entry(OPENER, E.JOB_FAIL, B.JobFail("j1", "gone").to_body(), time=3)
     assert "after the job was closed" in _noise(fail, _resume(0, "node-d", "node-a"))
-    assert "in a job with replicas" in _noise(_resume(0, "node-d", "node-a"), base=_entries(replicas=2))
+    assert "already holds a share index" in _noise(_resume(0, "node-d", "node-a"), base=_entries(replicas=2))
+
+
+def test_with_replicas_the_standby_takes_replica_0s_place():
+    view = _view(_resume(0, "node-g", "node-a"), base=_entries(standby=("node-g",), replicas=2))
+    assert view.noise == [] and view.replica_nodes[(0, 0)] == "node-g" and view.nodes_of(0) == ["node-g", "node-d"]
+    assert view.replaced == {(0, 0): "node-a"}
 
 
 def test_a_second_resumption_of_an_index_does_not_count():
