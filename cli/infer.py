@@ -290,8 +290,9 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
                      "the same program; the job finishes while every index keeps one live replica, and a replica "
                      "whose job root differs from its twins' shows on the ledger (divergence)")
     net.add_argument("--standby", default=None, metavar="ID,ID,...",
-                     help="registered nodes that hold a share of the model and stand by (R = 1 only): if every "
-                     "node of a share index is lost mid-job, the client hands the index to a standby holding it "
+                     help="registered nodes that hold a share of the model and stand by: if every node of a share "
+                     "index is lost mid-job (every replica, with --replicas), the client hands the index to a "
+                     "standby holding it "
                      "(job.resume), which recomputes the lost node's part from the peers' recorded messages and "
                      "the job goes on with the same tokens")
     net.add_argument("--key", type=Path, default=None, metavar="FILE",

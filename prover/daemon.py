@@ -532,15 +532,15 @@ class NodeDaemon:
         """Sign, for each live peer rank, the chain of what this rank sent it; check the peers' receipts for us.
 
         Returns (valid receipts heard [sender rank, count, head, signature], ranks whose receipt did not
-        match what this rank received). With replicas, a peer lost now is left out (it posts no root)."""
+        match what this rank received). With replicas or standbys, a peer lost now is left out (it posts no root)."""
         me = info.rank
         mine = {}
         for j in live:
             msg = receipt_message(info.job_id, me, j, bcast.counts[j], bcast.sent[j])
             mine[j] = canonical_cbor([bcast.counts[j], bcast.sent[j], self.keys.sign(msg)])
-        if info.replicas == 1:
+        if info.replicas == 1 and not info.resumable:
             got = mesh.exchange(mine, MAX_RECEIPT)
-        else:
+        else:  # a peer lost after the last round: this node still posts its root (the peer is unresponsive)
             got, lost = mesh.exchange_live(mine, MAX_RECEIPT)
             for j, exc in lost.items():
                 log.warning("job %s: rank %d left before its broadcast receipt: %s", info.job_id, j, exc)
