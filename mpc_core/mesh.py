@@ -54,6 +54,7 @@ MAX_HELLO = 4096
 LISTEN_BACKLOG = 64
 RETRY_S = 0.05  # between connection attempts while a peer is not listening yet
 HELLO_WAIT_S = 2.0  # a connection that says no hello in this long is dropped (a silent stranger cannot stall us)
+STALL_TIMEOUTS = 3  # with replicas, how many timeouts a rank held up behind a silent one is waited for
 SMALL_ROUND = 32 << 10  # messages this small fit any socket buffer: send them all, then receive (no poll loop)
 
 
@@ -165,6 +166,13 @@ class Mesh:
         """The next message from rank `src` (at most `max_len` bytes, else MeshError)."""
         return bytes(_recv_frame(self._link(src), f"rank {src}", max_len))
 
+    def wait_readable(self, src: int, timeout_s: float) -> bool:
+        """Whether rank `src` has something to read (a message, or its stream's end) within `timeout_s`:
+        for a rank that may rightly stay silent longer than the timeout (the dealer waiting for online
+        requests while the job runs)."""
+        r, _, _ = select.select([self._link(src)], [], [], max(0.0, timeout_s))
+        return bool(r)
+
     def send_tensor(self, dst: int, t: torch.Tensor) -> None:
         """Send a tensor's bytes (C order, native little-endian); the receiver knows its shape and dtype."""
         self.send(dst, t.detach().cpu().contiguous().numpy().tobytes())
@@ -201,7 +209,8 @@ class Mesh:
 
     def _exchange(self, outgoing: Mapping[int, bytes | bytearray | memoryview], max_len: int,
                   lost: dict[int, TransportError] | None = None, recv_only: tuple[int, ...] = (),
-                  rejoin: Callable[[int, TransportError], int | None] | None = None) -> dict[int, bytearray]:
+                  rejoin: Callable[[int, TransportError], int | None] | None = None,
+                  timeout_s: float | None = None, groups: Mapping[int, int] | None = None) -> dict[int, bytearray]:
         """The exchange; with `lost`, a peer's transport failure is recorded there (and its link dropped)
         instead of raised. The ranks of `recv_only` are received from without being sent anything.
 
@@ -210,7 +219,12 @@ class Mesh:
         it (MeshCommunicator: the replay), the rank r whose message of this round is then read from it (r
         is the lost rank, or with replicas the index's replica 0, which a standby takes over). It is called
         as soon as the loss shows, whatever else the round waits for (a peer may be waiting for the same
-        standby), and fails the round if it raises."""
+        standby), and fails the round if it raises. `timeout_s` overrides the mesh's no-progress timeout.
+
+        With `groups` (rank -> share index: replicas), a silent rank is lost after the timeout only if a
+        twin of it delivered this round; ranks none of whose twins did are waited for up to STALL_TIMEOUTS
+        timeouts (they are likely held up by a silent rank elsewhere, which its own peers drop first)."""
+        quiet_limit = self.timeout_s if timeout_s is None else timeout_s
         outgoing = dict(outgoing)
         for j in recv_only:
             outgoing.setdefault(j, None)
@@ -229,7 +243,8 @@ class Mesh:
             lost[j] = exc
             self.drop(j)
 
-        if rejoin is None and all(outgoing[j] is None or len(outgoing[j]) <= SMALL_ROUND for j in socks):
+        if rejoin is None and timeout_s is None and groups is None and all(outgoing[j] is None or len(outgoing[j]) <= SMALL_ROUND
+                                                        for j in socks):
             for j in list(socks):
                 if outgoing[j] is None:
                     continue
@@ -288,11 +303,23 @@ class Mesh:
             active.add(back)
             quiet_since = time.monotonic()
 
+        extended_at: float | None = None  # quiet_since when the wait was extended (groups: nobody odd)
         while any(pending(j) for j in active):
-            left = self.timeout_s - (time.monotonic() - quiet_since)
+            limit = STALL_TIMEOUTS * quiet_limit if extended_at == quiet_since else quiet_limit
+            left = limit - (time.monotonic() - quiet_since)
             if left <= 0:
                 waiting = sorted(j for j in active if pending(j))
-                exc = PeerTimeout(f"rank {self.rank}: ranks {waiting} made no progress for {self.timeout_s:.0f} s")
+                exc = PeerTimeout(f"rank {self.rank}: ranks {waiting} made no progress for {limit:.0f} s")
+                if groups is not None and limit == quiet_limit:
+                    # A rank whose twin delivered is the silent one; ranks with no twin in yet are likely
+                    # stalled behind a silent rank elsewhere (which its own peers drop): wait longer for them.
+                    odd = [j for j in waiting if any(t != j and groups.get(t) == groups.get(j) and t in done_in
+                                                     for t in socks)]
+                    for j in odd:
+                        lose(j, exc)
+                    if len(odd) < len(waiting):
+                        extended_at = quiet_since
+                    continue
                 for j in waiting:
                     lose(j, exc)
                 continue
@@ -589,6 +616,7 @@ class MeshCommunicator(Communicator):
         self.peers = self.layout.peer_ranks(mesh.rank)
         self.live = list(self.peers)  # peer ranks not lost yet
         self.lost: dict[int, str] = {}  # rank -> why it was dropped
+        self._groups = {j: self.layout.party_of(j) for j in self.peers} if replicas > 1 else None
         self.divergent: dict[int, int] = {}  # rank -> rounds in which its copy differed from the one used
         self.sent_bytes = 0  # payload bytes this rank sent to its peers (every live replica counts)
         # Resumption (specs/node-daemon.md section 8). On a peer: `rejoin(rank, why)` waits for the standby
@@ -622,7 +650,7 @@ class MeshCommunicator(Communicator):
         lost: dict[int, TransportError] | None = {} if self.layout.replicas > 1 else None
         # With a standby, a lost rank is held for in the round it was lost in, then replayed to (`_resume`).
         hold = (lambda j, why: self._resume(j, round_index, why, sends, lost)) if resumable else None
-        got = self.mesh._exchange(payloads, MAX_FRAME, lost, quiet, hold)
+        got = self.mesh._exchange(payloads, MAX_FRAME, lost, quiet, hold, groups=self._groups)
         for j, exc in (lost or {}).items():
             if j in self.live:
                 self.live.remove(j)  # gone for the rest of the job

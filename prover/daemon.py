@@ -37,7 +37,7 @@ from prover.ledger_view import next_wake
 from mpc_core import prg
 from mpc_core.dealer import SeededDealerClient
 from mpc_core.broadcast import BroadcastLog, receipt_message
-from mpc_core.mesh import Mesh, MeshCommunicator
+from mpc_core.mesh import STALL_TIMEOUTS, Mesh, MeshCommunicator
 from mpc_core.replicas import Layout
 from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_from_bytes
 from mpc_core.errors import EncodingError
@@ -406,6 +406,10 @@ class NodeDaemon:
                 """The client's sealed one-hot input shares (1, T, V), one per step, as the program asks."""
                 for i in range(info.steps):
                     T = info.prompt_len if i == 0 else 1
+                    if (R > 1 or info.resumable) and not mesh.wait_readable(client, STALL_TIMEOUTS * self.timeout_s):
+                        raise DaemonError(f"the client sent no input for step {i} in {STALL_TIMEOUTS} timeouts")
+                    # (the client's next input waits on every index's output, which a silent replica elsewhere
+                    # holds up for a timeout before its peers drop it)
                     opened = open_(self.keys, mesh.recv(client, MAX_SEALED), client_peer.x25519, sender=info.client,
                                    job=info.job_id, purpose=PURPOSE_INPUT, replay=guard)
                     if opened.counter != i:

@@ -27,6 +27,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -37,7 +38,7 @@ from ledger.keys import ed25519_verify
 from ledger.subscribe import Subscription
 from mpc_core.dealer import Request, TrustedDealer, kind_spec
 from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_from_bytes
-from mpc_core.errors import MPCError, TransportError
+from mpc_core.errors import MPCError, PeerTimeout, TransportError
 from mpc_core.replicas import Layout
 from prover.blob_server import BlobServer, answer_blob_requests, keep_blob
 from prover.channels import (CORRECTION_KEY_BYTES, MAX_PAYLOAD, MAX_SEALED, PURPOSE_DEALER, TAG_BYTES, ReplayGuard,
@@ -246,19 +247,30 @@ def _to_replica(mesh: Mesh, rank: int, replicas: int, lost: dict[int, str], send
 
 
 def serve_replicas(dealer: _LoggingDealer, mesh: Mesh, ranks: list[int], job_id: str, key: bytes,
-                   lost: dict[int, str]) -> int:
+                   lost: dict[int, str], idle: Callable[[], str] | None = None) -> int:
     """`serve_corrections` for every live replica of the last share index at once (one thread each; they
     ask for the same requests in the same order, and an answer is a deterministic function of the
     request). A replica that goes away is recorded in `lost`; returns the largest count of requests a
-    replica reported used. Fails if no replica of the last index finished."""
+    replica reported used. Fails if no replica of the last index finished. A replica silent past the
+    timeout is waited for while `idle()` says nothing (the job runs) and, once a twin closed, for one more
+    timeout."""
     if len(ranks) == 1 and not lost:
-        return serve_corrections(dealer, mesh, ranks[0], job_id, key)
+        return serve_corrections(dealer, mesh, ranks[0], job_id, key, idle=idle)
     used: dict[int, int] = {}
     lock = threading.Lock()
+    first_done: list[float] = []
+
+    def twin_done() -> str:
+        why = idle() if idle is not None else ""
+        if not why and first_done and time.monotonic() - first_done[0] > mesh.timeout_s:
+            why = f"a twin closed its link {mesh.timeout_s:.0f} s ago and this replica did not"
+        return why
 
     def one(r: int) -> None:
         try:
-            used[r] = serve_corrections(dealer, mesh, r, job_id, key, lock)
+            used[r] = serve_corrections(dealer, mesh, r, job_id, key, lock, idle=twin_done)
+            with lock:
+                first_done.append(time.monotonic())
         except TransportError as exc:
             lost[r] = f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # noqa: BLE001 - reported below, after every thread is done
@@ -276,12 +288,18 @@ def serve_replicas(dealer: _LoggingDealer, mesh: Mesh, ranks: list[int], job_id:
 
 
 def serve_corrections(dealer: _LoggingDealer, mesh: Mesh, last: int, job_id: str, key: bytes,
-                      lock: threading.Lock | None = None) -> int:
+                      lock: threading.Lock | None = None, idle: Callable[[], str] | None = None) -> int:
     """Answer the online requests of the last party's rank `last` until it closes the link; returns the
     number of requests it used (the close frame `[used]` trims the log to them; an empty frame keeps the
-    log as is). With replicas each rank has a thread and `lock` guards the shared log."""
+    log as is). With replicas each rank has a thread and `lock` guards the shared log. The party may rightly
+    stay silent for the whole job (everything planned was delivered in bulk): with `idle`, each timeout of
+    silence asks `idle()`, and only a reason it gives ends the wait (PeerTimeout)."""
     guard = lock or contextlib.nullcontext()
     while True:
+        while idle is not None and not mesh.wait_readable(last, mesh.timeout_s):
+            why = idle()
+            if why:
+                raise PeerTimeout(f"rank {last} silent: {why}")
         msg = recv_fixed(mesh, last, REQUEST_FRAME)
         if not msg:
             return len(dealer.log)
@@ -450,11 +468,12 @@ def run_dealer_job(led: Ledger, keys: NodeKeys, job_id: str, state_dir: str | os
     mesh = join_job(rendezvous, dealer_rank(n, replicas), n, job_id, timeout_s, replicas=replicas,
                     resumable=resumable)
     lost: dict[int, str] = {}  # replica ranks that went away (the job goes on while each index has one)
+    idle = _job_idle(led, job_id, n, timeout_s)
     try:
         key = os.urandom(CORRECTION_KEY_BYTES)
         if resumable and replicas == 1:  # R = 1 with standbys: the last party may be handed to a standby mid-job
             used = _serve_resumable(led, keys, dealer, mesh, n, job_id, key, offline, trusted, by_rank,
-                                    {r: pk.x25519 for r, pk in peers.items()}, timeout_s)
+                                    {r: pk.x25519 for r, pk in peers.items()}, timeout_s, idle)
             return _finish(path, state, dealer, used, plan, job_id)
         for r in range(layout.party_ranks):
             p = layout.party_of(r)
@@ -472,7 +491,7 @@ def run_dealer_job(led: Ledger, keys: NodeKeys, job_id: str, state_dir: str | os
         log.info("job %s: sent party %d the plan and its corrections, %d bytes in %d sealed messages, in %.2f s",
                  job_id, n - 1, len(offline.stream), offline.header()["messages"], time.perf_counter() - t0)
         try:
-            used = serve_replicas(dealer, mesh, [r for r in lasts if r not in lost], job_id, key, lost)
+            used = serve_replicas(dealer, mesh, [r for r in lasts if r not in lost], job_id, key, lost, idle)
         except DealerServiceError as exc:
             if not resumable or any(r not in lost for r in layout.ranks_of(n - 1)):
                 raise
@@ -493,9 +512,35 @@ def _finish(path: Path, state: dict, dealer: "_LoggingDealer", used: int, plan: 
     return path
 
 
+IDLE_TIMEOUTS = 100  # the dealer waits for a silent last party at most this many timeouts (the job runs meanwhile)
+
+
+def _job_idle(led: Ledger, job_id: str, n: int, timeout_s: float, served_by: str | None = None) -> Callable[[], str]:
+    """What ends the dealer's wait for a silent last party (`serve_corrections(idle=...)`): the opener's
+    job.fail, a job.resume handing the last index to a standby (other than `served_by`, the one being
+    served), or IDLE_TIMEOUTS timeouts of silence in all; "" while the job simply runs (a ledger that cannot
+    be read says nothing)."""
+    calls = [0]
+
+    def idle() -> str:
+        calls[0] += 1
+        if calls[0] > IDLE_TIMEOUTS:
+            return f"silent for {IDLE_TIMEOUTS} x {timeout_s:.0f} s"
+        try:
+            view = read_job_from_ledger(led, job_id)
+        except Exception:  # noqa: BLE001 - keep waiting; the cap above still ends it
+            return ""
+        if view.fail is not None:
+            return f"the job's opener closed it: {view.fail.body.reason}"
+        if n - 1 in view.resumes and view.resumes[n - 1].body.standby != served_by:
+            return f"the last index was handed to standby {view.resumes[n - 1].body.standby}"
+        return ""
+    return idle
+
+
 def _serve_resumable(led: Ledger, keys: NodeKeys, dealer: "_LoggingDealer", mesh: Mesh, n: int, job_id: str,
                      key: bytes, offline: "Offline", trusted: TrustedDealer, nodes: dict[int, str],
-                     x25519s: dict[int, bytes], timeout_s: float) -> int:
+                     x25519s: dict[int, bytes], timeout_s: float, idle: Callable[[], str] | None = None) -> int:
     """Serve the seeds and the last party's material in an R = 1 job with standbys: if the last party is lost
     at any point, its standby is served instead (`_serve_standby`); returns the requests used. Parties
     0..N-2 get their seed once (their standbys get theirs from dealer.commit)."""
@@ -507,19 +552,20 @@ def _serve_resumable(led: Ledger, keys: NodeKeys, dealer: "_LoggingDealer", mesh
         except TransportError as exc:
             log.warning("job %s: party %d is lost before its seed (%s)", job_id, r, exc)
     try:
-        return _serve_last(keys, dealer, mesh, last, n, job_id, key, offline, trusted, nodes[last], x25519s[last])
+        return _serve_last(keys, dealer, mesh, last, n, job_id, key, offline, trusted, nodes[last], x25519s[last], idle)
     except TransportError as exc:
         return _serve_standby(led, keys, dealer, mesh, last, n, job_id, key, offline, trusted, timeout_s, exc)
 
 
 def _serve_last(keys: NodeKeys, dealer: "_LoggingDealer", mesh: Mesh, rank: int, n: int, job_id: str, key: bytes,
-                offline: "Offline", trusted: TrustedDealer, node: str, x25519: bytes) -> int:
+                offline: "Offline", trusted: TrustedDealer, node: str, x25519: bytes,
+                idle: Callable[[], str] | None = None) -> int:
     """The last share index's material, sealed to `node` at `rank`: seed, correction key and plan header,
     the bulk corrections, then its online requests until it closes; returns the requests it used."""
     msg = {"seed": trusted.party_seed(n - 1), "corrections_key": key, "prefetch": offline.header()}
     mesh.send(rank, seal(keys, x25519, node, job_id, PURPOSE_DEALER, canonical_cbor(msg), 0))
     send_prefetch(keys, mesh, x25519, node, job_id, offline, rank)
-    return serve_corrections(dealer, mesh, rank, job_id, key)
+    return serve_corrections(dealer, mesh, rank, job_id, key, idle=idle)
 
 
 def _serve_standby(led: Ledger, keys: NodeKeys, dealer: "_LoggingDealer", mesh: Mesh, rank: int, n: int,
@@ -543,7 +589,8 @@ def _serve_standby(led: Ledger, keys: NodeKeys, dealer: "_LoggingDealer", mesh: 
 
     node = mesh.admit_rejoin(rank, check, time.monotonic() + timeout_s, give_up)
     log.info("job %s: standby %s took over the last share index; serving it the job's material", job_id, node)
-    return _serve_last(keys, dealer, mesh, rank, n, job_id, key, offline, trusted, node, lookup_peer(led, node).x25519)
+    return _serve_last(keys, dealer, mesh, rank, n, job_id, key, offline, trusted, node, lookup_peer(led, node).x25519,
+                       _job_idle(led, job_id, n, timeout_s, served_by=node))
 
 
 def _standby_seeds(led: Ledger, keys: NodeKeys, job_id: str, trusted: TrustedDealer, assigned: set[str], n: int,

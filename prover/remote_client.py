@@ -64,6 +64,7 @@ class AssignmentRefused(PreflightError):
     share indices): waiting does not help."""
 
 
+OUTPUT_WAIT_TIMEOUTS = 2  # with standbys (R = 1), a step's outputs may take this many timeouts (+5 s)
 REPLICA_ROOT_WAIT_S = 15.0  # once every index has a root, how long the client waits for the other replicas' roots
 DEFAULT_MAX_HEARTBEAT_AGE_S = 180.0  # 3x the daemons' default --heartbeat interval (60 s)
 
@@ -332,6 +333,9 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
     divergent: set[str] = set()
     feeds: list[list[int]] = []  # every step's input tokens (a standby gets their shares again)
     lostd: dict[int, TransportError] = {}  # ranks lost during the current step's outputs (replicas)
+    # With replicas a rank silent after the timeout is dropped only if a twin answered (the others are waited
+    # for longer: they may be held up behind it, mpc_core.mesh); a standby's catch-up may take a while.
+    output_wait = OUTPUT_WAIT_TIMEOUTS * timeout_s + 5.0 if replicas == 1 and standby_of else None
     i_now = [0]  # the current step
     resumed: list[dict] = []
 
@@ -418,7 +422,8 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
         i_now[0] = i
         try:
             raws = mesh._exchange({}, MAX_SEALED, lostd if replicas > 1 else None, tuple(sorted(live)),
-                                  hold if standby_of else None)
+                                  hold if standby_of else None, output_wait,
+                                  {r: layout.party_of(r) for r in live} if replicas > 1 else None)
         except TransportError as exc:
             raise RemoteJobError(f"job {job_id}: a node was lost at step {i}: {exc}") from exc
         for rank, exc in list(lostd.items()):
