@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # so that pip never pulls a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup test soak demo bench clean
+.PHONY: setup test soak demo bench bench-peer clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,5 +39,15 @@ demo: setup
 bench: setup
 	$(PY) bench/mpc_ops.py --json bench/results/mpc_ops.json
 
+# shardproof against CrypTen 0.4.1 on one GPT-2-small-shaped block (issue 12). CrypTen and what it imports
+# go to .peer/, beside the project (not among its dependencies), and its ONNX-converter import is made
+# optional there (tools/patch_crypten.py): the benchmark builds its block from CrypTen tensors.
+PEER := .peer
+bench-peer: setup
+	@test -f $(PEER)/crypten/__init__.py || $(PY) -m pip install --quiet --no-deps --target $(PEER) \
+		crypten==0.4.1 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3 pyyaml scipy
+	$(PY) tools/patch_crypten.py $(PEER)
+	PYTHONPATH=$(PEER) $(PY) bench/peer_crypten.py --json bench/results/peer_crypten.json
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(PEER) .pytest_cache .hypothesis
