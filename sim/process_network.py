@@ -53,6 +53,31 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
 
 
+class BackgroundJob:
+    """A job that runs in a thread of this process (`ProcessNetwork.start_job`), so that a test can kill or
+    freeze nodes meanwhile; `wait` gives its result or its error."""
+
+    def __init__(self, run: Callable[[], dict]):
+        self.result: dict | None = None
+        self.error: BaseException | None = None
+
+        def go() -> None:
+            try:
+                self.result = run()
+            except Exception as exc:  # noqa: BLE001 - handed to the test by wait()
+                self.error = exc
+
+        self._thread = threading.Thread(target=go, daemon=True)
+        self._thread.start()
+
+    def wait(self, timeout_s: float) -> "BackgroundJob":
+        """Wait for the client to finish; TimeoutError if it is still running after `timeout_s` (it hung)."""
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise TimeoutError(f"the client is still running after {timeout_s:.0f} s")
+        return self
+
+
 class ProcessNetwork:
     """Owner, client, log operator and auditor in this process; dealer and N nodes as child processes."""
 
@@ -316,6 +341,10 @@ class ProcessNetwork:
         kw.setdefault("state_dir", self.dir)
         return run_remote_job(self.url, self.client, nodes, model_id, prompt_ids, steps,
                               job_id, timeout_s=self.timeout_s, **kw)
+
+    def start_job(self, model_id: str, prompt_ids: list[int], steps: int, job_id: str, **kw) -> BackgroundJob:
+        """`run_job` in a thread of this process: returns at once (`BackgroundJob.wait` for the outcome)."""
+        return BackgroundJob(lambda: self.run_job(model_id, prompt_ids, steps, job_id, **kw))
 
     def audit(self, job_id: str, lam: int = 40, mode: str = "freivalds", wait_s: float | None = None):
         """Audit a job once the log operator sealed it; the daemons reveal and answer the challenge themselves.

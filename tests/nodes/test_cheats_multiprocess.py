@@ -211,7 +211,6 @@ def test_a_node_killed_mid_job_fails_that_job_only(network, request):
     """SIGKILL one node while a job runs: the client gets an error, not a hang; the other daemons and the
     dealer mark the job failed and keep serving, and the next job (with the node restarted) audits clean."""
     _soak_only_on_postgres(network[0], request)
-    import threading
     import time
 
     from prover.remote_client import RemoteJobError
@@ -219,16 +218,7 @@ def test_a_node_killed_mid_job_fails_that_job_only(network, request):
     net, model_id = network
     victim = 2
     job_id = _job_id("killed")
-    outcome: dict = {}
-
-    def client() -> None:
-        try:
-            outcome["result"] = net.run_job(model_id, PROMPT, 6, job_id)
-        except RemoteJobError as exc:
-            outcome["error"] = exc
-
-    t = threading.Thread(target=client)
-    t.start()
+    job = net.start_job(model_id, PROMPT, 6, job_id)
     joined = f"job {job_id}: joined the mesh as party {victim}"
     log = net.log_file(net.nodes[victim].node_id)
     net.wait_until(lambda: joined in log.read_text(errors="replace"), 120)  # progress-based: a busy machine is slow
@@ -236,9 +226,8 @@ def test_a_node_killed_mid_job_fails_that_job_only(network, request):
     time.sleep(0.5)  # well inside the job: 6 forward passes take seconds
     net.procs[net.nodes[victim].node_id].kill()
     net.procs.pop(net.nodes[victim].node_id).wait(10)
-    t.join(2 * net.timeout_s)
-    assert not t.is_alive(), "the client hung after a node died"
-    assert "error" in outcome, outcome
+    job.wait(2 * net.timeout_s)  # TimeoutError: the client hung after a node died
+    assert isinstance(job.error, RemoteJobError), (job.error, job.result)
     for i in (0, 1):
         st = net.data_dir(net.nodes[i].node_id) / "jobs" / job_id / "status"
         # A peer may only notice at its mesh timeout (net.timeout_s); progress extends the wait.

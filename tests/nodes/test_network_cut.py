@@ -10,7 +10,6 @@ import itertools
 import os
 import random
 import signal
-import threading
 import time
 
 import pytest
@@ -50,16 +49,7 @@ def test_a_replica_cut_off_mid_job_is_dropped_after_the_timeout_and_the_job_comp
     net, model_id, ref = network
     name = net.nodes[victim].node_id
     job_id = f"cut-{victim}-{os.getpid()}-{next(_jobs)}"
-    outcome: dict = {}
-
-    def client() -> None:
-        try:
-            outcome["result"] = net.run_job(model_id, PROMPT, STEPS, job_id)
-        except Exception as exc:  # noqa: BLE001 - asserted below
-            outcome["error"] = exc
-
-    t = threading.Thread(target=client)
-    t.start()
+    job = net.start_job(model_id, PROMPT, STEPS, job_id)
     log = net.log_file(name)
     joined = f"job {job_id}: joined the mesh as party {victim % N} replica {victim // N}"
     assert net.wait_until(lambda: joined in log.read_text(errors="replace"), 120), net.logs()
@@ -67,10 +57,9 @@ def test_a_replica_cut_off_mid_job_is_dropped_after_the_timeout_and_the_job_comp
     proc = net.procs[name]
     os.kill(proc.pid, signal.SIGSTOP)  # the cut: open streams, no answers
     try:
-        t.join(6 * TIMEOUT_S + 60)
-        assert not t.is_alive(), "the client hung behind a silent replica"
-        assert "result" in outcome, (outcome, net.logs())
-        out = outcome["result"]
+        job.wait(6 * TIMEOUT_S + 60)  # TimeoutError: the client hung behind a silent replica
+        assert job.error is None, (job.error, net.logs())
+        out = job.result
         assert out["tokens"] == ref, (out, net.logs())
         view = read_job_from_ledger(net.ledger, job_id)
         assert len(view.roots) == N and view.divergent == {}

@@ -6,16 +6,13 @@ from __future__ import annotations
 import itertools
 import os
 import random
-import threading
 import time
 
 import pytest
-import torch
 
-from ledger import entries as E
-from models import GPTConfig, random_model
+from models import GPTConfig
 from protocol.job_view import challenge_state, read_job_from_ledger
-from sim.process_network import ProcessNetwork
+from tests.nodes.deployment import deployment
 
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=40, block_size=16)
 PROMPT = [3, 1, 4]
@@ -26,26 +23,12 @@ KILLS_QUICK = 2  # make test: this many kills at random points of a job ...
 KILLS = 10  # ... make soak: the ten
 pytestmark = pytest.mark.timeout(1800)
 _jobs = itertools.count()
-_dbs = itertools.count()
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def network(request, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp(f"replicas-{request.param}")
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp / 'ledger.db'}"
-    else:
-        url = request.getfixturevalue("pg_server").create_database(f"replicas{os.getpid()}_{next(_dbs)}")
-    net = ProcessNetwork(url, tmp, n_nodes=N, seed=13, timeout_s=TIMEOUT_S, replicas=R)
-    model = random_model(CFG, seed=4)
-    model_id = net.publish(model)
-    net.start()
-    assert net.wait_ready(180), net.logs()
-    ref = model.generate(torch.tensor([PROMPT]), STEPS, temperature=0)[0, len(PROMPT):].tolist()
-    yield net, model_id, ref
-    codes = net.stop()
-    net.ledger.close()
-    assert all(c == 0 for c in codes.values()), (codes, net.logs())
+    yield from deployment(request, tmp_path_factory, "replicas", CFG, 4, PROMPT, STEPS, n_nodes=N, seed=13,
+                          timeout_s=TIMEOUT_S, replicas=R)
 
 
 def _sqlite_only_in_make_test(net, request) -> None:
@@ -100,26 +83,16 @@ def test_a_replica_killed_mid_job_leaves_the_job_to_its_twin(network, kills):
         victim = rng.randrange(N * R)
         name = net.nodes[victim].node_id
         job_id = _job_id(f"failover{k}")
-        outcome: dict = {}
-
-        def client() -> None:
-            try:
-                outcome["result"] = net.run_job(model_id, PROMPT, STEPS, job_id)
-            except Exception as exc:  # noqa: BLE001 - asserted below
-                outcome["error"] = exc
-
-        t = threading.Thread(target=client)
-        t.start()
+        job = net.start_job(model_id, PROMPT, STEPS, job_id)
         log = net.log_file(name)
         joined = f"job {job_id}: joined the mesh as party {victim % N} replica {victim // N}"
         assert net.wait_until(lambda: joined in log.read_text(errors="replace"), 180), net.logs()
         time.sleep(rng.uniform(0.0, 1.5))
         net.procs[name].kill()
         net.procs.pop(name).wait(10)
-        t.join(3 * net.timeout_s)
-        assert not t.is_alive(), "the client hung after a replica died"
-        assert "result" in outcome, (outcome, net.logs())
-        out = outcome["result"]
+        job.wait(3 * net.timeout_s)  # TimeoutError: the client hung after a replica died
+        assert job.error is None, (job.error, net.logs())
+        out = job.result
         assert out["tokens"] == ref, (out, net.logs())
         view = read_job_from_ledger(net.ledger, job_id)
         twin = net.nodes[(victim + N) % (N * R)].node_id

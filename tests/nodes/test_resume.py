@@ -9,18 +9,16 @@ from __future__ import annotations
 import itertools
 import os
 import random
-import threading
 import time
 
 import pytest
-import torch
 
 from ledger import entries as E
-from models import GPTConfig, random_model
+from models import GPTConfig
 from protocol import bodies as B
 from protocol.job_view import read_job_from_ledger
 from prover.remote_client import ResumeRefused, StandbyRefused, post_resume
-from sim.process_network import ProcessNetwork
+from tests.nodes.deployment import deployment
 
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=40, block_size=16)
 PROMPT = [3, 1, 4]
@@ -31,27 +29,17 @@ KILLS_QUICK = 3  # make test: one kill per share index at a random point ...
 KILLS = 8  # ... make soak
 pytestmark = pytest.mark.timeout(1800)
 _jobs = itertools.count()
-_dbs = itertools.count()
+
+
+def _start(net) -> None:
+    net.start(replicas=2)  # 7 of the 9 share holders serve: node i holds share index i mod 3
+    net.start_node(2 * N)
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def network(request, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp(f"resume-{request.param}")
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp / 'ledger.db'}"
-    else:
-        url = request.getfixturevalue("pg_server").create_database(f"resume{os.getpid()}_{next(_dbs)}")
-    net = ProcessNetwork(url, tmp, n_nodes=N, seed=17, timeout_s=TIMEOUT_S, replicas=3)  # 9 share holders ...
-    model = random_model(CFG, seed=5)
-    model_id = net.publish(model)
-    net.start(replicas=2)  # ... 7 of them serving: node i holds share index i mod 3
-    net.start_node(2 * N)
-    assert net.wait_ready(180), net.logs()
-    ref = model.generate(torch.tensor([PROMPT]), STEPS, temperature=0)[0, len(PROMPT):].tolist()
-    yield net, model_id, ref
-    codes = net.stop()
-    net.ledger.close()
-    assert all(c == 0 for c in codes.values()), (codes, net.logs())
+    yield from deployment(request, tmp_path_factory, "resume", CFG, 5, PROMPT, STEPS, _start, n_nodes=N, seed=17,
+                          timeout_s=TIMEOUT_S, replicas=3)
 
 
 def _soak(request) -> bool:
@@ -74,10 +62,8 @@ def _ids(net, idx) -> list[str]:
 
 
 def _run(net, model_id, job_id, **kw) -> dict:
-    from prover.remote_client import run_remote_job
-
-    return run_remote_job(net.url, net.client, _ids(net, range(N)), model_id, PROMPT, STEPS, job_id,
-                          dealer=net.dealer.node_id, timeout_s=net.timeout_s, state_dir=net.dir, **kw)
+    """A job on nodes 0-2 (R = 1)."""
+    return net.run_job(model_id, PROMPT, STEPS, job_id, replicas=1, **kw)
 
 
 @pytest.mark.parametrize("kills", [pytest.param(KILLS_QUICK, id="quick"),
@@ -96,29 +82,19 @@ def test_a_node_killed_mid_job_is_resumed_by_its_standby_with_the_same_tokens(ne
         p = k % N if k < N else rng.randrange(N)  # every index, the last one (the dealer's corrections) too
         victim, standby = net.nodes[p].node_id, net.nodes[p + N].node_id
         job_id = _job_id(f"resume{k}")
-        outcome: dict = {}
-
-        def client() -> None:
-            try:
-                outcome["result"] = _run(net, model_id, job_id, standby=[standby])
-            except Exception as exc:  # noqa: BLE001 - asserted below
-                outcome["error"] = exc
-
-        t = threading.Thread(target=client)
-        t.start()
+        job = net.start_job(model_id, PROMPT, STEPS, job_id, replicas=1, standby=[standby])
         log = net.log_file(victim)
         joined = f"job {job_id}: joined the mesh as party {p} replica 0"
         assert net.wait_until(lambda: joined in log.read_text(errors="replace"), 180), net.logs()
         time.sleep(rng.uniform(0.0, 2.0))
         net.kill_node(p)
-        t.join(4 * net.timeout_s)
         try:
-            assert not t.is_alive(), "the client hung after a node died"
-            if "error" in outcome and "not every node posted its job root" in str(outcome["error"]) and (
+            job.wait(4 * net.timeout_s)  # TimeoutError: the client hung after a node died
+            if "not every node posted its job root" in str(job.error) and (
                     f"job {job_id}: rank {p} sent" in log.read_text(errors="replace")):
                 continue  # killed after its last round, before its root: nothing to resume (node-daemon.md 8)
-            assert "result" in outcome, (outcome, net.logs())
-            out = outcome["result"]
+            assert job.error is None, (job.error, net.logs())
+            out = job.result
             assert out["tokens"] == ref, (out, net.logs())
             view = read_job_from_ledger(net.ledger, job_id)
             if not out["resumed"]:  # the kill came after the node's part of the job: nothing to resume
@@ -147,22 +123,9 @@ def test_with_replicas_a_standby_takes_over_an_index_whose_every_replica_was_kil
     accuses nobody, and both killed nodes are unresponsive."""
     net, model_id, ref = network
     _sqlite_only_in_make_test(net, request)
-    from prover.remote_client import run_remote_job
-
     standby = net.nodes[2 * N].node_id
     job_id = _job_id("resume-r2")
-    outcome: dict = {}
-
-    def client() -> None:
-        try:
-            outcome["result"] = run_remote_job(net.url, net.client, _ids(net, range(2 * N)), model_id, PROMPT, STEPS,
-                                               job_id, dealer=net.dealer.node_id, timeout_s=net.timeout_s,
-                                               state_dir=net.dir, replicas=2, standby=[standby])
-        except Exception as exc:  # noqa: BLE001 - asserted below
-            outcome["error"] = exc
-
-    t = threading.Thread(target=client)
-    t.start()
+    job = net.start_job(model_id, PROMPT, STEPS, job_id, replicas=2, standby=[standby])
     log = net.log_file(net.nodes[N].node_id)
     joined = f"job {job_id}: joined the mesh as party 0 replica 1"
     assert net.wait_until(lambda: joined in log.read_text(errors="replace"), 180), net.logs()
@@ -170,11 +133,10 @@ def test_with_replicas_a_standby_takes_over_an_index_whose_every_replica_was_kil
     net.kill_node(0)
     time.sleep(0.2)
     net.kill_node(N)
-    t.join(4 * net.timeout_s)
     try:
-        assert not t.is_alive(), "the client hung after both replicas died"
-        assert "result" in outcome, (outcome, net.logs())
-        out = outcome["result"]
+        job.wait(4 * net.timeout_s)  # TimeoutError: the client hung after both replicas died
+        assert job.error is None, (job.error, net.logs())
+        out = job.result
         assert out["tokens"] == ref and out["resumed"], (out, net.logs())
         assert out["resumed"][0]["standby"] == standby and out["resumed"][0]["lost"] == net.nodes[0].node_id
         view = read_job_from_ledger(net.ledger, job_id)
