@@ -416,6 +416,18 @@ def _read_hello(s: socket.socket, job: bytes, world: int, allowed: set[int], pee
     return msg[3], msg[4]
 
 
+def _accept_one(listener: socket.socket, wait_s: float, what: str) -> socket.socket | None:
+    """One connection accepted within `wait_s`, or None."""
+    listener.settimeout(wait_s)
+    try:
+        s, _addr = listener.accept()
+    except socket.timeout:
+        return None
+    except OSError as exc:
+        raise MeshError(f"accepting {what} failed: {exc}") from exc
+    return s
+
+
 def _accept_hellos(listener: socket.socket, job: bytes, world: int, expected: set[int], deadline: float,
                    timeout_s: float) -> dict[int, tuple[socket.socket, str]]:
     """Accept connections until every rank of `expected` said a valid hello; drop anything else."""
@@ -426,13 +438,9 @@ def _accept_hellos(listener: socket.socket, job: bytes, world: int, expected: se
             for s, _ in out.values():
                 s.close()
             raise PeerTimeout(f"ranks {sorted(expected - set(out))} did not join the mesh in time")
-        listener.settimeout(left)
-        try:
-            s, _addr = listener.accept()
-        except socket.timeout:
+        s = _accept_one(listener, left, "mesh connections")
+        if s is None:
             continue
-        except OSError as exc:
-            raise MeshError(f"accepting mesh connections failed: {exc}") from exc
         _tune(s, min(HELLO_WAIT_S, timeout_s, max(left, 0.1)))
         said = _read_hello(s, job, world, expected - set(out), "a joining rank")
         if said is None:
@@ -539,13 +547,9 @@ def accept_rejoin(listener: socket.socket, job: bytes, world: int, rank: int, ch
         left = deadline - time.monotonic()
         if left <= 0:
             raise PeerTimeout(f"no standby took over rank {rank} in time")
-        listener.settimeout(min(left, 0.5))
-        try:
-            s, _addr = listener.accept()
-        except socket.timeout:
+        s = _accept_one(listener, min(left, 0.5), "a rejoining rank")
+        if s is None:
             continue
-        except OSError as exc:
-            raise MeshError(f"accepting a rejoining rank failed: {exc}") from exc
         _tune(s, min(HELLO_WAIT_S, timeout_s))
         try:
             msg = decode_cbor(bytes(_recv_frame(s, "a rejoining rank", MAX_HELLO)))
