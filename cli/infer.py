@@ -302,7 +302,9 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
                      "runs inside this client)")
     net.add_argument("--model-id", default=None, help="id of the published model (its model.publish entry)")
     net.add_argument("--timeout", type=_seconds, default=60.0, metavar="S",
-                     help="seconds to wait for the job's group to form and for each step (default 60)")
+                     help="seconds to wait for the job's group to form and for each step (default 60); with "
+                     "replicas a silent (cut-off) replica is dropped after one S, and a step held up behind it is "
+                     "waited for up to 3 S")
     net.add_argument("--max-heartbeat-age", type=_seconds, default=180.0, metavar="S",
                      help="refuse nodes (and the dealer) whose last node.heartbeat is older (default 180: 3x the "
                      "daemons' default --heartbeat of 60)")
