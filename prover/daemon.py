@@ -33,7 +33,7 @@ from ledger import Ledger
 from ledger import entries as E
 from ledger.keys import ed25519_verify
 from ledger.subscribe import Subscription
-from prover.ledger_view import next_wake
+from prover.ledger_view import job_closed, next_wake, standby_check
 from mpc_core import prg
 from mpc_core.dealer import SeededDealerClient
 from mpc_core.broadcast import BroadcastLog, receipt_message
@@ -52,7 +52,7 @@ from prover.keys import NodeKeys, lookup_peer
 from protocol import bodies as B
 from protocol.challenge import beacon_commitment, beacon_value
 from protocol.errors import JobError
-from protocol.job_view import challenge_state, job_failed, read_job_from_ledger
+from protocol.job_view import challenge_state, read_job_from_ledger
 from prover.local_files import safe_id, write_secret
 from prover.model_delivery import REFRESH_SCHEME, fetch_share
 from models.publish import MANIFEST_FILE, SALTS_FILE, commit_tensor, load_party_share, manifest_config, read_manifest
@@ -495,17 +495,8 @@ class NodeDaemon:
         job.resume names to rejoin (its hello signed with its registered key); give up if the job is closed."""
         party = info.layout.party_of(rank)
         log.warning("job %s: party %d (rank %d) is lost (%s); holding for a standby", info.job_id, party, rank, why)
-
-        def check(node: str, statement: bytes, sig: bytes) -> bool:
-            rs = read_job_from_ledger(self.led, info.job_id).resumes.get(party)
-            peer = lookup_peer(self.led, node) if rs is not None and rs.body.standby == node else None
-            return peer is not None and ed25519_verify(peer.ed25519, statement, sig)
-
-        def give_up() -> str:
-            jf = job_failed(self.led, info.job_id)
-            return f"the job's opener closed it: {jf.reason}" if jf is not None else ""
-
-        node = mesh.admit_rejoin(rank, check, time.monotonic() + self.timeout_s, give_up)
+        node = mesh.admit_rejoin(rank, standby_check(self.led, info.job_id, party), time.monotonic() + self.timeout_s,
+                                 job_closed(self.led, info.job_id))
         log.info("job %s: standby %s took over party %d (rank %d)", info.job_id, node, party, rank)
 
     def make_communicator(self, mesh: Mesh, n_parties: int, bcast: BroadcastLog, replicas: int = 1

@@ -34,7 +34,6 @@ import torch
 from ledger import Ledger
 from ledger import entries as E
 from ledger import merkle
-from ledger.keys import ed25519_verify
 from ledger.subscribe import Subscription
 from mpc_core.dealer import Request, TrustedDealer, kind_spec
 from mpc_core.encoding import canonical_cbor, decode_cbor, tensor_bytes, tensor_from_bytes
@@ -47,7 +46,7 @@ from protocol import bodies as B
 from protocol.challenge import DEALER_SLOT, beacon_commitment, beacon_value
 from protocol.job_view import challenge_state, job_failed, published_manifest, read_job_from_ledger
 from protocol.plan import Plan, dealer_plan
-from prover.ledger_view import next_wake
+from prover.ledger_view import job_closed, next_wake, standby_check
 from prover.local_files import safe_id, write_secret
 from prover.errors import ProverError
 from prover.keys import NodeKeys, lookup_peer
@@ -577,17 +576,8 @@ def _serve_standby(led: Ledger, keys: NodeKeys, dealer: "_LoggingDealer", mesh: 
     used; raises if no standby takes over within `timeout_s` or the job is closed."""
     last = n - 1
     log.warning("job %s: the last share index is lost (%s); holding for a standby", job_id, why)
-
-    def check(who: str, statement: bytes, sig: bytes) -> bool:
-        rs = read_job_from_ledger(led, job_id).resumes.get(last)
-        peer = lookup_peer(led, who) if rs is not None and rs.body.standby == who else None
-        return peer is not None and ed25519_verify(peer.ed25519, statement, sig)
-
-    def give_up() -> str:
-        jf = job_failed(led, job_id)
-        return f"the job's opener closed it: {jf.reason}" if jf is not None else ""
-
-    node = mesh.admit_rejoin(rank, check, time.monotonic() + timeout_s, give_up)
+    node = mesh.admit_rejoin(rank, standby_check(led, job_id, last), time.monotonic() + timeout_s,
+                             job_closed(led, job_id))
     log.info("job %s: standby %s took over the last share index; serving it the job's material", job_id, node)
     return _serve_last(keys, dealer, mesh, rank, n, job_id, key, offline, trusted, node, lookup_peer(led, node).x25519,
                        _job_idle(led, job_id, n, timeout_s, served_by=node))

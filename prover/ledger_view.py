@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 
+from ledger.keys import ed25519_verify
+from protocol.job_view import job_failed, read_job_from_ledger
+from prover.keys import lookup_peer
 
 
 IDLE_RESCAN_S = 30.0  # a daemon with nothing pending still re-scans this often (belt and braces)
@@ -25,3 +28,22 @@ def wait_for(predicate, timeout_s: float, poll_s: float = 0.1) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(poll_s)
+
+
+def standby_check(led, job_id: str, party: int) -> Callable[[str, bytes, bytes], bool]:
+    """The check a peer, the client or the dealer applies to a REJOIN hello for share index `party`
+    (mpc_core.mesh.accept_rejoin): the node is the standby the counted job.resume of that index names,
+    and the signature verifies under its registered Ed25519 key (specs/node-daemon.md section 8)."""
+    def check(node: str, statement: bytes, sig: bytes) -> bool:
+        rs = read_job_from_ledger(led, job_id).resumes.get(party)
+        peer = lookup_peer(led, node) if rs is not None and rs.body.standby == node else None
+        return peer is not None and ed25519_verify(peer.ed25519, statement, sig)
+    return check
+
+
+def job_closed(led, job_id: str) -> Callable[[], str]:
+    """Why to stop holding for a standby: the opener's job.fail reason, or "" while the job is open."""
+    def why() -> str:
+        jf = job_failed(led, job_id)
+        return f"the job's opener closed it: {jf.reason}" if jf is not None else ""
+    return why

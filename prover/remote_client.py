@@ -22,7 +22,6 @@ import torch
 
 from ledger import Ledger
 from ledger import entries as E
-from ledger.keys import ed25519_verify
 from mpc_core.encoding import canonical_cbor, tensor_bytes, tensor_from_bytes
 from mpc_core.errors import TransportError
 from mpc_core.replicas import MAX_REPLICAS, Layout, pick
@@ -32,7 +31,7 @@ from prover.channels import MAX_SEALED, PURPOSE_INPUT, PURPOSE_OUTPUT, ReplayGua
 from prover.dealer_service import dealer_process
 from prover.errors import ProverError
 from prover.keys import NodeKeys, lookup_peer
-from prover.ledger_view import wait_for
+from prover.ledger_view import standby_check, wait_for
 from prover.local_files import safe_id
 from protocol.errors import BodyError, JobError
 from protocol import bodies as B
@@ -101,9 +100,9 @@ def assignment_problem(led: Ledger, node_ids: list[str], n_parties: int | None =
 def standby_plan(led: Ledger, standby: list[str], node_ids: list[str], model_id: str, n: int,
                  replicas: int) -> dict[int, list[str]]:
     """Share index -> the standbys that can resume it, in the order given (specs/node-daemon.md section 8).
-    Raises StandbyRefused, before anything is posted, for a standby the ledger would not count: in a job
-    with replicas, named twice or among the job's nodes, unregistered, holding no share of the model, or
-    whose operator holds another index of the job."""
+    Raises StandbyRefused, before anything is posted, for a standby the ledger would not count: named
+    twice or among the job's nodes, unregistered, holding no share of the model, or whose operator holds
+    another index of the job."""
     if not standby:
         return {}
     try:
@@ -265,7 +264,7 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
     ledger (None if no job root holds a receipt). With replicas, each step's inputs go to every live
     replica of an index and its output is taken from the lowest live one; `dropped` lists the nodes
     lost on the way (with why) and `divergent` the nodes whose output differed from their index's.
-    With `standby` nodes (R = 1), a node lost mid-job is handed to a standby of its share index
+    With `standby` nodes, a share index that loses every node mid-job is handed to a standby holding it
     (`job.resume`, specs/node-daemon.md section 8) and the job goes on; `resumed` lists each take-over.
     `on_token(i, token)` is called as each token arrives."""
     safe_id(job_id, "job id")
@@ -340,8 +339,8 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
     resumed: list[dict] = []
 
     def lose(rank: int, exc: Exception, i: int) -> bool:
-        """A replica is gone: stop talking to it (fail the job if that leaves an index with none), or, in a
-        job with standbys, hand its index to one (True: the standby holds `rank` now)."""
+        """A node is gone: stop talking to it; if that leaves its index with none, hand the index to a standby
+        (True: the standby holds replica 0's rank now) or fail the job."""
         p = layout.party_of(rank)
         if replicas == 1 and standby_of.get(p):
             resume(rank, exc, i)
@@ -375,12 +374,9 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
         except ResumeRefused as err:
             raise RemoteJobError(f"job {job_id}: node {lost} is lost and {err}") from err
         key = lookup_peer(led, node)
-
-        def check(who: str, statement: bytes, sig: bytes) -> bool:
-            return who == node and key is not None and ed25519_verify(key.ed25519, statement, sig)
-
         try:
-            mesh.admit_rejoin(rank, check, time.monotonic() + timeout_s, live={*live, dealer_rank(n, replicas)})
+            mesh.admit_rejoin(rank, standby_check(led, job_id, p), time.monotonic() + timeout_s,
+                              live={*live, dealer_rank(n, replicas)})
             mesh.send(rank, canonical_cbor([i]))
             node_ids[rank], peers[rank] = node, key
             live.add(rank)
