@@ -23,7 +23,7 @@ import torch
 from ledger import Ledger
 from ledger import entries as E
 from mpc_core.encoding import canonical_cbor, tensor_bytes, tensor_from_bytes
-from mpc_core.errors import TransportError
+from mpc_core.errors import PeerTimeout, TransportError
 from mpc_core.replicas import MAX_REPLICAS, Layout, pick
 from mpc_core.ring import decode
 from mpc_core.shares import additive_split
@@ -342,7 +342,7 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
         """A node is gone: stop talking to it; if that leaves its index with none, hand the index to a standby
         (True: the standby holds replica 0's rank now) or fail the job."""
         p = layout.party_of(rank)
-        if replicas == 1 and standby_of.get(p):
+        if replicas == 1 and standby_of.get(p) and not isinstance(exc, PeerTimeout):
             resume(rank, exc, i)
             return True
         if replicas == 1:
@@ -350,7 +350,7 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
         live.discard(rank)
         mesh.drop(rank)
         dropped.setdefault(node_ids[rank], f"{type(exc).__name__}: {one_line(exc)}")
-        if not any(r in live for r in layout.ranks_of(p)) and standby_of.get(p):
+        if not any(r in live for r in layout.ranks_of(p)) and standby_of.get(p) and not isinstance(exc, PeerTimeout):
             resume(rank, exc, i)
             return True
         if not any(r in live for r in layout.ranks_of(p)):
@@ -392,9 +392,12 @@ def _run_remote_job(ledger_url: str, client_keys: NodeKeys, node_ids: list[str],
 
     def hold(j: int, why: Exception) -> int | None:
         """A rank lost while the step's outputs arrive: None if a twin of its index is live (it is dropped
-        after the exchange), else its index's standby takes over (the rank it holds now)."""
+        after the exchange), else its index's standby takes over (the rank it holds now). Only a closed stream
+        is handed over: when every rank of an index is merely silent, the client cannot tell which rank the
+        others are held up behind (with replicas the silent one is found by its twins: mpc_core.mesh)."""
         p = layout.party_of(j)
-        if not standby_of.get(p) or any(r != j and r in live and r not in (lostd or {}) for r in layout.ranks_of(p)):
+        if (not standby_of.get(p) or isinstance(why, PeerTimeout)
+                or any(r != j and r in live and r not in (lostd or {}) for r in layout.ranks_of(p))):
             return None
         live.discard(j)
         mesh.drop(j)
