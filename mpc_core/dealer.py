@@ -19,6 +19,8 @@ Kinds (params):
   edabit        (shape,)                    r | rb = r (xor)
   dabit         (shape,)                    rb (xor bit) | ra = rb (arith)
   and_many      (shape, m, monomials)       a (m words, xor) | c[t] = AND of the shifted a's of factor set t (xor)
+  lookup        (shape, ell, b, poly)       r | dig (comparison digit tables, b > 0), U (rotated polynomial
+                                            table, poly not empty): mpc_core.lookup
 
 and_many: `monomials` is a tuple of monomials, each a tuple of 2..MAX_AND_FANIN factors (j, k, neg): input
 word j shifted by k (shift_word) and complemented if neg (the complement changes only the opened side, not
@@ -36,7 +38,7 @@ from typing import Callable, Literal
 
 import torch
 
-from mpc_core import prg
+from mpc_core import lookup, prg
 from mpc_core.errors import DealerError
 from mpc_core.ring import lshr, shift_word
 
@@ -240,9 +242,38 @@ def kind_spec(req: Request) -> KindSpec:
                 (Component("c", (len(subsets),) + shape, "xor"),),
                 lambda s: {"c": _and_many_derive(s["a"], subsets)},
             )
+        if k == "lookup":
+            return _lookup_spec(p)
     except (IndexError, TypeError, ValueError) as exc:
         raise DealerError(f"bad parameters for dealer kind {k!r}: {p!r}") from exc
     raise DealerError(f"unknown dealer kind {k!r}")
+
+
+def _lookup_spec(p) -> KindSpec:
+    """Material for one masked lookup (mpc_core.lookup): digit tables for comparisons of ell-bit
+    differences in b-bit digits (b = 0: none), and an optional polynomial table."""
+    if len(p) != 4:
+        raise DealerError(f"lookup takes (shape, ell, b, poly), got {p!r}")
+    shape, ell, b = _shape(p[0]), int(p[1]), int(p[2])
+    poly = lookup.check_poly(p[3]) if p[3] else None
+    if not b and poly is None:
+        raise DealerError("a lookup needs comparison digits or a polynomial table")
+    derived = []
+    if b:
+        nd = lookup.check_compare(ell, b, 1)
+        derived.append(Component("dig", shape + (nd, 1 << b), "arith"))
+    if poly is not None:
+        derived.append(Component("U", (poly[4] + 1,) + shape + (1 << poly[3],), "arith"))
+
+    def derive(s):
+        out = {}
+        if b:
+            out["dig"] = lookup.compare_tables(s["r"], ell, b)
+        if poly is not None:
+            out["U"] = lookup.poly_tables(s["r"], poly)
+        return out
+
+    return KindSpec((Component("r", shape, "arith"),), tuple(derived), derive)
 
 
 MATERIAL_PURPOSE = "material"

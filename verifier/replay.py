@@ -43,12 +43,12 @@ from verifier.freivalds import FreivaldsContext, Term, as_term, exact_check, fre
 # exceed this many bytes; shared right operands (masked weights) are not counted.
 PENDING_BYTES_LIMIT = 256 << 20
 # A replay reports its progress (ReplaySession.progress) every this many steps.
-PROGRESS_EVERY = 256
+PROGRESS_EVERY = 64
 # Fixed cost charged per matmul call in the exact-or-Freivalds choice, in multiply-adds.
 CALL_OVERHEAD_MACS = 20_000
 # Input fields whose digest the replay does not recompute: in each of these step kinds the named
 # message is the input plus (or XOR) the party's own material of that step (sent.e = x - a,
-# sent.c = x + r (+ 2^62 for party 0), sent.d = x ^ a, sent.f = w - b), a bijection of the input
+# sent.c = x + r (+ 2^62 for party 0; lookup_open too), sent.d = x ^ a, sent.f = w - b), a bijection of the input
 # once the material is fixed. (b2a's message packs bit 0 of bits ^ rb, 64 to a word: not a bijection
 # of its input words, so the replay hashes in.bits.) So the message digest matching the replay's
 # means the party used exactly the replay's input; the input digest adds no check on anything the
@@ -62,6 +62,7 @@ IMPLIED_INPUTS: dict[str, dict[str, str]] = {
     "and": {"in.x": "sent.d", "in.y": "sent.e"},
     "and_many": {"in.x": "sent.d"},
     "a2b_open": {"in.x": "sent.c"},
+    "lookup_open": {"in.x": "sent.c"},
 }
 
 

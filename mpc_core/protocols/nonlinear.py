@@ -16,6 +16,7 @@ import torch
 from mpc_core.errors import MPCError, ShapeError
 from mpc_core.protocols.arithmetic import beaver_mul, truncate
 from mpc_core.protocols.binary import RADIX4_SHIFTS, a2b, and_many, b2a_bits, extract_bits, ltz, prefix_or_down
+from mpc_core.protocols.lookup import Poly, fits, masked_lookup
 from mpc_core.ring import encode_constant, lshr
 from mpc_core.session import Session, align
 
@@ -45,6 +46,48 @@ MAX_GROUP = 16
 MAX_PAD = -(1 << 61)
 GELU_C1 = 2.0 * math.sqrt(2.0 / math.pi)  # tanh(z) = 2 sigmoid(2z) - 1
 GELU_C3 = GELU_C1 * 0.044715
+
+# Lookup tables on a masked input (protocols/lookup.py), used wherever their material fits
+# (lookup.MAX_TABLE_WORDS), the bit-decomposition protocols above and below elsewhere:
+# comparisons with 0 are exact for abs(x) < 2^CMP_BITS (the max's pairs: abs(x_i - x_j) < 2^62);
+CMP_BITS = 62
+# GeLU: cubic pieces on segments of 1/8 over [-8, 8) at scale 2^58, GeLU(x) = x above GELU_CLIP and 0 below
+# -GELU_CLIP (off by below 1e-12); its comparisons cover abs(x) < 2^(f + GELU_RANGE_BITS) (GeLU's domain, 1000).
+GELU_CLIP = 7.5
+GELU_RANGE_BITS = 11
+# 1/m and m^-1/2 for m in [1, 4): cubic pieces on segments of 1/32 over [0.5, 4.5) at scale 2^60;
+# normalisation to m in [1, 4) by the thresholds [X >= 4^i], i < NORM_BITS / 2, in one lookup.
+UNIT_TABLE_BITS = 60
+NORM_SCALE = 60  # X 2^(60-2i) = m 2^60, m in [1, 4)
+# e^z for z <= 0: quadratic pieces on segments of 1/32 over [-31.9, 0.1) at scale 2^60 (the per-piece
+# coefficient rounding stays below 2^-38), zeroed below -(f + E) ln 2 like `exp`; the comparison covers
+# abs(z) < 2^(f + EXP_RANGE_BITS) (exp's domain, 2^21).
+EXP_TABLE_BITS = 60
+EXP_RANGE_BITS = 22
+
+
+def _gelu_poly(f: int) -> Poly:
+    return ("gelu", f, f - 3, 7, 3, 58, -64, 0)
+
+
+def _unit_poly(name: str) -> Poly:
+    """m in [1, 4) given at scale 2^NORM_SCALE (the normalisation's untruncated product): segments of
+    2^-5, the 44 bits below 2^-16 dropped by the table (its truncation)."""
+    return (name, NORM_SCALE, NORM_SCALE - 5, 7, 3, UNIT_TABLE_BITS, 16, NORM_SCALE - 16)
+
+
+def _exp_poly(f: int) -> Poly:
+    return ("exp", f, f - 5, 10, 2, EXP_TABLE_BITS, -1020, 0)
+
+
+def less_than_zero(s: Session, x: torch.Tensor) -> torch.Tensor:
+    """[x < 0] as arithmetic 0/1 shares, exact: a table comparison (2 rounds) where its material fits and
+    abs(x) < 2^CMP_BITS, else the sign bit of an A2B (5 rounds)."""
+    shape = tuple(x.shape[1:])
+    if fits(shape, CMP_BITS, 1):
+        bits, _ = masked_lookup(s, x, ell=CMP_BITS, thresholds=(0,))
+        return s.party0(len(shape)) - bits[:, 0]
+    return ltz(s, x)
 
 
 # --- building blocks ---------------------------------------------------------
@@ -136,6 +179,22 @@ def exp(s: Session, x: torch.Tensor, out_extra: int = 0) -> torch.Tensor:
     return mul_fx(s, pint, poly)
 
 
+def exp_nonpositive(s: Session, z: torch.Tensor, out_extra: int = 0) -> torch.Tensor:
+    """e^z for -2^21 < z <= 0 at scale 2^(f+E), E = out_extra; 0 below -(f+E) ln 2, like `exp`.
+
+    Where the material fits, by one lookup (4 rounds): a quadratic piece P of e^z on [-31.9, 0.1) and
+    g = [z >= -(f+E) ln 2] from one opening (2 rounds); g P (one Beaver round) truncated to scale 2^(f+E).
+    Otherwise `exp` (13 rounds)."""
+    f = s.frac_bits
+    shape = tuple(z.shape[1:])
+    poly = _exp_poly(f)
+    if not fits(shape, f + EXP_RANGE_BITS, 1, poly):
+        return exp(s, z, out_extra)
+    floor = -encode_constant((f + out_extra) * math.log(2.0), f)
+    g, p = masked_lookup(s, z, ell=f + EXP_RANGE_BITS, thresholds=(floor,), poly=poly)
+    return truncate(s, beaver_mul(s, g[:, 0], p), EXP_TABLE_BITS - f - out_extra)
+
+
 # --- normalisation for reciprocal and rsqrt --------------------------------------
 def _normalise(s: Session, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For x > 0 return ([m] at scale 2^f with m in [1, 2), [onehot] of the leading-one position p of X = x 2^f).
@@ -151,6 +210,34 @@ def _normalise(s: Session, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     k = (onehot * scale).sum(-1)
     m = truncate(s, beaver_mul(s, x, k), 61 - f)
     return m, onehot
+
+
+def _normalise_table(s: Session, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For 1 <= X = x 2^f < 2^NORM_BITS: ([m] at scale 2^NORM_SCALE with m in [1, 4), [onehot] of the i with
+    4^i <= X < 4^(i+1)), by one lookup (3 rounds in all).
+
+    1. g_i = [X >= 4^i] for i < NORM_BITS / 2 (one lookup, 2 rounds); onehot_i = g_i - g_(i+1).
+    2. m 2^60 = X * 2^(60-2i) (one Beaver round; below 2^62). The unit table that reads m drops its
+       low bits itself (`_unit_poly`), so no truncation round."""
+    n = (NORM_BITS + 1) // 2
+    g, _ = masked_lookup(s, x, ell=NORM_BITS, thresholds=tuple(1 << (2 * i) for i in range(n)))
+    g = g.movedim(1, -1)  # (P, ..., n)
+    onehot = g - torch.cat([g[..., 1:], torch.zeros_like(g[..., :1])], dim=-1)
+    scale = torch.tensor([1 << (NORM_SCALE - 2 * i) for i in range(n)], dtype=torch.int64)
+    k = (onehot * scale).sum(-1)
+    return beaver_mul(s, x, k), onehot
+
+
+def _normalise_fits(shape: tuple[int, ...]) -> bool:
+    return fits(shape, NORM_BITS, (NORM_BITS + 1) // 2)
+
+
+def _unit_table(s: Session, m: torch.Tensor, name: str, out_extra: int = 0) -> torch.Tensor:
+    """1/m or m^-1/2 for m in [1, 4) given at scale 2^NORM_SCALE, at scale 2^(f + out_extra), by one
+    polynomial table (2 rounds)."""
+    f = s.frac_bits
+    _, y = masked_lookup(s, m, poly=_unit_poly(name))
+    return truncate(s, y, UNIT_TABLE_BITS - f - out_extra)
 
 
 def _by_position(s: Session, y: torch.Tensor, onehot: torch.Tensor, consts: list[int], shift: int) -> torch.Tensor:
@@ -221,10 +308,16 @@ def reciprocal(s: Session, x: torch.Tensor, extra_bits: int = 0) -> torch.Tensor
 
     With `extra_bits` = E the result has scale 2^(f+E) (more precision for small results)."""
     f = s.frac_bits
-    m, onehot = _normalise(s, x)
-    r = _recip_unit(s, m)
     shift = 29
-    consts = [round(2.0 ** (shift + f - j)) for j in range(NORM_BITS)]
+    if _normalise_fits(tuple(x.shape[1:])):
+        # 1/m in (1/4, 1] carries one more bit (scale 2^(f+1)); the constants one less, so y k < 2^62
+        m, onehot = _normalise_table(s, x)
+        r = _unit_table(s, m, "recip", out_extra=1)
+        consts = [round(2.0 ** (shift - 1 + f - 2 * i)) for i in range(onehot.shape[-1])]
+    else:
+        m, onehot = _normalise(s, x)
+        r = _recip_unit(s, m)
+        consts = [round(2.0 ** (shift + f - j)) for j in range(NORM_BITS)]
     return _by_position(s, r, onehot, consts, shift - extra_bits)
 
 
@@ -235,10 +328,15 @@ def rsqrt(s: Session, x: torch.Tensor, extra_bits: int = 0, factor: float = 1.0)
     With `extra_bits` = E the result has scale 2^(f+E). The constant of the leading-one position p must
     keep y * const < 2^62: factor 2^(37 - (p-f)/2) <= 2^45.5, i.e. x >= factor^2 2^-(f+1)."""
     f = s.frac_bits
-    m, onehot = _normalise(s, x)
-    y = _rsqrt_unit(s, m)
     shift = 37
-    consts = [round(factor * 2.0 ** (shift - (j - f) / 2.0)) for j in range(NORM_BITS)]
+    if _normalise_fits(tuple(x.shape[1:])):
+        m, onehot = _normalise_table(s, x)
+        y = _unit_table(s, m, "rsqrt")
+        consts = [round(factor * 2.0 ** (shift - (2 * i - f) / 2.0)) for i in range(onehot.shape[-1])]
+    else:
+        m, onehot = _normalise(s, x)
+        y = _rsqrt_unit(s, m)
+        consts = [round(factor * 2.0 ** (shift - (j - f) / 2.0)) for j in range(NORM_BITS)]
     return _by_position(s, y, onehot, consts, shift - extra_bits)
 
 
@@ -250,7 +348,7 @@ def select_bit(s: Session, bit: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def relu(s: Session, x: torch.Tensor) -> torch.Tensor:
     """max(x, 0) = (1 - [x < 0]) * x."""
-    neg = ltz(s, x)
+    neg = less_than_zero(s, x)
     return beaver_mul(s, s.party0(neg.dim() - 1) - neg, x)
 
 
@@ -285,6 +383,8 @@ def _max_level(s: Session, x: torch.Tensor) -> torch.Tensor:
         x = torch.cat([x, (s.party0(x.dim() - 1) * MAX_PAD).expand(*x.shape[:-1], g * b - n)], dim=-1)
     xg = x.reshape(*x.shape[:-1], g, b)
     first, second = torch.triu_indices(b, b, offset=1)
+    if fits(tuple(xg.shape[1:-1]) + (len(first),), CMP_BITS, 1):
+        return _max_level_table(s, xg, first, second)
     lt = lshr(a2b(s, xg[..., first] - xg[..., second]), 63)  # (P, ..., g, pairs): XOR shares of [x_i < x_j]
     pair, flip, fill, levels = _win_layout(b)
     bits = lt[..., pair] ^ (s.party0(lt.dim()) * flip)  # (P, ..., g, b, b - 1): entry i beats entry j
@@ -292,6 +392,28 @@ def _max_level(s: Session, x: torch.Tensor) -> torch.Tensor:
     for k in RADIX4_SHIFTS[:levels]:
         z = and_many(s, z.unsqueeze(1), (tuple((0, -t * k, 0) for t in range(4)),))[:, 0]
     win = b2a_bits(s, z & 1)  # (P, ..., g, b): 1 for each group's first maximum
+    return beaver_mul(s, win, xg).sum(-1)
+
+
+# The winner test of a table max level: [wins - (b - 1) >= 0] for wins in [0, b - 1], an exact
+# one-round table on the 5-bit integer (segments of one unit, degree 0).
+WIN_STEP: Poly = ("step", 0, 0, 5, 0, 0, -16, 0)
+
+
+def _max_level_table(s: Session, xg: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """One level of `max_last` by lookups (4 rounds): every pair's [x_i >= x_j] in one table comparison
+    (2 rounds); entry i's wins, sum_{j>i} [x_i >= x_j] + sum_{j<i} (1 - [x_j >= x_i]), are b - 1 for the
+    group's first maximum only (the same tie rule as the bit version), read by one step table (1 round);
+    sum_i w_i x_i (one Beaver round)."""
+    b = xg.shape[-1]
+    ge, _ = masked_lookup(s, xg[..., first] - xg[..., second], ell=CMP_BITS, thresholds=(0,))
+    ge = ge[:, 0]  # (P, ..., g, pairs)
+    sign = torch.zeros(len(first), b, dtype=torch.int64)
+    sign[torch.arange(len(first)), first] = 1
+    sign[torch.arange(len(first)), second] = -1
+    p0 = s.party0(ge.dim() - 1)
+    wins = (ge.unsqueeze(-1) * sign).sum(-2) + p0 * (torch.arange(b, dtype=torch.int64) - (b - 1))
+    _, win = masked_lookup(s, wins, poly=WIN_STEP)
     return beaver_mul(s, win, xg).sum(-1)
 
 
@@ -314,16 +436,27 @@ def _win_layout(b: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
 
 def sigmoid(s: Session, x: torch.Tensor) -> torch.Tensor:
     """1 / (1 + e^-x) via e^-|x| (never overflows) and a reciprocal on [1, 2]."""
-    neg = ltz(s, x)
+    neg = less_than_zero(s, x)
     absx = x - 2 * beaver_mul(s, neg, x)
-    e = exp(s, -absx)
+    e = exp_nonpositive(s, -absx)
     q = _recip_unit(s, add_public(s, e, 1.0))
     one_minus_2q = add_public(s, -2 * q, 1.0)
     return q + beaver_mul(s, neg, one_minus_2q)
 
 
 def gelu(s: Session, x: torch.Tensor) -> torch.Tensor:
-    """GPT-2's tanh GeLU: 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3))) = x * sigmoid(2 sqrt(2/pi)(x + 0.044715 x^3))."""
+    """GPT-2's tanh GeLU: 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3))) = x * sigmoid(2 sqrt(2/pi)(x + 0.044715 x^3)).
+
+    Where the material fits, by one lookup (4 rounds): a cubic piece P of GeLU on [-8, 8) and the
+    thresholds lo = [x >= -7.5], hi = [x >= 7.5] from one opening (2 rounds); (lo - hi) P and hi x in
+    one Beaver round; the first truncated to scale 2^f. Otherwise (35 rounds) as x sigmoid(z) below."""
+    f = s.frac_bits
+    shape = tuple(x.shape[1:])
+    clip = encode_constant(GELU_CLIP, f)
+    if fits(shape, f + GELU_RANGE_BITS, 2, _gelu_poly(f)):
+        g, p = masked_lookup(s, x, ell=f + GELU_RANGE_BITS, thresholds=(-clip, clip), poly=_gelu_poly(f))
+        mid, above = mul_batch(s, [(g[:, 0] - g[:, 1], p, False), (g[:, 1], x, False)])
+        return truncate(s, mid, _gelu_poly(f)[5] - f) + above
     x2 = mul_fx(s, x, x)
     x3 = mul_fx(s, x2, x)
     z = linear_combination(s, [(GELU_C1, x), (GELU_C3, x3)], bits=s.frac_bits)
@@ -336,7 +469,7 @@ def softmax_last(s: Session, x: torch.Tensor) -> torch.Tensor:
     # many of them); the sum, read at scale 2^f, is 2^Ee * sum, and its reciprocal is taken at scale
     # 2^(f+Er), so e * inv carries scale 2^(2f+Er) and one truncation by f+Er returns to 2^f.
     mx = max_last(s, x)
-    e = exp(s, x - mx.unsqueeze(-1), out_extra=SOFTMAX_EXP_EXTRA_BITS)
+    e = exp_nonpositive(s, x - mx.unsqueeze(-1), out_extra=SOFTMAX_EXP_EXTRA_BITS)
     inv = reciprocal(s, e.sum(-1), extra_bits=SOFTMAX_RECIP_EXTRA_BITS)
     return truncate(s, beaver_mul(s, e, inv.unsqueeze(-1)), s.frac_bits + SOFTMAX_RECIP_EXTRA_BITS)
 

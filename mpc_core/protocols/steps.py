@@ -15,6 +15,7 @@ import torch
 from mpc_core.errors import MPCError
 from mpc_core.protocols import arithmetic as A
 from mpc_core.protocols import binary as Bn
+from mpc_core.protocols import lookup as L
 from mpc_core.session import Session
 
 
@@ -86,6 +87,12 @@ def run_recorded_step(s: Session, kind: str, inputs: dict[str, torch.Tensor], op
         narrow = _narrow(p, 3)
         f = _masked_weight(refs_public, narrow)
         A.fixed_matmul(s, _one(inputs["in.x"]), f, str(p[0]), tuple(int(d) for d in p[2]), narrow, refs=list(refs))
+        return
+    if kind == "lookup_open":
+        p = _params(ops, kind)
+        if len(p) != 4 or not isinstance(p[1], int) or not isinstance(p[2], int):
+            raise StepSpecError(f"malformed lookup request {p!r}")
+        L.lookup_open(s, _one(inputs["in.x"]), p[1], p[2], tuple(p[3]) if p[3] else None)
         return
     step = steps.get(kind)
     if step is None:

@@ -173,11 +173,18 @@ def test_max_is_exact_with_ties_at_every_row_length(n, rows, parties, seed, ties
     assert torch.equal(out, x.max(-1).values)
 
 
-def test_max_rounds_one_level_per_group_of_16():
-    """Rounds of max over a row: 6 + ceil(log4(b - 1)) per level of groups of b <= 16 (one level up to 16
-    entries, two up to 256; a 50257-entry row: 4 levels, 32 rounds, where a binary tournament takes 96)."""
+def test_max_rounds_one_level_per_group_of_16(monkeypatch):
+    """Rounds of max over a row, one level per group of b <= 16 (one level up to 16 entries, two up to
+    256): by lookups 4 a level; by bit decompositions (where the tables would be too large) 6 +
+    ceil(log4(b - 1)) a level (a 50257-entry row: 4 levels, 32 rounds, where a binary tournament takes 96)."""
+    from mpc_core.protocols import lookup
     from mpc_core.protocols.nonlinear import MAX_GROUP
     assert MAX_GROUP == 16
+    # 257 entries: the first level (17 groups, 2040 pairs) exceeds lookup.MAX_TABLE_WORDS and takes 8 rounds
+    for n, want in ((2, 4), (5, 4), (16, 4), (17, 8), (40, 8), (100, 8), (257, 8 + 4 + 4)):
+        _, stats = simulate(lambda a: a.max(-1), torch.randn(1, n, dtype=torch.float64), parties=3)
+        assert stats.rounds == want, (n, stats.rounds)
+    monkeypatch.setattr(lookup, "MAX_TABLE_WORDS", 0)
     for n, want in ((2, 6), (5, 7), (16, 8), (17, 8 + 6), (40, 8 + 7), (64, 8 + 7), (65, 8 + 7), (1000, 8 + 8 + 7)):
         _, stats = simulate(lambda a: a.max(-1), torch.randn(1, n, dtype=torch.float64), parties=3)
         assert stats.rounds == want, (n, stats.rounds)

@@ -28,7 +28,7 @@ def test_transcripts_are_identical_across_runs(tmp_path):
         assert a.transcripts[p].chain_digest() == b.transcripts[p].chain_digest()
     assert [r.index for r in a.transcripts[0].records] == list(range(len(a.transcripts[0].records)))
     kinds = {r.kind for r in a.transcripts[0].records}
-    assert {"mask_weight", "fixed_matmul", "trunc", "beaver_mul", "and_many", "a2b_open", "b2a"} <= kinds
+    assert {"mask_weight", "fixed_matmul", "trunc", "beaver_mul", "lookup_open"} <= kinds
 
 
 def test_parties_have_different_transcripts_and_a_different_seed_changes_them():

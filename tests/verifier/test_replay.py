@@ -78,6 +78,7 @@ _RELATIONS = {  # (input, message): what the party's own material of the step mu
     ("and", "in.y", "sent.e"): lambda i, s, m, p0: torch.equal(i ^ s, m["b"]),
     ("and_many", "in.x", "sent.d"): lambda i, s, m, p0: torch.equal(i ^ s, m["a"]),
     ("a2b_open", "in.x", "sent.c"): lambda i, s, m, p0: torch.equal(s - i, m["r"]),
+    ("lookup_open", "in.x", "sent.c"): lambda i, s, m, p0: torch.equal(s - i, m["r"]),
 }
 
 
@@ -110,6 +111,7 @@ def test_skipped_inputs_are_bijective_images_of_their_messages():
     y = SharedTensor.from_plain(s, torch.randn(2, 4, 5)).data
     A.beaver_matmul(s, x, y)
     Bn.and_(s, x, x)  # the 2-input AND: the model's comparisons use and_many now
+    Bn.a2b(s, x)  # the model's small comparisons are lookups now; large ones decompose bits (a2b_open, and_many)
     assert s.seen == set(R.IMPLIED_INPUTS)
 
 

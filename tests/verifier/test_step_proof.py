@@ -49,7 +49,7 @@ def test_honest_steps_of_every_kind_prove_nothing(model_dir, tmp_path):
     for r in records:
         picks.setdefault(r.kind, []).append(r.index)
     kinds = {k for k in picks if k != "reveal"}
-    assert {"beaver_mul", "fixed_matmul", "mask_weight", "trunc", "and_many", "a2b_open", "b2a"} <= kinds
+    assert {"beaver_mul", "fixed_matmul", "mask_weight", "trunc", "lookup_open"} <= kinds
     cache_steps = [r.index for r in records if r.kind == "fixed_matmul" and len(r.refs) > 1]
     assert cache_steps, "no product with a grown KV cache in the job"
     for p in (0, job.n_parties - 1):

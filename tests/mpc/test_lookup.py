@@ -1,0 +1,106 @@
+"""Lookup tables on a masked input (mpc_core/lookup.py, mpc_core/protocols/lookup.py): exact comparisons,
+exact small tables, piecewise polynomials within their interpolation error, and bad requests refused."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from mpc_core.dealer import Request, kind_spec
+from mpc_core.errors import DealerError
+from mpc_core.lookup import FUNCTIONS, coefficients, digit_bits
+from mpc_core.prg import master_from_int
+from mpc_core.protocols.lookup import masked_lookup
+from mpc_core.protocols.nonlinear import WIN_STEP, _gelu_poly, _unit_poly
+from mpc_core.ring import decode, encode
+from mpc_core.session import Session
+
+
+def _session(parties: int = 3, seed: int = 0) -> Session:
+    return Session.in_process(parties, master_from_int(seed), record=False)
+
+
+@given(st.integers(2, 62), st.integers(1, 4), st.integers(2, 4), st.integers(0, 10**6))
+@settings(max_examples=40, deadline=None)
+def test_comparisons_are_exact_within_their_range(ell, n_thresholds, parties, seed):
+    """[x >= t] equals the plaintext comparison for abs(x - t) < 2^ell, at the edges of the range too."""
+    g = torch.Generator().manual_seed(seed)
+    half = 1 << (ell - 1)
+    t = torch.randint(-half, half, (n_thresholds,), generator=g, dtype=torch.int64)
+    d = torch.randint(-half + 1, half, (n_thresholds, 24), generator=g, dtype=torch.int64)
+    d[:, :6] = torch.tensor([0, 1, -1, half - 1, -half + 1, 2])
+    x = (t.unsqueeze(1) + d)[0]  # compared against every threshold: keep abs(x - t_j) < 2^ell
+    x = x[((x.unsqueeze(0) - t.unsqueeze(1)).abs() < (1 << ell)).all(0)]
+    s = _session(parties, seed)
+    bits, value = masked_lookup(s, s.public_to_shares(x), ell=ell, thresholds=tuple(t.tolist()))
+    assert value is None
+    want = (x.unsqueeze(0) >= t.unsqueeze(1)).to(torch.int64)
+    assert torch.equal(bits.sum(0), want)
+    assert s.counters.rounds == 2
+
+
+def test_step_table_is_exact_and_one_round():
+    """The max's winner test: a degree-0 table on a 5-bit integer, exact with no carry."""
+    s = _session()
+    wins = torch.arange(-16, 16, dtype=torch.int64)
+    _, value = masked_lookup(s, s.public_to_shares(wins), poly=WIN_STEP)
+    assert torch.equal(value.sum(0), (wins >= 0).to(torch.int64))
+    assert s.counters.rounds == 1
+
+
+@pytest.mark.parametrize("poly, lo, hi, tol", [
+    (_gelu_poly(16), -7.9, 7.8, 5e-6),
+    (_unit_poly("recip"), 1.0, 4.0, 1e-6 + 2.0 ** -16),  # the 44 dropped bits err by up to 2^-16 in m
+    (_unit_poly("rsqrt"), 1.0, 4.0, 1e-6 + 2.0 ** -17),
+])
+def test_polynomial_tables_within_interpolation_error(poly, lo, hi, tol):
+    """A table's value at scale 2^out_bits is within `tol` of the function at the encoded input, across its
+    segments (each input lands in one of two segments depending on the mask's carry)."""
+    name, f_in, *_ = poly
+    out_bits = poly[5]
+    lift = max(f_in - 40, 0)  # encode() takes at most 40 fractional bits
+    x = encode(torch.linspace(lo, hi, 3001, dtype=torch.float64), f_in - lift) << lift
+    for seed in (1, 2):
+        s = _session(3, seed)
+        _, value = masked_lookup(s, s.public_to_shares(x), poly=poly)
+        got = value.sum(0).double() / 2.0 ** out_bits
+        ref = torch.tensor([float(FUNCTIONS[name](__import__("decimal").Decimal(v))) for v in (x.double() / 2.0 ** f_in).tolist()],
+                           dtype=torch.float64)
+        assert (got - ref).abs().max().item() < tol, name
+
+
+def test_coefficient_tables_are_integers_that_rebuild_the_function():
+    """The public table's row v evaluates, at l = 0 and l = +-2^m (u = 0, +-1), to f at that point times
+    2^out_bits: the ends are interpolation nodes (exact up to rounding), the centre within the cubic's error."""
+    name, f_in, m, k, deg, out_bits, v_lo, t = _unit_poly("recip")
+    table = coefficients(name, f_in, m, k, deg, out_bits, v_lo, t)
+    assert table.shape == (1 << k, deg + 1) and table.dtype == torch.int64
+    v = torch.arange(v_lo + 1, v_lo + (1 << k)).double()  # segments inside [0.5, 4.5)
+    rows = table[1:].double() / 2.0 ** out_bits
+    step = 2.0 ** (m - f_in)
+    for u, tol in ((-1, 1e-8), (1, 1e-8), (0, 1e-5)):
+        value = sum(rows[:, d] * 2.0 ** ((m - t) * d) * float(u) ** d for d in range(deg + 1))
+        assert (value - 1 / ((v + u) * step)).abs().max() < tol, u
+
+
+def test_digit_width_minimises_material():
+    for ell, n in ((62, 1), (47, 24), (27, 2), (5, 1)):
+        b = digit_bits(ell, n)
+        cost = lambda w: math.ceil(ell / w) * (1 << w) + n * (1 << (math.ceil(ell / w) + 1))
+        assert all(cost(b) <= cost(w) for w in range(1, 11) if math.ceil(ell / w) + 1 <= 16)
+
+
+@pytest.mark.parametrize("params, what", [
+    (((4,), 62, 7, ("nosuch", 16, 11, 7, 3, 60, 16, 0)), "unknown table function"),
+    (((4,), 62, 7, ("recip", 16, 11, 13, 3, 60, 16, 0)), "out of range"),
+    (((4,), 62, 7, ("recip", 16, 11, 7, 4, 60, 16, 0)), "out of range"),
+    (((4,), 62, 7, ("recip", 16, 11, 7, 3, 60, 16)), "bad polynomial table parameters"),
+    (((4,), 63, 7, ()), "out of range"),
+    (((4,), 62, 2, ()), "second table"),
+    (((4,), 62, 0, ()), "needs comparison digits or a polynomial"),
+    (((4,), 62, 11, ()), "out of range"),
+    (((4,), 62, 7), "takes (shape, ell, b, poly)"),
+])
+def test_bad_lookup_requests_are_refused(params, what):
+    with pytest.raises(DealerError, match=what.replace("(", r"\(").replace(")", r"\)")):
+        kind_spec(Request("lookup", params))
