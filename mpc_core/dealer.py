@@ -19,8 +19,8 @@ Kinds (params):
   edabit        (shape,)                    r | rb = r (xor)
   dabit         (shape,)                    rb (xor bit) | ra = rb (arith)
   and_many      (shape, m, monomials)       a (m words, xor) | c[t] = AND of the shifted a's of factor set t (xor)
-  lookup        (shape, ell, b, poly)       r | dig (comparison digit tables, b > 0), U (rotated polynomial
-                                            table, poly not empty): mpc_core.lookup
+  lookup        (shape, ell, b, polys)      r | dig (comparison digit tables, b > 0), U0, U1, ... (rotated
+                                            polynomial tables, one per entry of polys): mpc_core.lookup
 
 and_many: `monomials` is a tuple of monomials, each a tuple of 2..MAX_AND_FANIN factors (j, k, neg): input
 word j shifted by k (shift_word) and complemented if neg (the complement changes only the opened side, not
@@ -252,25 +252,27 @@ def kind_spec(req: Request) -> KindSpec:
 def _lookup_spec(p) -> KindSpec:
     """Material for one masked lookup (mpc_core.lookup): digit tables for comparisons of ell-bit
     differences in b-bit digits (b = 0: none), and an optional polynomial table."""
-    if len(p) != 4:
-        raise DealerError(f"lookup takes (shape, ell, b, poly), got {p!r}")
+    if len(p) != 4 or not isinstance(p[3], tuple):
+        raise DealerError(f"lookup takes (shape, ell, b, polys), got {p!r}")
     shape, ell, b = _shape(p[0]), int(p[1]), int(p[2])
-    poly = lookup.check_poly(p[3]) if p[3] else None
-    if not b and poly is None:
+    if len(p[3]) > lookup.MAX_TABLES:
+        raise DealerError(f"a lookup has at most {lookup.MAX_TABLES} polynomial tables")
+    tables = tuple(lookup.check_poly(q) for q in p[3])
+    if not b and not tables:
         raise DealerError("a lookup needs comparison digits or a polynomial table")
     derived = []
     if b:
         nd = lookup.check_compare(ell, b, 1)
         derived.append(Component("dig", shape + (nd, 1 << b), "arith"))
-    if poly is not None:
-        derived.append(Component("U", (poly[4] + 1,) + shape + (1 << poly[3],), "arith"))
+    for i, q in enumerate(tables):
+        derived.append(Component(f"U{i}", (q[4] + 1,) + shape + (1 << q[3],), "arith"))
 
     def derive(s):
         out = {}
         if b:
             out["dig"] = lookup.compare_tables(s["r"], ell, b)
-        if poly is not None:
-            out["U"] = lookup.poly_tables(s["r"], poly)
+        for i, q in enumerate(tables):
+            out[f"U{i}"] = lookup.poly_tables(s["r"], q)
         return out
 
     return KindSpec((Component("r", shape, "arith"),), tuple(derived), derive)

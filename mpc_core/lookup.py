@@ -41,13 +41,14 @@ MAX_SECOND_STAGE_BITS = 16  # nd + 1: the second stage's table has 2^(nd+1) entr
 MAX_THRESHOLDS = 64
 MAX_TABLE_BITS = 12
 MAX_DEGREE = 3
+MAX_TABLES = 32  # polynomial tables on one opening
 _PREC = 60  # decimal digits for table values
 _PI = Decimal("3.14159265358979323846264338327950288419716939937510582097494459")
 
 
 # --- the functions a table may hold (real -> real, on Decimal) ---------------------------------------
 def _recip(x: Decimal) -> Decimal:
-    return 1 / max(x, Decimal("0.5"))
+    return 1 / max(x, Decimal("0.5"))  # tables read it on [1, 4); the nodes of the lowest pieces reach 15/32
 
 
 def _rsqrt(x: Decimal) -> Decimal:
@@ -78,25 +79,26 @@ FUNCTIONS: dict[str, Callable[[Decimal], Decimal]] = {"recip": _recip, "rsqrt": 
 
 
 # --- public coefficient tables ----------------------------------------------------------------------
-def check_poly(poly) -> tuple[str, int, int, int, int, int, int, int]:
-    """Validate a polynomial table's parameters (name, f_in, m, k, deg, S, v_lo, t) (raises DealerError)."""
+def check_poly(poly) -> tuple[str, int, int, int, int, int, int, int, int]:
+    """Validate a polynomial table's parameters (name, f_in, m, k, deg, S, v_lo, t, div) (raises DealerError)."""
     try:
-        name, f_in, m, k, deg, out_bits, v_lo, t = poly
-        f_in, m, k, deg, out_bits, v_lo, t = (int(v) for v in (f_in, m, k, deg, out_bits, v_lo, t))
+        name, f_in, m, k, deg, out_bits, v_lo, t, div = poly
+        f_in, m, k, deg, out_bits, v_lo, t, div = (int(v) for v in (f_in, m, k, deg, out_bits, v_lo, t, div))
     except (TypeError, ValueError) as exc:
         raise DealerError(f"bad polynomial table parameters {poly!r}") from exc
     if name not in FUNCTIONS:
         raise DealerError(f"unknown table function {name!r}; known: {sorted(FUNCTIONS)}")
     if not (0 <= f_in <= 62 and 0 <= m <= 62 and 1 <= k <= MAX_TABLE_BITS and m + k <= 64
             and 0 <= deg <= MAX_DEGREE and 0 <= out_bits <= 61 and -(1 << 40) <= v_lo <= (1 << 40)
-            and 0 <= t <= m and m - t <= 24):
+            and 0 <= t <= m and m - t <= 24 and 1 <= div <= (1 << 20)):
         raise DealerError(f"polynomial table parameters out of range: {poly!r}")
-    return str(name), f_in, m, k, deg, out_bits, v_lo, t
+    return str(name), f_in, m, k, deg, out_bits, v_lo, t, div
 
 
 @functools.lru_cache(maxsize=64)
-def coefficients(name: str, f_in: int, m: int, k: int, deg: int, out_bits: int, v_lo: int, t: int = 0) -> torch.Tensor:
-    """(2^k, deg + 1) int64: row v - v_lo holds B_d with sum_d B_d l^d ~ f((v 2^m + l 2^t) / 2^f_in) 2^out_bits
+def coefficients(name: str, f_in: int, m: int, k: int, deg: int, out_bits: int, v_lo: int, t: int = 0,
+                 div: int = 1) -> torch.Tensor:
+    """(2^k, deg + 1) int64: row v - v_lo holds B_d with sum_d B_d l^d ~ f((v 2^m + l 2^t) / (2^f_in div)) 2^out_bits
     for l in (-2^(m-t), 2^(m-t)): the polynomial interpolating f at deg + 1 equispaced points of the
     segment [v - 1, v + 1] 2^m (ends included), its coefficient of u^d (u = l / 2^(m-t)) scaled by
     2^(out_bits - (m - t) d). (t > 0 drops t low bits of the input: it errs by less than 2^t.)"""
@@ -106,7 +108,7 @@ def coefficients(name: str, f_in: int, m: int, k: int, deg: int, out_bits: int, 
         ctx.prec = _PREC
         nodes = [Decimal(-1) + Decimal(2 * i) / deg for i in range(deg + 1)] if deg else [Decimal(0)]
         inverse = _vandermonde_inverse(nodes)
-        radius = Decimal(2) ** (m - f_in)
+        radius = Decimal(2) ** (m - f_in) / div
         for v in range(v_lo, v_lo + (1 << k)):
             centre = Decimal(v) * radius
             values = [fn(centre + u * radius) for u in nodes]
@@ -164,6 +166,15 @@ def check_compare(ell: int, b: int, n_thresholds: int) -> int:
     return nd
 
 
+def polys(spec) -> tuple:
+    """The polynomial tables of a lookup: `spec` is one table's parameters, a tuple of several, or empty."""
+    if not spec:
+        return ()
+    if isinstance(spec[0], (tuple, list)):
+        return tuple(tuple(p) for p in spec)
+    return (tuple(spec),)
+
+
 def material_words(shape: tuple[int, ...], ell: int, b: int, n_thresholds: int, poly) -> int:
     """Words of derived material per party for a lookup with n thresholds (both its requests: digit
     tables and polynomial; the second stage's step tables), what the last party receives."""
@@ -173,8 +184,9 @@ def material_words(shape: tuple[int, ...], ell: int, b: int, n_thresholds: int, 
         nd = check_compare(ell, b, n_thresholds)
         words += n * (nd * (1 << b) + n_thresholds * (1 << (nd + 1)))
     if poly:
-        _, _, _, k, deg, _, _, _ = check_poly(poly)
-        words += n * (deg + 1) * (1 << k)
+        for p in polys(poly):
+            _, _, _, k, deg, _, _, _, _ = check_poly(p)
+            words += n * (deg + 1) * (1 << k)
     return words
 
 
@@ -203,15 +215,15 @@ def compare_tables(r: torch.Tensor, ell: int, b: int) -> torch.Tensor:
 
 def sign_step(nd: int) -> tuple:
     """The second stage's table: [D >= 0] for D in [-2^nd, 2^nd), an exact degree-0 table (segments of one)."""
-    return ("step", 0, 0, nd + 1, 0, 0, -(1 << nd), 0)
+    return ("step", 0, 0, nd + 1, 0, 0, -(1 << nd), 0, 1)
 
 
 def poly_tables(r: torch.Tensor, poly) -> torch.Tensor:
     """The dealer's rotated polynomial tables for mask r: U (deg + 1, *shape, 2^k) with
     U_e[j] = sum_{d >= e} C(d, e) (-r_low)^(d - e) B_d[(j - (r >> m) - v_lo) mod 2^k] (mod 2^64), with
     r_low = (r mod 2^m) >> t."""
-    name, f_in, m, k, deg, out_bits, v_lo, t = check_poly(poly)
-    table = coefficients(name, f_in, m, k, deg, out_bits, v_lo, t)  # (2^k, deg + 1)
+    name, f_in, m, k, deg, out_bits, v_lo, t, div = check_poly(poly)
+    table = coefficients(name, f_in, m, k, deg, out_bits, v_lo, t, div)  # (2^k, deg + 1)
     rr = lshr(r, m) & ((1 << k) - 1)
     j = torch.arange(1 << k, dtype=torch.int64)
     rows = (j - rr.unsqueeze(-1) - v_lo) & ((1 << k) - 1)  # (*shape, 2^k)

@@ -373,7 +373,13 @@ class SharedTensor:
         return self._along("max", dim, NL.max_last, keepdim)
 
     def layer_norm(self, weight: Any = None, bias: Any = None, eps: float = 1e-5) -> "SharedTensor":
-        """LayerNorm over the last dim; weight and bias may be shared or public."""
+        """LayerNorm over the last dim; weight and bias may be shared or public (a shared weight is
+        applied inside the LayerNorm's own rounds)."""
+        if isinstance(weight, SharedTensor) and tuple(weight.shape) == (self.shape[-1],):
+            self._same_session(weight)
+            w = weight.data
+            out = self._along("layer_norm", -1, lambda s, x: NL.layer_norm_last(s, x, eps, w))
+            return out + bias if bias is not None else out
         out = self._along("layer_norm", -1, lambda s, x: NL.layer_norm_last(s, x, eps))
         if weight is not None:
             out = out * weight

@@ -18,50 +18,50 @@ from mpc_core.session import Session
 # bit-decomposition protocols: 2^22 words = 32 MiB that the dealer sends the last party.
 MAX_TABLE_WORDS = 1 << 22
 
-Poly = tuple[str, int, int, int, int, int, int, int]  # (function, f_in, m, k, deg, out_bits, v_lo, t): mpc_core.lookup
+Poly = tuple[str, int, int, int, int, int, int, int, int]  # (function, f_in, m, k, deg, out_bits, v_lo, t, div): mpc_core.lookup
 
 
-def fits(shape: tuple[int, ...], ell: int, n_thresholds: int, poly: Poly | None = None) -> bool:
+def fits(shape: tuple[int, ...], ell: int, n_thresholds: int, polys: tuple = ()) -> bool:
     """Whether a lookup on `shape` stays within MAX_TABLE_WORDS of dealer material."""
     b = digit_bits(ell, n_thresholds) if n_thresholds else 1
-    return material_words(tuple(shape), ell, b, n_thresholds, poly) <= MAX_TABLE_WORDS
+    return material_words(tuple(shape), ell, b, n_thresholds, tuple(polys)) <= MAX_TABLE_WORDS
 
 
-def lookup_open(s: Session, x: torch.Tensor, ell: int, b: int, poly: Poly | None) -> tuple[torch.Tensor, dict, torch.Tensor | None]:
+def lookup_open(s: Session, x: torch.Tensor, ell: int, b: int, polys: tuple = ()) -> tuple[torch.Tensor, dict, list]:
     """Steps 1-3 of `masked_lookup` as one recorded step (kind lookup_open): request the material
-    (digit tables when b > 0, the polynomial table when `poly`), open c = x + r (one round) and read the
-    polynomial. Returns (c, the material, the polynomial's value or None)."""
+    (digit tables when b > 0, one table per entry of `polys`), open c = x + r (one round) and read the
+    polynomials. Returns (c, the material, the polynomials' values)."""
     shape = tuple(x.shape[1:])
-    poly = check_poly(poly) if poly else None
-    mat = s.material("lookup", shape, ell, b, poly or ())
+    polys = tuple(check_poly(p) for p in polys)
+    mat = s.material("lookup", shape, ell, b, polys)
     c_sh = x + mat["r"]
     (c,) = s.open_many([c_sh])
-    value = None
-    if poly is not None:
-        _, _, m, k, deg, _, _, t_drop = poly
+    values = []
+    for i, (_, _, m, k, deg, _, _, t_drop, _) in enumerate(polys):
         j = lshr(c, m) & ((1 << k) - 1)
         c_low = (c & ((1 << m) - 1)) >> t_drop
-        U = mat["U"]  # (P, deg + 1, *shape, 2^k)
+        U = mat[f"U{i}"]  # (P, deg + 1, *shape, 2^k)
         picked = torch.gather(U, -1, j.expand(x.shape[0], deg + 1, *shape).unsqueeze(-1)).squeeze(-1)
         value = picked[:, 0]
         power = torch.ones_like(c_low)
         for e in range(1, deg + 1):
             power = power * c_low
             value = value + power * picked[:, e]
-    s.record("lookup_open", {"in.x": x, "sent.c": c_sh, **({"out": value} if value is not None else {})},
-             {"opened.c": c})
-    return c, mat, value
+        values.append(value)
+    out = {"out": torch.stack(values, dim=1)} if values else {}
+    s.record("lookup_open", {"in.x": x, "sent.c": c_sh, **out}, {"opened.c": c})
+    return c, mat, values
 
 
 def masked_lookup(s: Session, x: torch.Tensor, *, ell: int = 47, thresholds: tuple[int, ...] = (),
-                  poly: Poly | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """([x >= t] for each public raw threshold t, as arithmetic 0/1 shares (P, n, *shape); the polynomial
-    table's value (P, *shape) at scale 2^out_bits). Comparisons are exact for abs(x - t) < 2^ell.
+                  polys: tuple = ()) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+    """([x >= t] for each public raw threshold t, as arithmetic 0/1 shares (P, n, *shape); each polynomial
+    table's value (P, *shape) at its scale 2^out_bits). Comparisons are exact for abs(x - t) < 2^ell.
 
     1. Dealer: [r] uniform; tables derived from r (mpc_core.lookup): per-digit signs [dig] (with r's
-       bit ell folded in), the rotated polynomial table [U].
+       bit ell folded in), the rotated polynomial tables [U].
     2. Open c = x + r (one round).
-    3. Polynomial (local): j = (c >> m) mod 2^k, c_low = (c mod 2^m) >> t, [P] = sum_e c_low^e [U_e][j].
+    3. Polynomials (local): j = (c >> m) mod 2^k, c_low = (c mod 2^m) >> t, [P] = sum_e c_low^e [U_e][j].
     4. Threshold t (local): c' = c - t + 2^ell, its digits c0_i below bit ell, c1 = bit ell;
        [D] = sum_i 2^i [dig_i][c0_i], negative iff r1 ^ [c0 < r0].
     5. One more lookup on every D (an exact step table, one round): [u] = [D < 0] = 1 - [D >= 0];
@@ -69,9 +69,9 @@ def masked_lookup(s: Session, x: torch.Tensor, *, ell: int = 47, thresholds: tup
     """
     n = len(thresholds)
     b = digit_bits(ell, n) if n else 0
-    c, mat, value = lookup_open(s, x, ell, b, poly)
+    c, mat, values = lookup_open(s, x, ell, b, polys)
     if not n:
-        return None, value
+        return None, values
     shape = tuple(x.shape[1:])
     P = x.shape[0]
     nd = check_compare(ell, b, n)
@@ -82,6 +82,6 @@ def masked_lookup(s: Session, x: torch.Tensor, *, ell: int = 47, thresholds: tup
     dig = mat["dig"].unsqueeze(1).expand(P, n, *shape, nd, 1 << b)
     signs = torch.gather(dig, -1, cd.unsqueeze(0).expand(P, n, *shape, nd).unsqueeze(-1)).squeeze(-1)
     D = (signs * (1 << torch.arange(nd, dtype=torch.int64))).sum(-1)  # (P, n, *shape)
-    _, _, nonneg = lookup_open(s, D, 0, 0, sign_step(nd))
+    _, _, (nonneg,) = lookup_open(s, D, 0, 0, (sign_step(nd),))
     u = s.party0(len(shape) + 1) - nonneg
-    return s.party0(len(shape) + 1) * c1 + (1 - 2 * c1) * u, value
+    return s.party0(len(shape) + 1) * c1 + (1 - 2 * c1) * u, values

@@ -37,6 +37,9 @@ NORM_BITS = 47
 SOFTMAX_EXP_EXTRA_BITS = 12
 SOFTMAX_RECIP_EXTRA_BITS = 28
 LAYERNORM_EXTRA_BITS = 12
+# LayerNorm with a shared weight keeps d w at scale 2^(f + W) until the product with 1/std (its truncation
+# error then stays below one output unit for every 1/std up to 1/sqrt(eps)).
+LAYERNORM_WEIGHT_BITS = 8
 # Extra fractional bits of log2(e) in exp's range reduction (inputs must satisfy |x| < 2^(62-2f-g-1)).
 EXP_GUARD_BITS = 8
 # max_last: levels of all-pairs comparisons in groups of at most MAX_GROUP entries (a row of up to
@@ -67,17 +70,17 @@ EXP_RANGE_BITS = 22
 
 
 def _gelu_poly(f: int) -> Poly:
-    return ("gelu", f, f - 3, 7, 3, 58, -64, 0)
+    return ("gelu", f, f - 3, 7, 3, 58, -64, 0, 1)
 
 
 def _unit_poly(name: str) -> Poly:
     """m in [1, 4) given at scale 2^NORM_SCALE (the normalisation's untruncated product): segments of
     2^-5, the 44 bits below 2^-16 dropped by the table (its truncation)."""
-    return (name, NORM_SCALE, NORM_SCALE - 5, 7, 3, UNIT_TABLE_BITS, 16, NORM_SCALE - 16)
+    return (name, NORM_SCALE, NORM_SCALE - 5, 7, 3, UNIT_TABLE_BITS, 16, NORM_SCALE - 16, 1)
 
 
 def _exp_poly(f: int) -> Poly:
-    return ("exp", f, f - 5, 10, 2, EXP_TABLE_BITS, -1020, 0)
+    return ("exp", f, f - 5, 10, 2, EXP_TABLE_BITS, -1020, 0, 1)
 
 
 def less_than_zero(s: Session, x: torch.Tensor) -> torch.Tensor:
@@ -111,6 +114,18 @@ def mul_batch(s: Session, pairs: list[tuple[torch.Tensor, torch.Tensor, bool]],
         zt = truncate(s, z[:, idx], s.frac_bits if shift is None else shift)
         for j, i in enumerate(idx):
             out[i] = zt[:, j]
+    return out
+
+
+def truncate_flat(s: Session, xs: list[torch.Tensor], m: int) -> list[torch.Tensor]:
+    """Tensors of any shapes truncated by m in one round (one trunc step on their flattened concatenation)."""
+    P = xs[0].shape[0]
+    z = truncate(s, torch.cat([x.reshape(P, -1) for x in xs], dim=1), m)
+    out, pos = [], 0
+    for x in xs:
+        k = x[0].numel()
+        out.append(z[:, pos:pos + k].reshape(x.shape))
+        pos += k
     return out
 
 
@@ -188,10 +203,10 @@ def exp_nonpositive(s: Session, z: torch.Tensor, out_extra: int = 0) -> torch.Te
     f = s.frac_bits
     shape = tuple(z.shape[1:])
     poly = _exp_poly(f)
-    if not fits(shape, f + EXP_RANGE_BITS, 1, poly):
+    if not fits(shape, f + EXP_RANGE_BITS, 1, (poly,)):
         return exp(s, z, out_extra)
     floor = -encode_constant((f + out_extra) * math.log(2.0), f)
-    g, p = masked_lookup(s, z, ell=f + EXP_RANGE_BITS, thresholds=(floor,), poly=poly)
+    g, (p,) = masked_lookup(s, z, ell=f + EXP_RANGE_BITS, thresholds=(floor,), polys=(poly,))
     return truncate(s, beaver_mul(s, g[:, 0], p), EXP_TABLE_BITS - f - out_extra)
 
 
@@ -236,7 +251,7 @@ def _unit_table(s: Session, m: torch.Tensor, name: str, out_extra: int = 0) -> t
     """1/m or m^-1/2 for m in [1, 4) given at scale 2^NORM_SCALE, at scale 2^(f + out_extra), by one
     polynomial table (2 rounds)."""
     f = s.frac_bits
-    _, y = masked_lookup(s, m, poly=_unit_poly(name))
+    _, (y,) = masked_lookup(s, m, polys=(_unit_poly(name),))
     return truncate(s, y, UNIT_TABLE_BITS - f - out_extra)
 
 
@@ -397,7 +412,7 @@ def _max_level(s: Session, x: torch.Tensor) -> torch.Tensor:
 
 # The winner test of a table max level: [wins - (b - 1) >= 0] for wins in [0, b - 1], an exact
 # one-round table on the 5-bit integer (segments of one unit, degree 0).
-WIN_STEP: Poly = ("step", 0, 0, 5, 0, 0, -16, 0)
+WIN_STEP: Poly = ("step", 0, 0, 5, 0, 0, -16, 0, 1)
 
 
 def _max_level_table(s: Session, xg: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
@@ -413,7 +428,7 @@ def _max_level_table(s: Session, xg: torch.Tensor, first: torch.Tensor, second: 
     sign[torch.arange(len(first)), second] = -1
     p0 = s.party0(ge.dim() - 1)
     wins = (ge.unsqueeze(-1) * sign).sum(-2) + p0 * (torch.arange(b, dtype=torch.int64) - (b - 1))
-    _, win = masked_lookup(s, wins, poly=WIN_STEP)
+    _, (win,) = masked_lookup(s, wins, polys=(WIN_STEP,))
     return beaver_mul(s, win, xg).sum(-1)
 
 
@@ -453,8 +468,8 @@ def gelu(s: Session, x: torch.Tensor) -> torch.Tensor:
     f = s.frac_bits
     shape = tuple(x.shape[1:])
     clip = encode_constant(GELU_CLIP, f)
-    if fits(shape, f + GELU_RANGE_BITS, 2, _gelu_poly(f)):
-        g, p = masked_lookup(s, x, ell=f + GELU_RANGE_BITS, thresholds=(-clip, clip), poly=_gelu_poly(f))
+    if fits(shape, f + GELU_RANGE_BITS, 2, (_gelu_poly(f),)):
+        g, (p,) = masked_lookup(s, x, ell=f + GELU_RANGE_BITS, thresholds=(-clip, clip), polys=(_gelu_poly(f),))
         mid, above = mul_batch(s, [(g[:, 0] - g[:, 1], p, False), (g[:, 1], x, False)])
         return truncate(s, mid, _gelu_poly(f)[5] - f) + above
     x2 = mul_fx(s, x, x)
@@ -474,24 +489,33 @@ def softmax_last(s: Session, x: torch.Tensor) -> torch.Tensor:
     return truncate(s, beaver_mul(s, e, inv.unsqueeze(-1)), s.frac_bits + SOFTMAX_RECIP_EXTRA_BITS)
 
 
-def layer_norm_last(s: Session, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """(x - mean) / sqrt(var + eps) over the last axis (no affine part).
+def layer_norm_last(s: Session, x: torch.Tensor, eps: float, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """(x - mean) / sqrt(var + eps) over the last axis, times the shared `weight` (P, n) if given.
 
     1. mean = sum(x) / n (1/n kept to 2^-32; one truncation round); d = x - mean.
-    2. ssq = sum(d^2) (one Beaver and one truncation round).
+    2. ssq = sum(d^2) (one Beaver and one truncation round); with a weight, d w in the same Beaver round,
+       and d w 2^W (W = LAYERNORM_WEIGHT_BITS) in the same truncation round.
     3. 1/sqrt(var + eps) = sqrt(n) / sqrt(ssq + n eps): the 1/n rides on rsqrt's per-position constants
        instead of costing a truncation round (and ssq + n eps keeps log2(n) more significant bits than var).
-    4. d * rstd, truncated (one Beaver and one truncation round).
-    Domain: abs(d) < 1000 and n <= 1073 keep sum(d^2) < 2^30 (the normalisation's range); var + eps >= 2^-16.
+    4. d (or d w) * rstd, truncated (one Beaver and one truncation round).
+    Domain: abs(d) < 1000 and n <= 1073 keep sum(d^2) < 2^30 (the normalisation's range); var + eps >= 2^-16;
+    with a weight, abs(output) < 2^(62 - 2f - W - E) (1024 at f = 16).
     """
     n = x.shape[-1]
     if n == 0:
         raise ShapeError("layer_norm over an empty dimension")
-    mean = mul_public(s, x.sum(-1), 1.0 / n, bits=2 * s.frac_bits)
+    f = s.frac_bits
+    mean = mul_public(s, x.sum(-1), 1.0 / n, bits=2 * f)
     d = x - mean.unsqueeze(-1)
-    ssq = truncate(s, beaver_mul(s, d, d).sum(-1), s.frac_bits)
+    if weight is None:
+        ssq = truncate(s, beaver_mul(s, d, d).sum(-1), f)
+        num, extra = d, 0
+    else:
+        dd, dw = mul_batch(s, [(d, d, False), (d, weight, False)])
+        ssq, num = truncate_flat(s, [dd.sum(-1), dw * (1 << LAYERNORM_WEIGHT_BITS)], f)
+        extra = LAYERNORM_WEIGHT_BITS
     rstd = rsqrt(s, add_public(s, ssq, n * eps), extra_bits=LAYERNORM_EXTRA_BITS, factor=math.sqrt(n))
-    return truncate(s, beaver_mul(s, d, rstd.unsqueeze(-1)), s.frac_bits + LAYERNORM_EXTRA_BITS)
+    return truncate(s, beaver_mul(s, num, rstd.unsqueeze(-1)), f + LAYERNORM_EXTRA_BITS + extra)
 
 
 def check_frac_bits(s: Session) -> None:

@@ -92,7 +92,9 @@ def run_recorded_step(s: Session, kind: str, inputs: dict[str, torch.Tensor], op
         p = _params(ops, kind)
         if len(p) != 4 or not isinstance(p[1], int) or not isinstance(p[2], int):
             raise StepSpecError(f"malformed lookup request {p!r}")
-        L.lookup_open(s, _one(inputs["in.x"]), p[1], p[2], tuple(p[3]) if p[3] else None)
+        if not isinstance(p[3], list) or not all(isinstance(q, list) for q in p[3]):
+            raise StepSpecError(f"malformed lookup tables {p[3]!r}")
+        L.lookup_open(s, _one(inputs["in.x"]), p[1], p[2], tuple(tuple(q) for q in p[3]))
         return
     step = steps.get(kind)
     if step is None:

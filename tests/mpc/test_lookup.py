@@ -32,8 +32,8 @@ def test_comparisons_are_exact_within_their_range(ell, n_thresholds, parties, se
     x = (t.unsqueeze(1) + d)[0]  # compared against every threshold: keep abs(x - t_j) < 2^ell
     x = x[((x.unsqueeze(0) - t.unsqueeze(1)).abs() < (1 << ell)).all(0)]
     s = _session(parties, seed)
-    bits, value = masked_lookup(s, s.public_to_shares(x), ell=ell, thresholds=tuple(t.tolist()))
-    assert value is None
+    bits, values = masked_lookup(s, s.public_to_shares(x), ell=ell, thresholds=tuple(t.tolist()))
+    assert values == []
     want = (x.unsqueeze(0) >= t.unsqueeze(1)).to(torch.int64)
     assert torch.equal(bits.sum(0), want)
     assert s.counters.rounds == 2
@@ -43,7 +43,7 @@ def test_step_table_is_exact_and_one_round():
     """The max's winner test: a degree-0 table on a 5-bit integer, exact with no carry."""
     s = _session()
     wins = torch.arange(-16, 16, dtype=torch.int64)
-    _, value = masked_lookup(s, s.public_to_shares(wins), poly=WIN_STEP)
+    _, (value,) = masked_lookup(s, s.public_to_shares(wins), polys=(WIN_STEP,))
     assert torch.equal(value.sum(0), (wins >= 0).to(torch.int64))
     assert s.counters.rounds == 1
 
@@ -62,7 +62,7 @@ def test_polynomial_tables_within_interpolation_error(poly, lo, hi, tol):
     x = encode(torch.linspace(lo, hi, 3001, dtype=torch.float64), f_in - lift) << lift
     for seed in (1, 2):
         s = _session(3, seed)
-        _, value = masked_lookup(s, s.public_to_shares(x), poly=poly)
+        _, (value,) = masked_lookup(s, s.public_to_shares(x), polys=(poly,))
         got = value.sum(0).double() / 2.0 ** out_bits
         ref = torch.tensor([float(FUNCTIONS[name](__import__("decimal").Decimal(v))) for v in (x.double() / 2.0 ** f_in).tolist()],
                            dtype=torch.float64)
@@ -72,8 +72,8 @@ def test_polynomial_tables_within_interpolation_error(poly, lo, hi, tol):
 def test_coefficient_tables_are_integers_that_rebuild_the_function():
     """The public table's row v evaluates, at l = 0 and l = +-2^m (u = 0, +-1), to f at that point times
     2^out_bits: the ends are interpolation nodes (exact up to rounding), the centre within the cubic's error."""
-    name, f_in, m, k, deg, out_bits, v_lo, t = _unit_poly("recip")
-    table = coefficients(name, f_in, m, k, deg, out_bits, v_lo, t)
+    name, f_in, m, k, deg, out_bits, v_lo, t, div = _unit_poly("recip")
+    table = coefficients(name, f_in, m, k, deg, out_bits, v_lo, t, div)
     assert table.shape == (1 << k, deg + 1) and table.dtype == torch.int64
     v = torch.arange(v_lo + 1, v_lo + (1 << k)).double()  # segments inside [0.5, 4.5)
     rows = table[1:].double() / 2.0 ** out_bits
@@ -91,15 +91,18 @@ def test_digit_width_minimises_material():
 
 
 @pytest.mark.parametrize("params, what", [
-    (((4,), 62, 7, ("nosuch", 16, 11, 7, 3, 60, 16, 0)), "unknown table function"),
-    (((4,), 62, 7, ("recip", 16, 11, 13, 3, 60, 16, 0)), "out of range"),
-    (((4,), 62, 7, ("recip", 16, 11, 7, 4, 60, 16, 0)), "out of range"),
-    (((4,), 62, 7, ("recip", 16, 11, 7, 3, 60, 16)), "bad polynomial table parameters"),
+    (((4,), 62, 7, (("nosuch", 16, 11, 7, 3, 60, 16, 0, 1),)), "unknown table function"),
+    (((4,), 62, 7, (("recip", 16, 11, 13, 3, 60, 16, 0, 1),)), "out of range"),
+    (((4,), 62, 7, (("recip", 16, 11, 7, 4, 60, 16, 0, 1),)), "out of range"),
+    (((4,), 62, 7, (("recip", 16, 11, 7, 3, 60, 16, 0, 0),)), "out of range"),
+    (((4,), 62, 7, (("recip", 16, 11, 7, 3, 60, 16, 0),)), "bad polynomial table parameters"),
+    (((4,), 62, 7, (("step", 0, 0, 5, 0, 0, -16, 0, 1),) * 33), "at most 32"),
+    (((4,), 62, 7, ("recip", 16, 11, 7, 3, 60, 16, 0, 1)), "bad polynomial table parameters"),
     (((4,), 63, 7, ()), "out of range"),
     (((4,), 62, 2, ()), "second table"),
     (((4,), 62, 0, ()), "needs comparison digits or a polynomial"),
     (((4,), 62, 11, ()), "out of range"),
-    (((4,), 62, 7), "takes (shape, ell, b, poly)"),
+    (((4,), 62, 7), "takes (shape, ell, b, polys)"),
 ])
 def test_bad_lookup_requests_are_refused(params, what):
     with pytest.raises(DealerError, match=what.replace("(", r"\(").replace(")", r"\)")):
