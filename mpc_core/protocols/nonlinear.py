@@ -58,10 +58,14 @@ CMP_BITS = 62
 # -GELU_CLIP (off by below 1e-12); its comparisons cover abs(x) < 2^(f + GELU_RANGE_BITS) (GeLU's domain, 1000).
 GELU_CLIP = 7.5
 GELU_RANGE_BITS = 11
-# 1/m and m^-1/2 for m in [1, 4): cubic pieces on segments of 1/32 over [0.5, 4.5) at scale 2^60;
-# normalisation to m in [1, 4) by the thresholds [X >= 4^i], i < NORM_BITS / 2, in one lookup.
-UNIT_TABLE_BITS = 60
-NORM_SCALE = 60  # X 2^(60-2i) = m 2^60, m in [1, 4)
+# 1/x and x^-1/2 by bands: X = x 2^f in band i = [4^i, 4^(i+1)), i < NORM_BANDS, has its own table of the
+# unit function of m = X / 4^i in [1, 4) (linear pieces on segments of 2^-BAND_SEGMENT_BITS, reading
+# BAND_OFFSET_BITS bits of the offset, values at scale 2^BAND_UNIT_BITS), all read from one opening
+# together with the thresholds [X >= 4^i] that say which band holds X.
+NORM_BANDS = (NORM_BITS + 1) // 2
+BAND_SEGMENT_BITS = 8
+BAND_OFFSET_BITS = 8
+BAND_UNIT_BITS = 24
 # e^z for z <= 0: quadratic pieces on segments of 1/32 over [-31.9, 0.1) at scale 2^60 (the per-piece
 # coefficient rounding stays below 2^-38), zeroed below -(f + E) ln 2 like `exp`; the comparison covers
 # abs(z) < 2^(f + EXP_RANGE_BITS) (exp's domain, 2^21).
@@ -73,10 +77,18 @@ def _gelu_poly(f: int) -> Poly:
     return ("gelu", f, f - 3, 7, 3, 58, -64, 0, 1)
 
 
-def _unit_poly(name: str) -> Poly:
-    """m in [1, 4) given at scale 2^NORM_SCALE (the normalisation's untruncated product): segments of
-    2^-5, the 44 bits below 2^-16 dropped by the table (its truncation)."""
-    return (name, NORM_SCALE, NORM_SCALE - 5, 7, 3, UNIT_TABLE_BITS, 16, NORM_SCALE - 16, 1)
+def _band_poly(name: str, i: int) -> Poly:
+    """Band i's table of name(X / 4^i) (the input X read at scale 2^(2i)): one exact entry per X while
+    4^(i+1) <= 2^(2 + 2 BAND_SEGMENT_BITS / 2) (i <= 4), else linear pieces on [0.5, 4.5)."""
+    m = 2 * i - BAND_SEGMENT_BITS
+    if m <= 0:
+        return (name, 2 * i, 0, 2 * i + 2, 0, BAND_UNIT_BITS, 0, 0, 1)
+    return (name, 2 * i, m, BAND_SEGMENT_BITS + 2, 1, BAND_UNIT_BITS, 1 << (BAND_SEGMENT_BITS - 1),
+            max(m - BAND_OFFSET_BITS, 0), 1)
+
+
+def _band_polys(name: str) -> tuple[Poly, ...]:
+    return tuple(_band_poly(name, i) for i in range(NORM_BANDS))
 
 
 def _exp_poly(f: int) -> Poly:
@@ -227,32 +239,27 @@ def _normalise(s: Session, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return m, onehot
 
 
-def _normalise_table(s: Session, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For 1 <= X = x 2^f < 2^NORM_BITS: ([m] at scale 2^NORM_SCALE with m in [1, 4), [onehot] of the i with
-    4^i <= X < 4^(i+1)), by one lookup (3 rounds in all).
+def _banded(s: Session, x: torch.Tensor, name: str, gains: list[float], out_bits: int) -> torch.Tensor:
+    """name(x) * gain for 1 <= X = x 2^f < 2^NORM_BITS at scale 2^out_bits, where name(x) = name(m) gains[i]
+    for m = X / 4^i in band i (4 rounds).
 
-    1. g_i = [X >= 4^i] for i < NORM_BITS / 2 (one lookup, 2 rounds); onehot_i = g_i - g_(i+1).
-    2. m 2^60 = X * 2^(60-2i) (one Beaver round; below 2^62). The unit table that reads m drops its
-       low bits itself (`_unit_poly`), so no truncation round."""
-    n = (NORM_BITS + 1) // 2
-    g, _ = masked_lookup(s, x, ell=NORM_BITS, thresholds=tuple(1 << (2 * i) for i in range(n)))
-    g = g.movedim(1, -1)  # (P, ..., n)
-    onehot = g - torch.cat([g[..., 1:], torch.zeros_like(g[..., :1])], dim=-1)
-    scale = torch.tensor([1 << (NORM_SCALE - 2 * i) for i in range(n)], dtype=torch.int64)
-    k = (onehot * scale).sum(-1)
-    return beaver_mul(s, x, k), onehot
+    1. One lookup (2 rounds): g_i = [X >= 4^i] and every band's unit value y_i = name(X / 4^i) at scale
+       2^BAND_UNIT_BITS (meaningful in X's own band only); onehot_i = g_i - g_(i+1).
+    2. sum_i (onehot_i K_i) y_i with K_i = gains[i] 2^out_bits (one Beaver round; onehot_i K_i is local),
+       truncated by BAND_UNIT_BITS (one round). Exactly one onehot_i is 1, and the other bands' products
+       are exactly 0 (not truncated separately), so the result errs by one truncation and K_i's rounding.
+    The selected band's K_i y_i must stay below 2^62: gains[i] 2^out_bits < 2^(62 - BAND_UNIT_BITS)."""
+    g, ys = masked_lookup(s, x, ell=NORM_BITS, thresholds=tuple(1 << (2 * i) for i in range(NORM_BANDS)),
+                          polys=_band_polys(name))
+    onehot = g - torch.cat([g[:, 1:], torch.zeros_like(g[:, :1])], dim=1)  # (P, bands, ...)
+    k = torch.tensor([round(v * 2.0 ** out_bits) for v in gains], dtype=torch.int64)
+    k = k.reshape((1, NORM_BANDS) + (1,) * (x.dim() - 1))
+    z = beaver_mul(s, onehot * k, torch.stack(ys, dim=1)).sum(1)
+    return truncate(s, z, BAND_UNIT_BITS)
 
 
-def _normalise_fits(shape: tuple[int, ...]) -> bool:
-    return fits(shape, NORM_BITS, (NORM_BITS + 1) // 2)
-
-
-def _unit_table(s: Session, m: torch.Tensor, name: str, out_extra: int = 0) -> torch.Tensor:
-    """1/m or m^-1/2 for m in [1, 4) given at scale 2^NORM_SCALE, at scale 2^(f + out_extra), by one
-    polynomial table (2 rounds)."""
-    f = s.frac_bits
-    _, (y,) = masked_lookup(s, m, polys=(_unit_poly(name),))
-    return truncate(s, y, UNIT_TABLE_BITS - f - out_extra)
+def _banded_fits(shape: tuple[int, ...]) -> bool:
+    return fits(shape, NORM_BITS, NORM_BANDS, _band_polys("recip"))
 
 
 def _by_position(s: Session, y: torch.Tensor, onehot: torch.Tensor, consts: list[int], shift: int) -> torch.Tensor:
@@ -319,39 +326,35 @@ def _rsqrt_unit(s: Session, m: torch.Tensor) -> torch.Tensor:
 
 
 def reciprocal(s: Session, x: torch.Tensor, extra_bits: int = 0) -> torch.Tensor:
-    """1/x for x in [2^-f, 2^30): normalise to m in [1, 2), Newton, scale back by 2^(f-p).
+    """1/x for x in [2^-f, 2^30) at scale 2^(f+E), E = extra_bits (more precision for small results).
 
-    With `extra_bits` = E the result has scale 2^(f+E) (more precision for small results)."""
+    Where the material fits, by bands (`_banded`, 4 rounds); otherwise normalise to m in [1, 2) by a bit
+    decomposition, Goldschmidt's iteration, and scale back by 2^(f-p) (20 rounds)."""
     f = s.frac_bits
     shift = 29
-    if _normalise_fits(tuple(x.shape[1:])):
-        # 1/m in (1/4, 1] carries one more bit (scale 2^(f+1)); the constants one less, so y k < 2^62
-        m, onehot = _normalise_table(s, x)
-        r = _unit_table(s, m, "recip", out_extra=1)
-        consts = [round(2.0 ** (shift - 1 + f - 2 * i)) for i in range(onehot.shape[-1])]
-    else:
-        m, onehot = _normalise(s, x)
-        r = _recip_unit(s, m)
-        consts = [round(2.0 ** (shift + f - j)) for j in range(NORM_BITS)]
+    if _banded_fits(tuple(x.shape[1:])):  # 1/x = (1/m) 2^(f - 2i)
+        return _banded(s, x, "recip", [2.0 ** (f - 2 * i) for i in range(NORM_BANDS)], f + extra_bits)
+    m, onehot = _normalise(s, x)
+    r = _recip_unit(s, m)
+    consts = [round(2.0 ** (shift + f - j)) for j in range(NORM_BITS)]
     return _by_position(s, r, onehot, consts, shift - extra_bits)
 
 
 def rsqrt(s: Session, x: torch.Tensor, extra_bits: int = 0, factor: float = 1.0) -> torch.Tensor:
-    """factor/sqrt(x) for x in [2^-f, 2^30): normalise, Newton y <- y (3 - m y^2) / 2, scale by
-    factor 2^(-(p-f)/2) (the public `factor` rides on the per-position constants at no cost).
+    """factor/sqrt(x) for x in [2^-f, 2^30): by bands where the material fits (`_banded`, 4 rounds);
+    otherwise normalise, Newton y <- y (3 - m y^2) / 2, scale by factor 2^(-(p-f)/2) (20 rounds); the
+    public `factor` rides on the per-band (per-position) constants at no cost.
 
     With `extra_bits` = E the result has scale 2^(f+E). The constant of the leading-one position p must
     keep y * const < 2^62: factor 2^(37 - (p-f)/2) <= 2^45.5, i.e. x >= factor^2 2^-(f+1)."""
     f = s.frac_bits
     shift = 37
-    if _normalise_fits(tuple(x.shape[1:])):
-        m, onehot = _normalise_table(s, x)
-        y = _unit_table(s, m, "rsqrt")
-        consts = [round(factor * 2.0 ** (shift - (2 * i - f) / 2.0)) for i in range(onehot.shape[-1])]
-    else:
-        m, onehot = _normalise(s, x)
-        y = _rsqrt_unit(s, m)
-        consts = [round(factor * 2.0 ** (shift - (j - f) / 2.0)) for j in range(NORM_BITS)]
+    if _banded_fits(tuple(x.shape[1:])):  # x^-1/2 = m^-1/2 2^((f - 2i) / 2)
+        return _banded(s, x, "rsqrt", [factor * 2.0 ** ((f - 2 * i) / 2.0) for i in range(NORM_BANDS)],
+                       f + extra_bits)
+    m, onehot = _normalise(s, x)
+    y = _rsqrt_unit(s, m)
+    consts = [round(factor * 2.0 ** (shift - (j - f) / 2.0)) for j in range(NORM_BITS)]
     return _by_position(s, y, onehot, consts, shift - extra_bits)
 
 

@@ -11,7 +11,7 @@ from mpc_core.errors import DealerError
 from mpc_core.lookup import FUNCTIONS, coefficients, digit_bits
 from mpc_core.prg import master_from_int
 from mpc_core.protocols.lookup import masked_lookup
-from mpc_core.protocols.nonlinear import WIN_STEP, _gelu_poly, _unit_poly
+from mpc_core.protocols.nonlinear import WIN_STEP, _band_poly, _gelu_poly
 from mpc_core.ring import decode, encode
 from mpc_core.session import Session
 
@@ -50,8 +50,9 @@ def test_step_table_is_exact_and_one_round():
 
 @pytest.mark.parametrize("poly, lo, hi, tol", [
     (_gelu_poly(16), -7.9, 7.8, 5e-6),
-    (_unit_poly("recip"), 1.0, 4.0, 1e-6 + 2.0 ** -16),  # the 44 dropped bits err by up to 2^-16 in m
-    (_unit_poly("rsqrt"), 1.0, 4.0, 1e-6 + 2.0 ** -17),
+    # a band of 1/x and x^-1/2 (linear pieces of 2^-8, 4 bits dropped): m in [1, 4) read at scale 2^20
+    (_band_poly("recip", 10), 1.0, 3.999, 2 ** -16 + 2 ** -16 + 2 ** -23),
+    (_band_poly("rsqrt", 10), 1.0, 3.999, 0.75 * 2 ** -17 + 2 ** -17 + 2 ** -23),
 ])
 def test_polynomial_tables_within_interpolation_error(poly, lo, hi, tol):
     """A table's value at scale 2^out_bits is within `tol` of the function at the encoded input, across its
@@ -70,17 +71,20 @@ def test_polynomial_tables_within_interpolation_error(poly, lo, hi, tol):
 
 
 def test_coefficient_tables_are_integers_that_rebuild_the_function():
-    """The public table's row v evaluates, at l = 0 and l = +-2^m (u = 0, +-1), to f at that point times
-    2^out_bits: the ends are interpolation nodes (exact up to rounding), the centre within the cubic's error."""
-    name, f_in, m, k, deg, out_bits, v_lo, t, div = _unit_poly("recip")
+    """The public table's row v evaluates, at l = +-2^(m-t) and 0 (u = +-1, 0), to f at that point times
+    2^out_bits: the ends are interpolation nodes (exact up to the coefficients' rounding to integers,
+    half a unit of each B_d l^d), the centre within the cubic's error too."""
+    import torch.nn.functional as F
+    name, f_in, m, k, deg, out_bits, v_lo, t, div = _gelu_poly(16)
     table = coefficients(name, f_in, m, k, deg, out_bits, v_lo, t, div)
     assert table.shape == (1 << k, deg + 1) and table.dtype == torch.int64
-    v = torch.arange(v_lo + 1, v_lo + (1 << k)).double()  # segments inside [0.5, 4.5)
-    rows = table[1:].double() / 2.0 ** out_bits
+    v = torch.arange(v_lo, v_lo + (1 << k)).double()
+    rows = table.double() / 2.0 ** out_bits
     step = 2.0 ** (m - f_in)
-    for u, tol in ((-1, 1e-8), (1, 1e-8), (0, 1e-5)):
+    rounding = sum(0.5 * 2.0 ** ((m - t) * d - out_bits) for d in range(deg + 1))
+    for u, tol in ((-1, rounding), (1, rounding), (0, rounding + 5e-6)):
         value = sum(rows[:, d] * 2.0 ** ((m - t) * d) * float(u) ** d for d in range(deg + 1))
-        assert (value - 1 / ((v + u) * step)).abs().max() < tol, u
+        assert (value - F.gelu((v + u) * step, approximate="tanh")).abs().max() < tol, u
 
 
 def test_digit_width_minimises_material():
