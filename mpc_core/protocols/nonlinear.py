@@ -87,8 +87,8 @@ def _band_poly(name: str, i: int) -> Poly:
             max(m - BAND_OFFSET_BITS, 0), 1)
 
 
-def _band_polys(name: str) -> tuple[Poly, ...]:
-    return tuple(_band_poly(name, i) for i in range(NORM_BANDS))
+def _band_polys(name: str, bands: range) -> tuple[Poly, ...]:
+    return tuple(_band_poly(name, i) for i in bands)
 
 
 def _exp_poly(f: int) -> Poly:
@@ -239,27 +239,37 @@ def _normalise(s: Session, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return m, onehot
 
 
-def _banded(s: Session, x: torch.Tensor, name: str, gains: list[float], out_bits: int) -> torch.Tensor:
-    """name(x) * gain for 1 <= X = x 2^f < 2^NORM_BITS at scale 2^out_bits, where name(x) = name(m) gains[i]
-    for m = X / 4^i in band i (4 rounds).
+def _banded(s: Session, x: torch.Tensor, name: str, gains: list[float], out_bits: int, bands: range) -> torch.Tensor:
+    """name(x) * gain for X = x 2^f in [4^lo, 4^(hi+1)) (bands = range(lo, hi + 1)) at scale 2^out_bits, where
+    name(x) = name(m) gains[i] for m = X / 4^i in band i (4 rounds; 3 with a single band).
 
-    1. One lookup (2 rounds): g_i = [X >= 4^i] and every band's unit value y_i = name(X / 4^i) at scale
-       2^BAND_UNIT_BITS (meaningful in X's own band only); onehot_i = g_i - g_(i+1).
+    1. One lookup (2 rounds): g_i = [X >= 4^i] for lo < i <= hi and every band's unit value
+       y_i = name(X / 4^i) at scale 2^BAND_UNIT_BITS (meaningful in X's own band only);
+       onehot_i = g_i - g_(i+1), with g_lo = 1 and g_(hi+1) = 0.
     2. sum_i (onehot_i K_i) y_i with K_i = gains[i] 2^out_bits (one Beaver round; onehot_i K_i is local),
        truncated by BAND_UNIT_BITS (one round). Exactly one onehot_i is 1, and the other bands' products
        are exactly 0 (not truncated separately), so the result errs by one truncation and K_i's rounding.
     The selected band's K_i y_i must stay below 2^62: gains[i] 2^out_bits < 2^(62 - BAND_UNIT_BITS)."""
-    g, ys = masked_lookup(s, x, ell=NORM_BITS, thresholds=tuple(1 << (2 * i) for i in range(NORM_BANDS)),
-                          polys=_band_polys(name))
-    onehot = g - torch.cat([g[:, 1:], torch.zeros_like(g[:, :1])], dim=1)  # (P, bands, ...)
-    k = torch.tensor([round(v * 2.0 ** out_bits) for v in gains], dtype=torch.int64)
-    k = k.reshape((1, NORM_BANDS) + (1,) * (x.dim() - 1))
+    thresholds = tuple(1 << (2 * i) for i in bands[1:])
+    g, ys = masked_lookup(s, x, ell=NORM_BITS, thresholds=thresholds, polys=_band_polys(name, bands))
+    one = (s.party0(x.dim() - 1) * torch.ones_like(x)).unsqueeze(1)
+    below = torch.cat([one, g], dim=1) if thresholds else one  # g_lo .. g_hi
+    onehot = below - torch.cat([below[:, 1:], torch.zeros_like(below[:, :1])], dim=1)  # (P, bands, ...)
+    k = torch.tensor([round(gains[i] * 2.0 ** out_bits) for i in bands], dtype=torch.int64)
+    k = k.reshape((1, len(bands)) + (1,) * (x.dim() - 1))
     z = beaver_mul(s, onehot * k, torch.stack(ys, dim=1)).sum(1)
     return truncate(s, z, BAND_UNIT_BITS)
 
 
-def _banded_fits(shape: tuple[int, ...]) -> bool:
-    return fits(shape, NORM_BITS, NORM_BANDS, _band_polys("recip"))
+def _bands(f: int, lo: float | None, hi: float | None) -> range:
+    """The bands of X = x 2^f for x in [lo, hi] (default: the whole domain [2^-f, 2^(NORM_BITS-f)))."""
+    first = 0 if lo is None else max(0, int(math.floor(math.log2(lo * 2.0 ** f) / 2)))
+    last = NORM_BANDS - 1 if hi is None else min(NORM_BANDS - 1, int(math.floor(math.log2(hi * 2.0 ** f) / 2)))
+    return range(first, max(first, last) + 1)
+
+
+def _banded_fits(shape: tuple[int, ...], bands: range) -> bool:
+    return fits(shape, NORM_BITS, len(bands) - 1, _band_polys("recip", bands))
 
 
 def _by_position(s: Session, y: torch.Tensor, onehot: torch.Tensor, consts: list[int], shift: int) -> torch.Tensor:
@@ -325,15 +335,18 @@ def _rsqrt_unit(s: Session, m: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def reciprocal(s: Session, x: torch.Tensor, extra_bits: int = 0) -> torch.Tensor:
+def reciprocal(s: Session, x: torch.Tensor, extra_bits: int = 0, lo: float | None = None,
+               hi: float | None = None) -> torch.Tensor:
     """1/x for x in [2^-f, 2^30) at scale 2^(f+E), E = extra_bits (more precision for small results).
 
-    Where the material fits, by bands (`_banded`, 4 rounds); otherwise normalise to m in [1, 2) by a bit
-    decomposition, Goldschmidt's iteration, and scale back by 2^(f-p) (20 rounds)."""
+    Where the material fits, by bands (`_banded`, 4 rounds; a caller that knows x in [lo, hi] narrows
+    them); otherwise normalise to m in [1, 2) by a bit decomposition, Goldschmidt's iteration, and scale
+    back by 2^(f-p) (20 rounds)."""
     f = s.frac_bits
     shift = 29
-    if _banded_fits(tuple(x.shape[1:])):  # 1/x = (1/m) 2^(f - 2i)
-        return _banded(s, x, "recip", [2.0 ** (f - 2 * i) for i in range(NORM_BANDS)], f + extra_bits)
+    bands = _bands(f, lo, hi)
+    if _banded_fits(tuple(x.shape[1:]), bands):  # 1/x = (1/m) 2^(f - 2i)
+        return _banded(s, x, "recip", [2.0 ** (f - 2 * i) for i in range(NORM_BANDS)], f + extra_bits, bands)
     m, onehot = _normalise(s, x)
     r = _recip_unit(s, m)
     consts = [round(2.0 ** (shift + f - j)) for j in range(NORM_BITS)]
@@ -349,9 +362,10 @@ def rsqrt(s: Session, x: torch.Tensor, extra_bits: int = 0, factor: float = 1.0)
     keep y * const < 2^62: factor 2^(37 - (p-f)/2) <= 2^45.5, i.e. x >= factor^2 2^-(f+1)."""
     f = s.frac_bits
     shift = 37
-    if _banded_fits(tuple(x.shape[1:])):  # x^-1/2 = m^-1/2 2^((f - 2i) / 2)
+    bands = _bands(f, None, None)
+    if _banded_fits(tuple(x.shape[1:]), bands):  # x^-1/2 = m^-1/2 2^((f - 2i) / 2)
         return _banded(s, x, "rsqrt", [factor * 2.0 ** ((f - 2 * i) / 2.0) for i in range(NORM_BANDS)],
-                       f + extra_bits)
+                       f + extra_bits, bands)
     m, onehot = _normalise(s, x)
     y = _rsqrt_unit(s, m)
     consts = [round(factor * 2.0 ** (shift - (j - f) / 2.0)) for j in range(NORM_BITS)]
@@ -486,9 +500,13 @@ def softmax_last(s: Session, x: torch.Tensor) -> torch.Tensor:
     # e^(x - max) at scale 2^(f+Ee) keeps entries down to e^-(f+Ee)ln2 (vocabulary-sized rows add up
     # many of them); the sum, read at scale 2^f, is 2^Ee * sum, and its reciprocal is taken at scale
     # 2^(f+Er), so e * inv carries scale 2^(2f+Er) and one truncation by f+Er returns to 2^f.
+    # The sum holds e^0 = 1 (to within 2e-6) and n entries of at most 1: read at scale 2^f it is in
+    # 2^Ee [1 - 2^-10, n (1 + 2^-10)], which names the reciprocal's bands.
     mx = max_last(s, x)
     e = exp_nonpositive(s, x - mx.unsqueeze(-1), out_extra=SOFTMAX_EXP_EXTRA_BITS)
-    inv = reciprocal(s, e.sum(-1), extra_bits=SOFTMAX_RECIP_EXTRA_BITS)
+    n, grow = x.shape[-1], 2.0 ** SOFTMAX_EXP_EXTRA_BITS
+    inv = reciprocal(s, e.sum(-1), extra_bits=SOFTMAX_RECIP_EXTRA_BITS, lo=grow * (1 - 2 ** -10),
+                     hi=grow * n * (1 + 2 ** -10))
     return truncate(s, beaver_mul(s, e, inv.unsqueeze(-1)), s.frac_bits + SOFTMAX_RECIP_EXTRA_BITS)
 
 
