@@ -48,7 +48,10 @@ def lookup_open(s: Session, x: torch.Tensor, ell: int, b: int, polys: tuple = ()
             power = power * c_low
             value = value + power * picked[:, e]
         values.append(value)
-    out = {"out": torch.stack(values, dim=1)} if values else {}
+    out = {}
+    if values:  # the recorded output and the values used downstream are the same tensor
+        out["out"] = torch.stack(values, dim=1)
+        values = [out["out"][:, i] for i in range(len(values))]
     s.record("lookup_open", {"in.x": x, "sent.c": c_sh, **out}, {"opened.c": c})
     return c, mat, values
 

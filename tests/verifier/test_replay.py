@@ -207,3 +207,43 @@ def test_local_openings_are_what_the_audit_would_fetch(model_dir, tmp_path):
     v = audit_local_job(refused, openings=ops)
     if v.closed_party != 0:
         assert v.cheaters == [0] and "refused" in v.parties[0].reason
+
+
+def _lookup_fault(at: int, which: str):
+    """An install() replacement: the party adds 2^40 to the output of the first lookup_open step at or after
+    `at` whose table is a polynomial of a function (`which` = "poly") or a comparison's step table ("step")."""
+    def install(session, party, cheat):
+        fired: dict = {}
+        row = session.local_parties.index(party)
+        real = session.material
+
+        def material(kind, *params):  # remember each lookup's tables, to tell the two kinds of step apart
+            session.last_lookup = params[3] if kind == "lookup" else None
+            return real(kind, *params)
+
+        def tamper(kind, index, local):
+            tables = getattr(session, "last_lookup", None)
+            if fired or index < at or kind != "lookup_open" or not tables:
+                return
+            if (tables[0][0] == "step") == (which == "step"):
+                local["out"][row].view(-1)[0] += 1 << 40
+                fired["step"] = index
+        session.material = material
+        tamper_steps(session, tamper)
+        return fired
+    return install
+
+
+@pytest.mark.parametrize("which", ["poly", "step"])
+def test_a_tampered_lookup_is_named_at_its_step(model_dir, tmp_path, monkeypatch, which):
+    """A party that alters what a lookup table gave it (a GeLU/exp/band value, or a comparison's bit) and
+    carries the altered value on is accused, and the replay names that lookup_open step's output."""
+    import sim.local_job as pj
+    monkeypatch.setattr(pj, "install", _lookup_fault(30, which))
+    job = _opened_job(model_dir, tmp_path, 1, Cheat("matmul-random", 0))
+    fired = job.parties[1].fired
+    assert "step" in fired
+    v = audit_local_job(job, lam=8)
+    assert v.cheaters == [1], v.as_dict()
+    assert v.parties[1].replay.finding.step == fired["step"]
+    assert v.parties[1].replay.finding.what == "out"
