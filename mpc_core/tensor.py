@@ -12,7 +12,6 @@ import torch
 from mpc_core.shares import additive_split
 from mpc_core.errors import DTypeError, PartyError, ShapeError
 from mpc_core.protocols import arithmetic as A
-from mpc_core.protocols import binary as B
 from mpc_core.protocols import nonlinear as NL
 from mpc_core.ring import check_ring, decode, encode
 from mpc_core.session import Session, align
@@ -314,11 +313,11 @@ class SharedTensor:
 
     def __lt__(self, other: Any) -> "SharedTensor":
         with self.session.scope("lt"):
-            return self._bit_to_fx(B.ltz(self.session, (self - other).data))
+            return self._bit_to_fx(NL.less_than_zero(self.session, (self - other).data))
 
     def __gt__(self, other: Any) -> "SharedTensor":
         with self.session.scope("gt"):
-            return self._bit_to_fx(B.ltz(self.session, (-(self - other)).data))
+            return self._bit_to_fx(NL.less_than_zero(self.session, (-(self - other)).data))
 
     def __le__(self, other: Any) -> "SharedTensor":
         return 1.0 - (self > other)
