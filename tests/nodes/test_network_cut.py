@@ -66,6 +66,11 @@ def test_a_replica_cut_off_mid_job_is_dropped_after_the_timeout_and_the_job_comp
         dealer_log = net.log_file(net.dealer.node_id)
         done = f"job {job_id}: the last party used"  # the dealer finished (a silent last replica: a timeout or two
         assert net.wait_until(lambda: done in dealer_log.read_text(errors="replace"), 4 * TIMEOUT_S), net.logs()
+        # every other replica posts its root once its receipts exchange gives up on the silent one (up to a
+        # timeout later): audit after that, as an auditor would, not in the race with it
+        others = {(p, r) for p in range(N) for r in range(R)} - {(victim % N, victim // N)}
+        assert net.wait_until(lambda: others <= set(read_job_from_ledger(net.ledger, job_id).replica_roots),
+                              4 * TIMEOUT_S), net.logs()
         res = net.audit(job_id)
         v = res.verdict
         assert v.accused_nodes == [] and v.dealer_status == "ok", (v.as_dict(), net.logs())
