@@ -48,7 +48,7 @@ _PI = Decimal("3.14159265358979323846264338327950288419716939937510582097494459"
 
 # --- the functions a table may hold (real -> real, on Decimal) ---------------------------------------
 def _recip(x: Decimal) -> Decimal:
-    return 1 / max(x, Decimal("0.5"))  # tables read it on [1, 4); the nodes of the lowest pieces reach 15/32
+    return 1 / max(x, Decimal("0.5"))  # tables read it on [1, 4); the lowest pieces' nodes reach just below 0.5
 
 
 def _rsqrt(x: Decimal) -> Decimal:
@@ -166,16 +166,7 @@ def check_compare(ell: int, b: int, n_thresholds: int) -> int:
     return nd
 
 
-def polys(spec) -> tuple:
-    """The polynomial tables of a lookup: `spec` is one table's parameters, a tuple of several, or empty."""
-    if not spec:
-        return ()
-    if isinstance(spec[0], (tuple, list)):
-        return tuple(tuple(p) for p in spec)
-    return (tuple(spec),)
-
-
-def material_words(shape: tuple[int, ...], ell: int, b: int, n_thresholds: int, poly) -> int:
+def material_words(shape: tuple[int, ...], ell: int, b: int, n_thresholds: int, polys: tuple = ()) -> int:
     """Words of derived material per party for a lookup with n thresholds (both its requests: digit
     tables and polynomial; the second stage's step tables), what the last party receives."""
     n = math.prod(shape)
@@ -183,10 +174,9 @@ def material_words(shape: tuple[int, ...], ell: int, b: int, n_thresholds: int, 
     if n_thresholds:
         nd = check_compare(ell, b, n_thresholds)
         words += n * (nd * (1 << b) + n_thresholds * (1 << (nd + 1)))
-    if poly:
-        for p in polys(poly):
-            _, _, _, k, deg, _, _, _, _ = check_poly(p)
-            words += n * (deg + 1) * (1 << k)
+    for p in polys:
+        _, _, _, k, deg, _, _, _, _ = check_poly(p)
+        words += n * (deg + 1) * (1 << k)
     return words
 
 
